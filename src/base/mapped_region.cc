@@ -1,0 +1,12 @@
+#include "base/mapped_region.h"
+
+namespace snapvm {
+
+Result<MappedRegion> MappedRegion::anonymous(size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return errno_error(fmt::format("mmap {} anonymous bytes", size));
+  return MappedRegion(p, size);
+}
+
+}  // namespace snapvm

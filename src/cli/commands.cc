@@ -1,0 +1,77 @@
+#include "cli/commands.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "cli/describe.h"
+#include "snapshot/reader.h"
+#include "snapshot/verify.h"
+#include "state/snapshot_state.h"
+
+namespace snapvm::cli {
+namespace {
+
+int fail(const Error& e) {
+  fmt::print(stderr, "snapvm: {}\n", e.describe());
+  return 1;
+}
+
+// A one-line progress meter on a terminal; silent when stderr is a file.
+ProgressFn terminal_progress(std::string label) {
+  if (!::isatty(STDERR_FILENO)) return {};
+  return [label](uint64_t done, uint64_t total) {
+    if (total == 0) return;
+    fmt::print(stderr, "\r{}: {:3.0f}% ({} of {})\x1b[K", label, 100.0 * done / total, human_bytes(done),
+               human_bytes(total));
+    if (done >= total) fmt::print(stderr, "\r\x1b[K");
+  };
+}
+
+}  // namespace
+
+int run_inspect(const std::string& path, bool json) {
+  auto file = SnapshotFile::open(path);
+  if (!file) return fail(file.error());
+  auto st = state::load_state(*file);
+  if (!st) return fail(std::move(st.error()).context(path));
+  if (json) {
+    fmt::print("{}\n", describe_json(*file, *st).dump(2));
+  } else {
+    fmt::print("{}", describe_text(*file, *st));
+  }
+  return 0;
+}
+
+int run_verify(const std::string& path, bool quiet) {
+  auto start = std::chrono::steady_clock::now();
+  auto file = SnapshotFile::open(path);
+  if (!file) return fail(file.error());
+  // Decoding the state checks every record, not just its checksum.
+  auto st = state::load_state(*file);
+  if (!st) return fail(std::move(st.error()).context(path));
+  auto report = verify_ram(*file, quiet ? ProgressFn{} : terminal_progress("verify"));
+  if (!report) return fail(std::move(report.error()).context(path));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!report->ok()) {
+    for (const auto& b : report->bad_pages) {
+      fmt::print(stderr, "snapvm: {}: RAM region {} page {:#x} (guest address {:#x}, file offset {:#x}): checksum mismatch\n",
+                 path, b.region, b.page, b.gpa, b.file_offset);
+    }
+    if (report->bad_page_count > report->bad_pages.size()) {
+      fmt::print(stderr, "snapvm: {}: ... {} bad pages in all\n", path, report->bad_page_count);
+    }
+    return 1;
+  }
+  if (!quiet) {
+    fmt::print("{}: OK: header, {} sections, {} RAM region(s): {} pages checked ({} data, {} holes) in {:.3f} s\n", path,
+               file->sections().size() + 1, file->ram_regions().size(), report->pages_checked, report->data_pages,
+               report->pages_checked - report->data_pages, secs);
+  }
+  return 0;
+}
+
+}  // namespace snapvm::cli

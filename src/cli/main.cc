@@ -1,0 +1,26 @@
+// snapvm: the command line.
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"snapvm: a snapshotting microVM monitor for Linux KVM"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "snapvm 0.1.0");
+
+  std::string path;
+  bool json = false;
+  auto* inspect = app.add_subcommand("inspect", "Describe a snapshot file (reads no guest RAM)");
+  inspect->add_option("FILE", path, "snapshot file")->required();
+  inspect->add_flag("--json", json, "machine-readable output");
+
+  bool quiet = false;
+  auto* verify = app.add_subcommand("verify", "Check every checksum of a snapshot, guest RAM included");
+  verify->add_option("FILE", path, "snapshot file")->required();
+  verify->add_flag("-q,--quiet", quiet, "print nothing on success");
+
+  CLI11_PARSE(app, argc, argv);
+  if (*inspect) return snapvm::cli::run_inspect(path, json);
+  if (*verify) return snapvm::cli::run_verify(path, quiet);
+  return 1;
+}

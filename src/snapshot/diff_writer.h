@@ -1,0 +1,47 @@
+// Diff snapshots: a standalone snapshot made from a base file plus the pages
+// that changed since the base, at a cost that follows the changed pages.
+//
+// The base is cloned with a reflink (FICLONE) so unchanged RAM shares extents
+// with it; only dirty pages are written, and dirty pages that became zero are
+// punched into holes. Where the filesystem cannot reflink (ext4, tmpfs, or a
+// different filesystem) the base is copied extent by extent, skipping its
+// holes, and the result is the same file, only slower to make.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "snapshot/writer.h"
+
+namespace snapvm {
+
+// One bit per page of a RAM region, least significant bit first.
+class DirtyBitmap {
+ public:
+  DirtyBitmap() = default;
+  explicit DirtyBitmap(uint64_t pages) : pages_(pages), words_((pages + 63) / 64, 0) {}
+
+  uint64_t pages() const { return pages_; }
+  void set(uint64_t page) { words_[page / 64] |= 1ull << (page % 64); }
+  bool test(uint64_t page) const { return (words_[page / 64] >> (page % 64)) & 1; }
+  uint64_t count() const;
+  std::vector<uint64_t>& words() { return words_; }
+  const std::vector<uint64_t>& words() const { return words_; }
+  // Merges another bitmap of the same size (KVM's log and the VMM's own).
+  void merge(const DirtyBitmap& other);
+
+ private:
+  uint64_t pages_ = 0;
+  std::vector<uint64_t> words_;
+};
+
+// `ram` is the VM's current memory and `dirty[i]` marks the pages of ram[i]
+// that may differ from the base. The base must describe the same regions.
+Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,
+                              const SnapshotContents& contents, std::span<const RamSource> ram,
+                              std::span<const DirtyBitmap> dirty, const WriteOptions& options = {});
+
+}  // namespace snapvm

@@ -1,0 +1,29 @@
+// A synthetic but realistic arm64 machine state and RAM image, for the demo,
+// the benchmark, the tests and the fuzz corpus. Register ids use KVM's real
+// encodings so that inspect output reads like a real snapshot's.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "snapshot/ram_layout.h"
+#include "state/snapshot_state.h"
+
+namespace snapvm::sample {
+
+inline constexpr uint64_t kRamBase = 0x4000'0000;  // the arm64 machine's RAM base
+
+state::SnapshotState make_state(uint32_t vcpus, std::span<const RamExtent> memory, uint64_t seed = 1);
+
+// Fills `ram` so that about `density` (0..1) of its pages hold pseudo-random
+// data and the rest are zero; every page is written, so none is left as the
+// kernel's shared zero page. Deterministic for a given seed.
+void fill_ram(std::span<uint8_t> ram, double density, uint64_t seed);
+
+// Deterministic page selection shared by fill_ram and the tests.
+bool page_has_data(uint64_t page, double density, uint64_t seed);
+
+uint64_t mix64(uint64_t x);
+
+}  // namespace snapvm::sample
