@@ -9,4 +9,11 @@ Result<MappedRegion> MappedRegion::anonymous(size_t size) {
   return MappedRegion(p, size);
 }
 
+Result<MappedRegion> MappedRegion::anonymous_huge(size_t size) {
+  if (size == 0) return MappedRegion();
+  auto r = anonymous(size);
+  if (r) ::madvise(r->data(), size, MADV_HUGEPAGE);  // a hint: failure only costs speed
+  return r;
+}
+
 }  // namespace snapvm

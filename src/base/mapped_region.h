@@ -32,6 +32,10 @@ class MappedRegion {
 
   // Private anonymous memory, zero-filled, reserved lazily (guest RAM style).
   static Result<MappedRegion> anonymous(size_t size);
+  // Anonymous memory backed by transparent huge pages where the kernel
+  // allows: first touch of fresh memory costs a fault per page, and 2 MiB
+  // pages make 512 times fewer of them. Size 0 gives an empty region.
+  static Result<MappedRegion> anonymous_huge(size_t size);
 
   uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
   size_t size() const { return size_; }

@@ -197,6 +197,7 @@ Result<WriteStats> write_diff(const std::string& path, const std::string& base_p
     stats.ram_bytes += plan.regions[i].size;
   }
   stats.data_bytes = written.load();
+  stats.written_bytes = written.load();
   stats.holes_punched_bytes = punched.load();
   stats.zero_bytes = punched.load();
   stats.file_bytes = SNAPVM_TRY(internal::finish_file(file.fd(), contents.arch, format::kFlagWriterDiff,

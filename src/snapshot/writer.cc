@@ -51,6 +51,7 @@ Result<WriteStats> commit_with_stats(PendingFile& file, const SnapshotContents& 
     stats.data_bytes += plan.regions[i].data_bytes;
   }
   stats.zero_bytes = stats.ram_bytes - stats.data_bytes;
+  stats.written_bytes = stats.data_bytes;
   stats.file_bytes = SNAPVM_TRY(internal::finish_file(file.fd(), contents.arch, flags, std::move(plan.regions),
                                                       plan.metadata_offset, tables, contents.sections));
   SNAPVM_CHECK_OK(file.commit());
@@ -89,7 +90,7 @@ Result<WriteStats> write_full(const std::string& path, const SnapshotContents& c
   }
   auto units = split_units(pages);
   auto data_bytes = std::make_unique<std::atomic<uint64_t>[]>(ram.size());
-  std::atomic<uint64_t> done{0};
+  std::atomic<uint64_t> done{0}, gap_bytes{0};
   const uint64_t zero_sum = zero_page_checksum();
 
   auto write_unit = [&](uint64_t u) -> Status {
@@ -97,7 +98,8 @@ Result<WriteStats> write_full(const std::string& path, const SnapshotContents& c
     const uint8_t* base = ram[unit.region].bytes.data();
     auto& table = tables[unit.region];
     internal::RunWriter runs(file.fd(), plan.regions[unit.region].file_offset);
-    uint64_t data = 0;
+    uint64_t data = 0, gap_fill = 0;
+    uint64_t next_after_data = UINT64_MAX;  // page after the last data page
     for (uint64_t p = unit.first; p < unit.first + unit.count; ++p) {
       std::span<const uint8_t> page(base + p * kPage, kPage);
       if (is_all_zero(page)) {
@@ -105,17 +107,27 @@ Result<WriteStats> write_full(const std::string& path, const SnapshotContents& c
         continue;
       }
       table[p] = checksum64(page);
+      // A short zero gap costs less written as zeros than as one more I/O
+      // and one more extent (which every reflink clone also pays for).
+      if (next_after_data < p && p - next_after_data <= options.merge_gap_pages) {
+        for (uint64_t z = next_after_data; z < p; ++z) SNAPVM_CHECK_OK(runs.add(z, base + z * kPage));
+        gap_fill += (p - next_after_data) * kPage;
+      }
       SNAPVM_CHECK_OK(runs.add(p, page.data()));
       data += kPage;
+      next_after_data = p + 1;
     }
     SNAPVM_CHECK_OK(runs.flush());
     data_bytes[unit.region] += data;
+    gap_bytes += gap_fill;
     done += unit.count * kPage;
     return {};
   };
   SNAPVM_CHECK_OK(parallel_for(units.size(), options.threads, write_unit, options.progress, &done, total));
-  return commit_with_stats(file, contents, format::kFlagWriterFull, std::move(plan), tables,
-                           {data_bytes.get(), ram.size()});
+  auto stats = commit_with_stats(file, contents, format::kFlagWriterFull, std::move(plan), tables,
+                                 {data_bytes.get(), ram.size()});
+  if (stats) stats->written_bytes += gap_bytes.load();
+  return stats;
 }
 
 Result<CompactRam> capture_compact(std::span<const RamSource> ram, unsigned threads) {
@@ -149,7 +161,9 @@ Result<CompactRam> capture_compact(std::span<const RamSource> ram, unsigned thre
     unit_start[u] = region.pages.size();
     region.pages.insert(region.pages.end(), found[u].begin(), found[u].end());
   }
-  for (auto& region : out.regions) region.data.resize(region.pages.size() * kPage);
+  for (auto& region : out.regions) {
+    region.data = SNAPVM_TRY(MappedRegion::anonymous_huge(region.pages.size() * kPage));
+  }
 
   SNAPVM_CHECK_OK(parallel_for(units.size(), threads, [&](uint64_t u) -> Status {
     auto& region = out.regions[units[u].region];

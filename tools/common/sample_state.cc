@@ -35,15 +35,16 @@ uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-bool page_has_data(uint64_t page, double density, uint64_t seed) {
-  return static_cast<double>(mix64(page ^ (seed << 40)) >> 11) * 0x1.0p-53 < density;
+bool page_has_data(uint64_t page, double density, uint64_t seed, uint64_t cluster_pages) {
+  uint64_t unit = page / cluster_pages;
+  return static_cast<double>(mix64(unit ^ (seed << 40)) >> 11) * 0x1.0p-53 < density;
 }
 
-void fill_ram(std::span<uint8_t> ram, double density, uint64_t seed) {
+void fill_ram(std::span<uint8_t> ram, double density, uint64_t seed, uint64_t cluster_pages) {
   const size_t page = format::kPageSize;
   for (size_t p = 0; p * page < ram.size(); ++p) {
     uint8_t* dst = ram.data() + p * page;
-    if (!page_has_data(p, density, seed)) {
+    if (!page_has_data(p, density, seed, cluster_pages)) {
       std::memset(dst, 0, page);
       continue;
     }

@@ -19,10 +19,13 @@ state::SnapshotState make_state(uint32_t vcpus, std::span<const RamExtent> memor
 // Fills `ram` so that about `density` (0..1) of its pages hold pseudo-random
 // data and the rest are zero; every page is written, so none is left as the
 // kernel's shared zero page. Deterministic for a given seed.
-void fill_ram(std::span<uint8_t> ram, double density, uint64_t seed);
+// With cluster_pages > 1, data comes in aligned runs of that many pages, as
+// in a real guest (kernel image, page cache, huge pages); 1 scatters single
+// pages, the worst case for sparse files.
+void fill_ram(std::span<uint8_t> ram, double density, uint64_t seed, uint64_t cluster_pages = 1);
 
 // Deterministic page selection shared by fill_ram and the tests.
-bool page_has_data(uint64_t page, double density, uint64_t seed);
+bool page_has_data(uint64_t page, double density, uint64_t seed, uint64_t cluster_pages = 1);
 
 uint64_t mix64(uint64_t x);
 
