@@ -67,7 +67,7 @@ int run_verify(const std::string& path, bool quiet) {
     return 1;
   }
   if (!quiet) {
-    fmt::print("{}: OK: header, {} sections, {} RAM region(s): {} pages checked ({} data, {} holes) in {:.3f} s\n", path,
+    fmt::print("{}: OK: header, {} sections, {} RAM region(s): {} pages checked ({} stored, {} holes) in {:.3f} s\n", path,
                file->sections().size() + 1, file->ram_regions().size(), report->pages_checked, report->data_pages,
                report->pages_checked - report->data_pages, secs);
   }
