@@ -1,0 +1,15 @@
+#!/bin/busybox sh
+# /init of the emulated KVM test host: mount the basics, run the payload's
+# run.sh, report its exit status on the console, power off.
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+echo "SNAPVM-TESTHOST-BOOTED kvm=$([ -c /dev/kvm ] && echo yes || echo no) cpus=$(nproc)"
+cd /payload
+sh /payload/run.sh
+echo "SNAPVM-TESTHOST-EXIT $?"
+sync
+poweroff -f
