@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/vmm_commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"snapvm: a snapshotting microVM monitor for Linux KVM"};
@@ -19,8 +20,11 @@ int main(int argc, char** argv) {
   verify->add_option("FILE", path, "snapshot file")->required();
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
 
+  auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
+
   CLI11_PARSE(app, argc, argv);
   if (*inspect) return snapvm::cli::run_inspect(path, json);
   if (*verify) return snapvm::cli::run_verify(path, quiet);
-  return 1;
+  int rc = run_vmm_command();
+  return rc >= 0 ? rc : 1;
 }

@@ -27,6 +27,7 @@
 #include "base/file_io.h"
 #include "base/mapped_region.h"
 #include "base/parallel.h"
+#include "base/units.h"
 #include "snapshot/diff_writer.h"
 #include "snapshot/reader.h"
 #include "snapshot/writer.h"
@@ -51,14 +52,6 @@ T die_on_error(Result<T> r, const char* what) {
   if constexpr (!std::is_void_v<T>) return std::move(*r);
 }
 
-uint64_t parse_size(std::string s) {
-  uint64_t mult = 1;
-  char suffix = s.empty() ? 0 : s.back();
-  if (suffix == 'G' || suffix == 'g') mult = 1ull << 30;
-  if (suffix == 'M' || suffix == 'm') mult = 1ull << 20;
-  if (mult != 1) s.pop_back();
-  return std::stoull(s) * mult;
-}
 
 std::string fs_name(const std::string& dir) {
   struct statfs st {};
@@ -316,7 +309,7 @@ int main(int argc, char** argv) {
   bool xfs = false;
   app.add_flag("--xfs", xfs, "make and mount a reflink-capable XFS loop filesystem under --dir and measure there (root)");
   CLI11_PARSE(app, argc, argv);
-  for (auto& s : CLI::detail::split(sizes, ',')) cfg.sizes.push_back(parse_size(s));
+  for (auto& s : CLI::detail::split(sizes, ',')) cfg.sizes.push_back(die_on_error(parse_size(s), "--sizes"));
   for (auto& d : CLI::detail::split(densities, ',')) cfg.densities.push_back(std::stod(d) / 100);
   cfg.patterns = CLI::detail::split(patterns, ',');
   for (const auto& p : cfg.patterns) {

@@ -6,27 +6,11 @@
 #include <fmt/format.h>
 
 #include "base/mapped_region.h"
+#include "base/units.h"
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
 #include "tools/common/sample_state.h"
 
-namespace {
-
-uint64_t parse_size(const std::string& s) {
-  size_t pos = 0;
-  uint64_t v = std::stoull(s, &pos);
-  if (pos < s.size()) {
-    switch (s[pos]) {
-      case 'K': case 'k': v <<= 10; break;
-      case 'M': case 'm': v <<= 20; break;
-      case 'G': case 'g': v <<= 30; break;
-      default: throw CLI::ValidationError("--mem", "unknown size suffix in " + s);
-    }
-  }
-  return v;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"snapvm-mksample: write a sample snapshot of a synthetic arm64 machine"};
@@ -43,7 +27,12 @@ int main(int argc, char** argv) {
   app.add_option("--writer", writer, "full or compact")->check(CLI::IsMember({"full", "compact"}));
   CLI11_PARSE(app, argc, argv);
 
-  uint64_t bytes = parse_size(mem);
+  auto parsed = snapvm::parse_size(mem);
+  if (!parsed) {
+    fmt::print(stderr, "snapvm-mksample: --mem: {}\n", parsed.error().describe());
+    return 1;
+  }
+  uint64_t bytes = *parsed;
   if (bytes == 0 || bytes % snapvm::format::kPageSize != 0) {
     fmt::print(stderr, "snapvm-mksample: --mem {} is not a positive multiple of 4 KiB\n", mem);
     return 1;

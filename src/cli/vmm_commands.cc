@@ -1,0 +1,91 @@
+#include "cli/vmm_commands.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "arch/platform.h"
+#include "base/units.h"
+#include "vmm/machine.h"
+
+namespace snapvm::cli {
+namespace {
+
+struct RunOptions {
+  std::string kernel, initrd, cmdline = "console=ttyAMA0 quiet panic=-1", mem = "512M", console;
+  uint32_t cpus = 1;
+};
+
+int run_vm(const RunOptions& o) {
+  auto mem = parse_size(o.mem);
+  if (!mem) {
+    fmt::print(stderr, "snapvm: --mem: {}\n", mem.error().describe());
+    return 1;
+  }
+  FILE* console = stdout;
+  std::unique_ptr<FILE, int (*)(FILE*)> console_file(nullptr, &std::fclose);
+  if (!o.console.empty()) {
+    console_file.reset(std::fopen(o.console.c_str(), "w"));
+    if (!console_file) {
+      fmt::print(stderr, "snapvm: --console {}: cannot open for writing\n", o.console);
+      return 1;
+    }
+    console = console_file.get();
+  }
+  MachineConfig c;
+  c.kernel_path = o.kernel;
+  c.initrd_path = o.initrd;
+  c.cmdline = o.cmdline;
+  c.mem_bytes = *mem;
+  c.vcpus = o.cpus;
+  c.console = [console](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), console);
+    if (s.find('\n') != std::string_view::npos) std::fflush(console);
+  };
+  auto machine = Machine::create(c);
+  if (!machine) {
+    fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
+    return 1;
+  }
+  auto exit = (*machine)->run();
+  std::fflush(console);
+  if (!exit) {
+    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
+    return 1;
+  }
+  switch (*exit) {
+    case ExitReason::kPowerOff: return 0;
+    case ExitReason::kReset:
+      fmt::print(stderr, "snapvm: the guest asked for a reset; the VM has stopped\n");
+      return 0;
+    case ExitReason::kCrash:
+      fmt::print(stderr, "snapvm: the guest reported a crash\n");
+      return 1;
+    case ExitReason::kStopped: return 0;
+  }
+  return 1;
+}
+
+}  // namespace
+
+std::function<int()> register_vmm_commands(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::kArchName) + ")");
+  run->footer(
+      "The guest console (a PL011 UART) goes to stdout or --console FILE. The VM ends with exit status 0\n"
+      "when the guest powers off.\n\n"
+      "Example:\n"
+      "  snapvm run --kernel Image --initrd initrd.cpio --mem 512M --cpus 4 --cmdline \"console=ttyAMA0 quiet\"");
+  run->add_option("-k,--kernel", o->kernel, "uncompressed kernel Image")->required();
+  run->add_option("-i,--initrd", o->initrd, "initial ramdisk (cpio archive)");
+  run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M or 2G (multiple of 2 MiB)")->capture_default_str();
+  run->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
+  run->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();
+  run->add_option("--console", o->console, "write the guest console to this file instead of stdout");
+  return [run, o]() -> int { return *run ? run_vm(*o) : -1; };
+}
+
+}  // namespace snapvm::cli

@@ -1,0 +1,37 @@
+// A PL011 UART as far as a Linux console needs it: transmit always ready,
+// nothing to receive yet, interrupt status and mask, and the PrimeCell ID
+// registers the AMBA bus probes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string_view>
+
+#include "devices/mmio_bus.h"
+
+namespace snapvm {
+
+class Pl011 final : public MmioDevice {
+ public:
+  using OutputFn = std::function<void(std::string_view)>;
+  using IrqFn = std::function<void(bool level)>;
+
+  Pl011(OutputFn output, IrqFn irq) : output_(std::move(output)), irq_(std::move(irq)) {}
+
+  void mmio_read(uint64_t offset, std::span<uint8_t> data) override;
+  void mmio_write(uint64_t offset, std::span<const uint8_t> data) override;
+
+ private:
+  uint32_t raw_interrupts() const;
+  void update_irq();  // with mu_ held
+
+  std::mutex mu_;
+  OutputFn output_;
+  IrqFn irq_;
+  uint32_t ibrd_ = 0, fbrd_ = 0, lcr_h_ = 0, cr_ = 0x300, ifls_ = 0x12, imsc_ = 0, dmacr_ = 0;
+  bool irq_level_ = false;
+};
+
+}  // namespace snapvm

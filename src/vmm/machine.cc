@@ -1,0 +1,238 @@
+#include "vmm/machine.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <condition_variable>
+#include <optional>
+
+#include "arch/platform.h"
+#include "base/file_io.h"
+#include "devices/mmio_bus.h"
+#include "devices/pl011.h"
+#include "kvm/kvm.h"
+
+namespace snapvm {
+namespace {
+
+// A signal that only interrupts KVM_RUN; its handler does nothing.
+int kick_signal() { return SIGRTMIN + 1; }
+
+void install_kick_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(kick_signal(), &sa, nullptr);
+  });
+}
+
+Result<std::vector<uint8_t>> read_whole(const std::string& path, const char* what, uint64_t limit) {
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return tl::unexpected(std::move(fd.error()).context(what));
+  uint64_t size = SNAPVM_TRY(file_size(fd->get()));
+  if (size > limit) return make_error(ErrorCode::kInvalidArgument, "{} {} is {} bytes, over the {} MiB limit", what, path, size, limit >> 20);
+  std::vector<uint8_t> bytes(size);
+  SNAPVM_CHECK_OK(pread_exact(fd->get(), bytes, 0));
+  return bytes;
+}
+
+}  // namespace
+
+std::string_view to_string(ExitReason r) {
+  switch (r) {
+    case ExitReason::kPowerOff: return "power off";
+    case ExitReason::kReset: return "reset";
+    case ExitReason::kCrash: return "crash";
+    case ExitReason::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+struct Machine::State {
+  MachineConfig config;
+  kvm::Kvm kvm;
+  std::optional<kvm::Vm> vm;
+  MappedRegion ram;
+  std::optional<arch::Platform> platform;
+  std::vector<kvm::Vcpu> vcpus;
+  MmioBus bus;
+  std::unique_ptr<Pl011> uart;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<pthread_t> threads;
+  std::atomic<bool> stopping{false};
+  std::optional<ExitReason> exit;
+  std::optional<Error> error;
+
+  void stop_all();
+  void finish(std::optional<ExitReason> reason, std::optional<Error> err);
+  void vcpu_loop(size_t index);
+};
+
+void Machine::State::stop_all() {
+  stopping = true;
+  std::lock_guard lock(mu);
+  for (size_t i = 0; i < threads.size(); ++i) {
+    vcpus[i].run_data()->immediate_exit = 1;
+    ::pthread_kill(threads[i], kick_signal());
+  }
+}
+
+void Machine::State::finish(std::optional<ExitReason> reason, std::optional<Error> err) {
+  {
+    std::lock_guard lock(mu);
+    if (!exit && !error) {
+      exit = reason;
+      if (err) error = std::move(err);
+    }
+  }
+  cv.notify_all();
+  stop_all();
+}
+
+void Machine::State::vcpu_loop(size_t index) {
+  const kvm::Vcpu& vcpu = vcpus[index];
+  kvm_run* run = vcpu.run_data();
+  while (!stopping.load()) {
+    auto r = vcpu.run();
+    if (!r) {
+      finish(std::nullopt, std::move(r.error()));
+      return;
+    }
+    if (!*r) continue;  // kicked: the loop condition decides
+    switch (run->exit_reason) {
+      case KVM_EXIT_MMIO: {
+        auto& m = run->mmio;
+        if (m.is_write) {
+          bus.write(m.phys_addr, {m.data, m.len});
+        } else {
+          bus.read(m.phys_addr, {m.data, m.len});
+        }
+        break;
+      }
+      case KVM_EXIT_SYSTEM_EVENT:
+        switch (run->system_event.type) {
+          case KVM_SYSTEM_EVENT_SHUTDOWN: finish(ExitReason::kPowerOff, std::nullopt); return;
+          case KVM_SYSTEM_EVENT_RESET: finish(ExitReason::kReset, std::nullopt); return;
+          default: finish(ExitReason::kCrash, std::nullopt); return;
+        }
+      case KVM_EXIT_INTR:
+        break;
+      case KVM_EXIT_FAIL_ENTRY:
+        finish(std::nullopt, Error(ErrorCode::kIo, fmt::format("vCPU {}: KVM_EXIT_FAIL_ENTRY, reason {:#x}", index,
+                                                               run->fail_entry.hardware_entry_failure_reason)));
+        return;
+      case KVM_EXIT_INTERNAL_ERROR:
+        finish(std::nullopt, Error(ErrorCode::kIo, fmt::format("vCPU {}: KVM internal error {}", index,
+                                                               run->internal.suberror)));
+        return;
+      default:
+        finish(std::nullopt, Error(ErrorCode::kUnsupported, fmt::format("vCPU {}: unhandled exit reason {}", index,
+                                                                        run->exit_reason)));
+        return;
+    }
+  }
+}
+
+Machine::Machine(std::unique_ptr<State> state) : s_(std::move(state)) {}
+
+Machine::~Machine() {
+  if (!s_) return;
+  s_->stop_all();
+  for (pthread_t t : s_->threads) ::pthread_join(t, nullptr);
+}
+
+uint64_t Machine::mem_bytes() const { return s_->ram.size(); }
+uint32_t Machine::vcpu_count() const { return static_cast<uint32_t>(s_->vcpus.size()); }
+
+Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
+  // Inputs first, so a typo costs nothing and says exactly what is wrong.
+  if (c.vcpus == 0) return make_error(ErrorCode::kInvalidArgument, "at least one vCPU is needed");
+  if (c.mem_bytes % (2ull << 20) != 0 || c.mem_bytes == 0 || c.mem_bytes > arch::kMaxRamBytes) {
+    return make_error(ErrorCode::kInvalidArgument, "memory size {} is not a positive multiple of 2 MiB up to {} GiB",
+                      c.mem_bytes, arch::kMaxRamBytes >> 30);
+  }
+  arch::BootImages images;
+  images.kernel = SNAPVM_TRY(arch::read_kernel_image(c.kernel_path));
+  if (!c.initrd_path.empty()) images.initrd = SNAPVM_TRY(read_whole(c.initrd_path, "initrd", 1ull << 30));
+  images.cmdline = c.cmdline;
+  SNAPVM_TRY(arch::plan_boot(arch::kRamBase, c.mem_bytes, images.kernel, images.initrd.size()));
+
+  auto s = std::make_unique<State>();
+  s->config = c;
+  s->kvm = SNAPVM_TRY(kvm::Kvm::open());
+  uint32_t max = arch::max_vcpus(s->kvm);
+  if (c.vcpus > max) {
+    return make_error(ErrorCode::kInvalidArgument, "{} vCPUs requested; this host and machine support at most {}",
+                      c.vcpus, max);
+  }
+  s->vm.emplace(SNAPVM_TRY(s->kvm.create_vm()));
+  s->ram = SNAPVM_TRY(MappedRegion::anonymous_huge(c.mem_bytes));
+  SNAPVM_CHECK_OK(s->vm->set_user_memory_region(0, arch::kRamBase, s->ram.span()));
+  s->platform.emplace(SNAPVM_TRY(arch::Platform::create(*s->vm, c.vcpus)));
+  for (uint32_t i = 0; i < c.vcpus; ++i) s->vcpus.push_back(SNAPVM_TRY(s->vm->create_vcpu(i)));
+  for (const auto& v : s->vcpus) SNAPVM_CHECK_OK(s->platform->init_vcpu(*s->vm, v));
+  SNAPVM_CHECK_OK(s->platform->finalize());
+
+  State* raw = s.get();
+  s->uart = std::make_unique<Pl011>(
+      [raw](std::string_view out) {
+        if (raw->config.console) raw->config.console(out);
+      },
+      [raw](bool level) { (void)raw->vm->irq_line(arch::Platform::spi_line(arch::kUartSpi), level); });
+  SNAPVM_CHECK_OK(s->bus.add(arch::kUartBase, arch::kUartSize, s->uart.get()));
+  SNAPVM_CHECK_OK(s->platform->boot(s->ram.span(), images, s->vcpus));
+  return std::unique_ptr<Machine>(new Machine(std::move(s)));
+}
+
+Result<ExitReason> Machine::run() {
+  install_kick_handler();
+  {
+    std::lock_guard lock(s_->mu);
+    for (size_t i = 0; i < s_->vcpus.size(); ++i) {
+      pthread_t t;
+      auto* arg = new std::pair<State*, size_t>(s_.get(), i);
+      int rc = ::pthread_create(
+          &t, nullptr,
+          [](void* p) -> void* {
+            auto* a = static_cast<std::pair<State*, size_t>*>(p);
+            a->first->vcpu_loop(a->second);
+            delete a;
+            return nullptr;
+          },
+          arg);
+      if (rc != 0) {
+        delete arg;
+        s_->error = Error(ErrorCode::kIo, "create vCPU thread", rc);
+        break;
+      }
+      s_->threads.push_back(t);
+    }
+  }
+  if (s_->error) s_->stop_all();
+  {
+    std::unique_lock lock(s_->mu);
+    s_->cv.wait(lock, [&] { return s_->exit.has_value() || s_->error.has_value() || s_->stopping.load(); });
+  }
+  s_->stop_all();
+  for (pthread_t t : s_->threads) ::pthread_join(t, nullptr);
+  s_->threads.clear();
+  if (s_->error) return tl::unexpected(*s_->error);
+  return s_->exit.value_or(ExitReason::kStopped);
+}
+
+void Machine::request_stop() {
+  {
+    std::lock_guard lock(s_->mu);  // no lost wakeup between run()'s check and wait
+    s_->stopping = true;
+  }
+  s_->cv.notify_all();
+  s_->stop_all();
+}
+
+}  // namespace snapvm

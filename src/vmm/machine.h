@@ -1,0 +1,61 @@
+// A running microVM: guest memory, vCPU threads, devices, and the way it
+// ends. Architecture specifics come from arch/platform.h.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "base/mapped_region.h"
+#include "base/result.h"
+
+namespace snapvm {
+
+struct MachineConfig {
+  std::string kernel_path;
+  std::string initrd_path;  // empty: none
+  std::string cmdline;
+  uint64_t mem_bytes = 512ull << 20;
+  uint32_t vcpus = 1;
+  // Where the guest console goes: every chunk the UART emits.
+  std::function<void(std::string_view)> console;
+};
+
+enum class ExitReason {
+  kPowerOff,  // the guest powered off (PSCI SYSTEM_OFF)
+  kReset,     // the guest asked for a reset (PSCI SYSTEM_RESET)
+  kCrash,     // the guest reported a crash
+  kStopped,   // request_stop() from the host
+};
+std::string_view to_string(ExitReason r);
+
+class Machine {
+ public:
+  // Builds the VM and loads the guest; checks every input first and fails
+  // with one clear error.
+  static Result<std::unique_ptr<Machine>> create(const MachineConfig& config);
+  ~Machine();
+
+  // Runs the vCPUs until the guest powers off, resets or crashes, or until
+  // request_stop(); an error in a vCPU thread stops the others too.
+  Result<ExitReason> run();
+
+  // Thread-safe: makes run() return kStopped soon.
+  void request_stop();
+
+  uint64_t mem_bytes() const;
+  uint32_t vcpu_count() const;
+
+ private:
+  struct State;
+  explicit Machine(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace snapvm

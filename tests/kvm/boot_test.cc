@@ -1,0 +1,110 @@
+// Booting Linux guests on the real KVM of the test host.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <regex>
+
+#include "guest_env.h"
+
+namespace snapvm {
+namespace {
+
+using std::chrono::seconds;
+
+// Parses "SNAPVM-GUEST-READY cpus=N mem_kb=M" from the console.
+bool parse_ready(const std::string& console, long* cpus, long* mem_kb) {
+  std::smatch m;
+  std::regex re("SNAPVM-GUEST-READY cpus=(\\d+) mem_kb=(\\d+)");
+  if (!std::regex_search(console, m, re)) return false;
+  *cpus = std::stol(m[1]);
+  *mem_kb = std::stol(m[2]);
+  return true;
+}
+
+void expect_boots(uint32_t vcpus, uint64_t mem) {
+  auto r = test::boot_guest(vcpus, mem, seconds(600));
+  ASSERT_TRUE(r.created) << r.create_error;
+  ASSERT_FALSE(r.timed_out) << "guest did not power off in time; console:\n" << r.console;
+  ASSERT_TRUE(r.ran) << r.run_error << "\nconsole:\n" << r.console;
+  EXPECT_EQ(r.exit, ExitReason::kPowerOff);
+  long cpus = 0, mem_kb = 0;
+  ASSERT_TRUE(parse_ready(r.console, &cpus, &mem_kb)) << r.console;
+  EXPECT_EQ(cpus, static_cast<long>(vcpus));
+  // The kernel keeps some memory for itself; the rest must be what was asked.
+  EXPECT_LE(mem_kb, static_cast<long>(mem >> 10));
+  EXPECT_GE(mem_kb, static_cast<long>((mem >> 10) * 8 / 10));
+  std::printf("FIGURE boot_to_init_marker vcpus=%u mem_mib=%llu seconds=%.2f\n", vcpus,
+              static_cast<unsigned long long>(mem >> 20), r.seconds_to_marker);
+}
+
+TEST(Boot, OneVcpuGuestReachesInit) { expect_boots(1, 256ull << 20); }
+
+TEST(Boot, FourVcpuGuestReachesInitWithAllCpusOnline) { expect_boots(4, 512ull << 20); }
+
+// Runs the snapvm binary and returns its exit status and stderr.
+std::pair<int, std::string> run_cli(const std::string& args) {
+  std::string cmd = test::snapvm_binary() + " " + args + " 2>&1 >/dev/null";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string err;
+  char buf[512];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) err.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, err};
+}
+
+TEST(Boot, BadInputGivesOneClearError) {
+  std::string k = test::guest_kernel(), i = test::guest_initrd();
+  struct Case {
+    std::string args;
+    std::string expect;
+  } cases[] = {
+      {"run --kernel /nonexistent/Image", "No such file"},
+      {"run --kernel " + i, "not an arm64 Image"},
+      {"run --kernel " + k + " --initrd " + i + " --mem 32M", "cannot hold the kernel"},
+      {"run --kernel " + k + " --cpus 500", "at most"},
+      {"run --kernel " + k + " --mem 12Q", "unknown size suffix"},
+  };
+  for (const auto& c : cases) {
+    auto [rc, err] = run_cli(c.args);
+    EXPECT_NE(rc, 0) << c.args;
+    EXPECT_NE(err.find(c.expect), std::string::npos) << c.args << " said: " << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << c.args << " said: " << err;
+  }
+}
+
+TEST(Boot, GuestPowerOffEndsTheVmmWithExitZero) {
+  auto [rc, err] = run_cli("run --kernel " + test::guest_kernel() + " --initrd " + test::guest_initrd() +
+                           " --mem 256M --cpus 2 --cmdline 'console=ttyAMA0 quiet panic=-1 snapvm.poweroff'");
+  EXPECT_EQ(rc, 0) << err;
+}
+
+size_t count_entries(const char* dir) {
+  size_t n = 0;
+  if (DIR* d = ::opendir(dir)) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+TEST(Boot, NoFdOrThreadLeaksAcross20Vms) {
+  // Warm up once so lazily created process-wide state is not counted.
+  { auto r = test::boot_guest(2, 128ull << 20, seconds(1), ""); ASSERT_TRUE(r.created) << r.create_error; }
+  size_t fds = count_entries("/proc/self/fd"), threads = count_entries("/proc/self/task");
+  for (int i = 0; i < 20; ++i) {
+    // Each runs its vCPU threads briefly, then is stopped from the host.
+    auto r = test::boot_guest(2, 128ull << 20, seconds(1), "");
+    ASSERT_TRUE(r.created) << r.create_error;
+    ASSERT_TRUE(r.ran) << r.run_error;
+  }
+  EXPECT_EQ(count_entries("/proc/self/fd"), fds);
+  EXPECT_EQ(count_entries("/proc/self/task"), threads);
+}
+
+}  // namespace
+}  // namespace snapvm

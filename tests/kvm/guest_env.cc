@@ -1,0 +1,72 @@
+#include "guest_env.h"
+
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+namespace snapvm::test {
+
+std::string guest_dir() {
+  const char* d = std::getenv("SNAPVM_GUEST_DIR");
+  return d != nullptr ? d : "/payload/guest";
+}
+std::string guest_kernel() { return guest_dir() + "/Image"; }
+std::string guest_initrd() { return guest_dir() + "/initrd.cpio"; }
+std::string snapvm_binary() {
+  const char* b = std::getenv("SNAPVM_BIN");
+  return b != nullptr ? b : "/payload/snapvm";
+}
+
+BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds timeout,
+                      const std::string& extra_cmdline) {
+  BootResult result;
+  std::mutex mu;
+  auto start = std::chrono::steady_clock::now();
+  MachineConfig c;
+  c.kernel_path = guest_kernel();
+  c.initrd_path = guest_initrd();
+  c.cmdline = "console=ttyAMA0 quiet panic=-1 " + extra_cmdline;
+  c.mem_bytes = mem_bytes;
+  c.vcpus = vcpus;
+  c.console = [&](std::string_view s) {
+    std::lock_guard lock(mu);
+    result.console.append(s);
+    if (result.seconds_to_marker < 0 && result.console.find("SNAPVM-GUEST-READY") != std::string::npos) {
+      result.seconds_to_marker = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  };
+  auto machine = Machine::create(c);
+  if (!machine) {
+    result.create_error = machine.error().describe();
+    return result;
+  }
+  result.created = true;
+
+  std::mutex wd_mu;
+  std::condition_variable wd_cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(wd_mu);
+    if (!wd_cv.wait_for(lock, timeout, [&] { return done; })) {
+      result.timed_out = true;
+      (*machine)->request_stop();
+    }
+  });
+  auto exit = (*machine)->run();
+  {
+    std::lock_guard lock(wd_mu);
+    done = true;
+  }
+  wd_cv.notify_all();
+  watchdog.join();
+  if (exit) {
+    result.ran = true;
+    result.exit = *exit;
+  } else {
+    result.run_error = exit.error().describe();
+  }
+  return result;
+}
+
+}  // namespace snapvm::test

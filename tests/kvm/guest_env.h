@@ -1,0 +1,34 @@
+// What the KVM tests boot: the guest kernel and initramfs the test host
+// payload carries, and a helper that boots them with a watchdog.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "vmm/machine.h"
+
+namespace snapvm::test {
+
+std::string guest_dir();  // $SNAPVM_GUEST_DIR or /payload/guest
+std::string guest_kernel();
+std::string guest_initrd();
+std::string snapvm_binary();  // $SNAPVM_BIN or /payload/snapvm
+
+struct BootResult {
+  bool created = false;
+  std::string create_error;
+  bool ran = false;
+  std::string run_error;
+  ExitReason exit = ExitReason::kStopped;
+  std::string console;
+  double seconds_to_marker = -1;  // host time from create() to the init marker
+  bool timed_out = false;
+};
+
+// Boots the test guest with `snapvm.poweroff` so it ends by itself; the
+// watchdog stops it after `timeout`.
+BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds timeout,
+                      const std::string& extra_cmdline = "snapvm.poweroff");
+
+}  // namespace snapvm::test

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Cross-builds static aarch64 binaries for the test host (snapvm, the KVM
+# tests, the guest init) and packs the guest initramfs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${TESTHOST_DIR:-build-testhost}
+[ -e "$out/Image" ] || tools/testhost/prepare.sh
+cmake -S . -B build-aarch64 -G Ninja -DCMAKE_TOOLCHAIN_FILE=tools/testhost/aarch64.cmake \
+  -DSNAPVM_AARCH64_SYSROOT="$(realpath "$out/sysroot")" -DSNAPVM_STATIC=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C build-aarch64 snapvm snapvm_kvm_tests snapvm-guest-init | grep -v '^\[' || true
+test "${PIPESTATUS[0]}" -eq 0
+
+# The guest initramfs: our init as /init, plus the virtio modules the
+# Debian kernel keeps as modules, listed in load order.
+guest=$(mktemp -d)
+trap 'rm -rf "$guest"' EXIT
+mkdir -p "$guest/lib/modules"
+cp build-aarch64/bin/snapvm-guest-init "$guest/init"
+moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
+: > "$guest/lib/modules/load-order"
+for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
+         net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
+         net/vmw_vsock/vmw_vsock_virtio_transport; do
+  src="$moddir/kernel/$m.ko"
+  if [ -e "$src" ]; then
+    cp "$src" "$guest/lib/modules/"
+    basename "$src" >> "$guest/lib/modules/load-order"
+  elif [ -e "$src.xz" ]; then
+    xz -dc "$src.xz" > "$guest/lib/modules/$(basename "$src")"
+    basename "$src" >> "$guest/lib/modules/load-order"
+  fi
+done
+(cd "$guest" && find . | cpio -o -H newc --quiet) > "$out/guest-initrd.cpio"
+
+# The payload the test host sees at /payload.
+payload="$out/payload"
+rm -rf "$payload"
+mkdir -p "$payload/guest"
+cp build-aarch64/bin/snapvm build-aarch64/bin/snapvm_kvm_tests "$payload/"
+ln -f "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio" 2>/dev/null || cp "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio"
+cp "$(realpath "$out/Image")" "$payload/guest/Image"
+echo "build-aarch64: payload ready in $payload ($(du -sh "$payload" | cut -f1))"
