@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs dependencies, builds,
 # runs the native tests (plain and under ASan+UBSan), fuzzes the snapshot
-# reader for a bounded time, and smoke-runs the benchmark.
+# reader for a bounded time, runs the KVM tests inside the emulated arm64
+# test host, and smoke-runs the benchmark.
 #
 #   FUZZ_SECONDS=45  how long the reader fuzzer runs
 set -euo pipefail
@@ -40,6 +41,13 @@ if build-fuzz/bin/snapvm_fuzz_reader -max_total_time="$fuzz_seconds" -max_len=40
 else
   tail -40 build-fuzz/fuzz.log
   echo "fuzzer found a crash; the input is in $(pwd) (crash-*)"
+  failed=$((failed + 1))
+fi
+
+echo "== KVM tests inside the emulated arm64 test host (real KVM, nested under QEMU)"
+if tools/testhost/kvm-tests.sh; then
+  passed=$((passed + 1))
+else
   failed=$((failed + 1))
 fi
 
