@@ -15,8 +15,10 @@ echo
 echo "== boot: 2 vCPUs, 256 MiB, Debian's arm64 kernel, snapvm's guest init"
 guest_cmdline="console=ttyAMA0 quiet panic=-1 snapvm.poweroff"
 if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
-  : "${SNAPVM_GUEST_DIR:?set SNAPVM_GUEST_DIR to a folder with Image and initrd.cpio}"
-  time build/bin/snapvm run --kernel "$SNAPVM_GUEST_DIR/Image" --initrd "$SNAPVM_GUEST_DIR/initrd.cpio" \
+  tools/testhost/prepare.sh >/dev/null
+  tools/testhost/native-guest.sh >/dev/null
+  guest=build-testhost/native-guest
+  time build/bin/snapvm run --kernel "$guest/Image" --initrd "$guest/initrd.cpio" \
     --mem 256M --cpus 2 --cmdline "$guest_cmdline"
 else
   echo "(no arm64 /dev/kvm here: booting the emulated KVM test host first; its times are not hardware times)"

@@ -4,10 +4,10 @@
 # reader for a bounded time, runs the KVM tests inside the emulated arm64
 # test host, and smoke-runs the benchmark.
 #
-#   FUZZ_SECONDS=45  how long the reader fuzzer runs
+#   FUZZ_SECONDS=40  how long each fuzzer runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fuzz_seconds=${FUZZ_SECONDS:-45}
+fuzz_seconds=${FUZZ_SECONDS:-40}
 
 tools/setup.sh
 passed=0
@@ -27,22 +27,29 @@ run_suite "native tests" build
 tools/build.sh asan
 run_suite "native tests under ASan+UBSan" build-asan
 
-echo "== fuzzing the snapshot reader for ${fuzz_seconds}s"
+echo "== fuzzing the snapshot reader and the virtqueue, ${fuzz_seconds}s each"
 tools/build.sh fuzz
 seeds=build-fuzz/seeds
 mkdir -p "$seeds" build-fuzz/corpus
 build/bin/snapvm-mksample "$seeds/small.snap" --mem 16K --cpus 1 --density 0.5 >/dev/null
 build/bin/snapvm-mksample "$seeds/compact.snap" --mem 32K --cpus 2 --density 1 --writer compact >/dev/null
 cp tests/data/sample-v1.0.snap "$seeds/"
-if build-fuzz/bin/snapvm_fuzz_reader -max_total_time="$fuzz_seconds" -max_len=400000 -timeout=10 \
-     -rss_limit_mb=2048 -print_final_stats=1 build-fuzz/corpus "$seeds" >build-fuzz/fuzz.log 2>&1; then
-  grep -E "^Done|stat::number_of_executed_units" build-fuzz/fuzz.log || true
-  passed=$((passed + 1))
-else
-  tail -40 build-fuzz/fuzz.log
-  echo "fuzzer found a crash; the input is in $(pwd) (crash-*)"
-  failed=$((failed + 1))
-fi
+fuzz() {  # target, log, fuzzer arguments...
+  local target=$1 log=$2
+  shift 2
+  if "build-fuzz/bin/$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+       -print_final_stats=1 "$@" >"$log" 2>&1; then
+    echo "$target: $(grep -E '^Done' "$log" || true)"
+    passed=$((passed + 1))
+  else
+    tail -40 "$log"
+    echo "$target found a crash; the input is in $(pwd) (crash-*)"
+    failed=$((failed + 1))
+  fi
+}
+fuzz snapvm_fuzz_reader build-fuzz/fuzz-reader.log -max_len=400000 build-fuzz/corpus "$seeds"
+mkdir -p build-fuzz/corpus-virtqueue
+fuzz snapvm_fuzz_virtqueue build-fuzz/fuzz-virtqueue.log -max_len=70000 build-fuzz/corpus-virtqueue
 
 echo "== KVM tests inside the emulated arm64 test host (real KVM, nested under QEMU)"
 if tools/testhost/kvm-tests.sh; then

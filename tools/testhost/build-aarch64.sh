@@ -10,27 +10,8 @@ cmake -S . -B build-aarch64 -G Ninja -DCMAKE_TOOLCHAIN_FILE=tools/testhost/aarch
 ninja -C build-aarch64 snapvm snapvm_kvm_tests snapvm-guest-init | grep -v '^\[' || true
 test "${PIPESTATUS[0]}" -eq 0
 
-# The guest initramfs: our init as /init, plus the virtio modules the
-# Debian kernel keeps as modules, listed in load order.
-guest=$(mktemp -d)
-trap 'rm -rf "$guest"' EXIT
-mkdir -p "$guest/lib/modules"
-cp build-aarch64/bin/snapvm-guest-init "$guest/init"
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
-: > "$guest/lib/modules/load-order"
-for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
-         net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
-         net/vmw_vsock/vmw_vsock_virtio_transport; do
-  src="$moddir/kernel/$m.ko"
-  if [ -e "$src" ]; then
-    cp "$src" "$guest/lib/modules/"
-    basename "$src" >> "$guest/lib/modules/load-order"
-  elif [ -e "$src.xz" ]; then
-    xz -dc "$src.xz" > "$guest/lib/modules/$(basename "$src")"
-    basename "$src" >> "$guest/lib/modules/load-order"
-  fi
-done
-(cd "$guest" && find . | cpio -o -H newc --quiet) > "$out/guest-initrd.cpio"
+tools/testhost/pack-guest.sh build-aarch64/bin/snapvm-guest-init "$moddir" "$out/guest-initrd.cpio"
 
 # The payload the test host sees at /payload.
 payload="$out/payload"

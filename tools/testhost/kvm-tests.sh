@@ -8,13 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 filter=${KVM_TEST_FILTER:-*}
+out=${TESTHOST_DIR:-build-testhost}
+tools/testhost/prepare.sh
 if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
   tools/build.sh release
-  SNAPVM_GUEST_DIR=${SNAPVM_GUEST_DIR:?set SNAPVM_GUEST_DIR to a folder with Image and initrd.cpio} \
-    SNAPVM_BIN=build/bin/snapvm exec build/bin/snapvm_kvm_tests --gtest_filter="$filter"
+  tools/testhost/native-guest.sh
+  SNAPVM_GUEST_DIR="$out/native-guest" SNAPVM_BIN=build/bin/snapvm \
+    exec build/bin/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
 fi
-tools/testhost/prepare.sh
 tools/testhost/build-aarch64.sh
-out=${TESTHOST_DIR:-build-testhost}
 exec tools/testhost/run.sh --timeout "${TESTHOST_TIMEOUT:-1500}" --payload "$out/payload" --log "$out/kvm-tests.log" \
   -- /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"

@@ -10,12 +10,17 @@ mkdir -p "$out/debs"
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 export DEBIAN_FRONTEND=noninteractive
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  "${sudo_cmd[@]}" dpkg --add-architecture arm64
-  "${sudo_cmd[@]}" apt-get update -qq
+if [ "$(uname -m)" = aarch64 ]; then
+  # Native arm64: no emulator and no cross toolchain needed.
+  packages=(cpio libfdt-dev)
+else
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    "${sudo_cmd[@]}" dpkg --add-architecture arm64
+    "${sudo_cmd[@]}" apt-get update -qq
+  fi
+  packages=(qemu-system-arm gcc-aarch64-linux-gnu g++-aarch64-linux-gnu cpio xz-utils
+            libfmt-dev:arm64 libxxhash-dev:arm64 libgtest-dev:arm64 libfdt-dev)
 fi
-packages=(qemu-system-arm gcc-aarch64-linux-gnu g++-aarch64-linux-gnu cpio
-          libfmt-dev:arm64 libxxhash-dev:arm64 libgtest-dev:arm64 libfdt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

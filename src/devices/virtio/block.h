@@ -1,0 +1,41 @@
+// virtio-blk (device id 2) over a raw image file: read, write (unless
+// read-only), flush, device id; every request is checked against the end of
+// the disk.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "devices/virtio/device.h"
+
+namespace snapvm::virtio {
+
+class Block final : public VirtioDevice {
+ public:
+  static Result<std::unique_ptr<Block>> open(const std::string& path, bool read_only);
+
+  uint32_t device_id() const override { return 2; }
+  uint64_t device_features() const override;
+  std::vector<uint16_t> queue_max_sizes() const override { return {256}; }
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+  void activate(Transport& transport, uint64_t) override { transport_ = &transport; }
+  void queue_notify(size_t index) override;
+  void reset() override { transport_ = nullptr; }
+
+  uint64_t sectors() const { return sectors_; }
+
+ private:
+  Block(UniqueFd fd, uint64_t sectors, bool read_only, std::string id)
+      : fd_(std::move(fd)), sectors_(sectors), read_only_(read_only), id_(std::move(id)) {}
+  uint8_t handle(const Chain& chain, uint32_t* written);
+
+  UniqueFd fd_;
+  uint64_t sectors_;
+  bool read_only_;
+  std::string id_;
+  Transport* transport_ = nullptr;
+};
+
+}  // namespace snapvm::virtio

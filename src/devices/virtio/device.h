@@ -1,0 +1,49 @@
+// What a virtio device implements; the virtio-mmio transport does the rest
+// (kvmtool's one-transport-many-devices shape).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "devices/guest_memory.h"
+#include "devices/virtio/virtqueue.h"
+
+namespace snapvm::virtio {
+
+inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
+
+// What the device may use from the transport while it is active.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual const GuestMemory& memory() const = 0;
+  virtual Virtqueue& queue(size_t index) = 0;
+  // Tells the driver that used buffers are waiting (a used-buffer interrupt).
+  virtual void signal_used(size_t queue) = 0;
+  virtual void signal_config_change() = 0;
+};
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+  virtual uint32_t device_id() const = 0;
+  virtual uint64_t device_features() const = 0;  // VERSION_1 is added by the transport
+  virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+  virtual void read_config(uint64_t offset, std::span<uint8_t> data) const {
+    std::memset(data.data(), 0, data.size());
+    (void)offset;
+  }
+  virtual void write_config(uint64_t offset, std::span<const uint8_t> data) {
+    (void)offset;
+    (void)data;
+  }
+  // The driver set DRIVER_OK: queues are configured and `transport` usable.
+  virtual void activate(Transport& transport, uint64_t driver_features) = 0;
+  // The driver kicked queue `index`.
+  virtual void queue_notify(size_t index) = 0;
+  // The driver reset the device: drop everything in flight.
+  virtual void reset() = 0;
+};
+
+}  // namespace snapvm::virtio

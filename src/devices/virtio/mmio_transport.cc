@@ -1,0 +1,207 @@
+#include "devices/virtio/mmio_transport.h"
+
+#include <cstring>
+
+namespace snapvm::virtio {
+namespace {
+
+enum Reg : uint64_t {
+  kMagic = 0x000,
+  kVersion = 0x004,
+  kDeviceId = 0x008,
+  kVendorId = 0x00c,
+  kDeviceFeatures = 0x010,
+  kDeviceFeaturesSel = 0x014,
+  kDriverFeatures = 0x020,
+  kDriverFeaturesSel = 0x024,
+  kQueueSel = 0x030,
+  kQueueNumMax = 0x034,
+  kQueueNum = 0x038,
+  kQueueReady = 0x044,
+  kQueueNotify = 0x050,
+  kInterruptStatus = 0x060,
+  kInterruptAck = 0x064,
+  kStatus = 0x070,
+  kQueueDescLow = 0x080,
+  kQueueDescHigh = 0x084,
+  kQueueDriverLow = 0x090,
+  kQueueDriverHigh = 0x094,
+  kQueueDeviceLow = 0x0a0,
+  kQueueDeviceHigh = 0x0a4,
+  kConfigGeneration = 0x0fc,
+  kConfig = 0x100,
+};
+
+constexpr uint32_t kMagicValue = 0x74726976;  // "virt"
+constexpr uint32_t kVendor = 0x4d565053;      // "SPVM"
+constexpr uint32_t kStatusDriverOk = 4;
+constexpr uint32_t kStatusFeaturesOk = 8;
+constexpr uint32_t kStatusNeedsReset = 0x40;
+constexpr uint32_t kIntUsedBuffer = 1;
+constexpr uint32_t kIntConfigChange = 2;
+
+uint32_t load32(std::span<const uint8_t> d) {
+  uint32_t v = 0;
+  std::memcpy(&v, d.data(), std::min<size_t>(4, d.size()));
+  return v;
+}
+
+void set_low(uint64_t& v, uint32_t low) { v = (v & 0xffffffff00000000ull) | low; }
+void set_high(uint64_t& v, uint32_t high) { v = (v & 0xffffffffull) | (uint64_t{high} << 32); }
+
+}  // namespace
+
+MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory memory, IrqFn irq)
+    : device_(std::move(device)), memory_(std::move(memory)), irq_(std::move(irq)) {
+  for (uint16_t max : device_->queue_max_sizes()) queues_.emplace_back(max);
+}
+
+uint32_t MmioTransport::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+void MmioTransport::mmio_read(uint64_t offset, std::span<uint8_t> data) {
+  std::lock_guard lock(mu_);
+  if (offset >= kConfig) {
+    device_->read_config(offset - kConfig, data);
+    return;
+  }
+  uint32_t v = 0;
+  Virtqueue* q = queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
+  uint64_t features = device_->device_features() | kFeatureVersion1;
+  switch (offset) {
+    case kMagic: v = kMagicValue; break;
+    case kVersion: v = 2; break;
+    case kDeviceId: v = device_->device_id(); break;
+    case kVendorId: v = kVendor; break;
+    case kDeviceFeatures: v = device_features_sel_ == 0 ? uint32_t(features) : device_features_sel_ == 1 ? uint32_t(features >> 32) : 0; break;
+    case kQueueNumMax: v = q ? q->config().max_size : 0; break;
+    case kQueueReady: v = q && q->config().ready ? 1 : 0; break;
+    case kInterruptStatus: v = interrupt_status_; break;
+    case kStatus: v = status_; break;
+    case kConfigGeneration: v = config_generation_; break;
+    default: break;  // write-only or reserved: read as zero
+  }
+  std::memset(data.data(), 0, data.size());
+  std::memcpy(data.data(), &v, std::min<size_t>(4, data.size()));
+}
+
+void MmioTransport::mmio_write(uint64_t offset, std::span<const uint8_t> data) {
+  std::unique_lock lock(mu_);
+  if (offset >= kConfig) {
+    device_->write_config(offset - kConfig, data);
+    return;
+  }
+  uint32_t v = load32(data);
+  Virtqueue* q = queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
+  // Queue registers may only change while the queue is not live.
+  bool queue_writable = q != nullptr && !q->config().ready && (status_ & kStatusDriverOk) == 0;
+  switch (offset) {
+    case kDeviceFeaturesSel: device_features_sel_ = v; break;
+    case kDriverFeatures:
+      if ((status_ & kStatusFeaturesOk) == 0) {
+        if (driver_features_sel_ == 0) set_low(driver_features_, v);
+        if (driver_features_sel_ == 1) set_high(driver_features_, v);
+      }
+      break;
+    case kDriverFeaturesSel: driver_features_sel_ = v; break;
+    case kQueueSel: queue_sel_ = v; break;
+    case kQueueNum: if (queue_writable) q->config().size = static_cast<uint16_t>(std::min<uint32_t>(v, 0xffff)); break;
+    case kQueueReady:
+      if (q != nullptr) {
+        if (v == 1 && !q->config().ready) {
+          q->config().ready = true;
+          q->activate(memory_);
+        } else if (v == 0) {
+          q->config().ready = false;
+        }
+      }
+      break;
+    case kQueueNotify:
+      if (v < queues_.size() && (status_ & kStatusDriverOk) != 0) {
+        lock.unlock();  // the device may call back into signal_used
+        device_->queue_notify(v);
+      }
+      break;
+    case kInterruptAck: interrupt_status_ &= ~v; break;
+    case kStatus: write_status(v); break;
+    case kQueueDescLow: if (queue_writable) set_low(q->config().desc_addr, v); break;
+    case kQueueDescHigh: if (queue_writable) set_high(q->config().desc_addr, v); break;
+    case kQueueDriverLow: if (queue_writable) set_low(q->config().avail_addr, v); break;
+    case kQueueDriverHigh: if (queue_writable) set_high(q->config().avail_addr, v); break;
+    case kQueueDeviceLow: if (queue_writable) set_low(q->config().used_addr, v); break;
+    case kQueueDeviceHigh: if (queue_writable) set_high(q->config().used_addr, v); break;
+    default: break;
+  }
+}
+
+void MmioTransport::write_status(uint32_t value) {
+  if (value == 0) {
+    reset_locked();
+    return;
+  }
+  uint32_t before = status_;
+  if ((value & kStatusFeaturesOk) && !(before & kStatusFeaturesOk)) {
+    // Refuse features we never offered, and insist on virtio 1.
+    uint64_t offered = device_->device_features() | kFeatureVersion1;
+    if ((driver_features_ & ~offered) != 0 || (driver_features_ & kFeatureVersion1) == 0) {
+      value &= ~kStatusFeaturesOk;
+    }
+  }
+  status_ = value;
+  if ((value & kStatusDriverOk) && !(before & kStatusDriverOk)) device_->activate(*this, driver_features_);
+}
+
+void MmioTransport::reset_locked() {
+  device_->reset();
+  for (auto& q : queues_) q.reset();
+  status_ = 0;
+  interrupt_status_ = 0;
+  driver_features_ = 0;
+  device_features_sel_ = driver_features_sel_ = queue_sel_ = 0;
+}
+
+void MmioTransport::signal_used(size_t index) {
+  {
+    std::lock_guard lock(mu_);
+    if (index < queues_.size() && !queues_[index].error().empty()) {
+      // The guest broke this queue: ask the driver for a reset instead.
+      status_ |= kStatusNeedsReset;
+      interrupt_status_ |= kIntConfigChange;
+    } else {
+      interrupt_status_ |= kIntUsedBuffer;
+    }
+  }
+  if (irq_) irq_();
+}
+
+void MmioTransport::signal_config_change() {
+  {
+    std::lock_guard lock(mu_);
+    interrupt_status_ |= kIntConfigChange;
+    ++config_generation_;
+  }
+  if (irq_) irq_();
+}
+
+state::VirtioMmioState MmioTransport::save() const {
+  std::lock_guard lock(mu_);
+  state::VirtioMmioState s;
+  s.device_id = device_->device_id();
+  s.device_features = device_->device_features() | kFeatureVersion1;
+  s.driver_features = driver_features_;
+  s.device_features_sel = device_features_sel_;
+  s.driver_features_sel = driver_features_sel_;
+  s.queue_sel = queue_sel_;
+  s.status = status_;
+  s.interrupt_status = interrupt_status_;
+  s.config_generation = config_generation_;
+  for (const auto& q : queues_) {
+    s.queues.push_back({q.config().max_size, q.config().size, q.config().ready, q.config().desc_addr,
+                        q.config().avail_addr, q.config().used_addr, q.last_avail_idx(), q.next_used_idx()});
+  }
+  return s;
+}
+
+}  // namespace snapvm::virtio

@@ -1,0 +1,55 @@
+// virtio-mmio, version 2 (virtio 1.1, section 4.2.2), serving any
+// VirtioDevice. Register accesses arrive on vCPU threads; one lock orders
+// them against each other and against the device's own threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "devices/mmio_bus.h"
+#include "devices/virtio/device.h"
+#include "state/device_state.h"
+
+namespace snapvm::virtio {
+
+class MmioTransport final : public MmioDevice, public Transport {
+ public:
+  using IrqFn = std::function<void()>;  // raises the device's edge-triggered interrupt
+
+  MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory memory, IrqFn irq);
+
+  void mmio_read(uint64_t offset, std::span<uint8_t> data) override;
+  void mmio_write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  const GuestMemory& memory() const override { return memory_; }
+  Virtqueue& queue(size_t index) override { return queues_.at(index); }
+  void signal_used(size_t queue) override;
+  void signal_config_change() override;
+
+  VirtioDevice& device() { return *device_; }
+  state::VirtioMmioState save() const;
+  uint32_t status() const;
+
+ private:
+  void write_status(uint32_t value);
+  void reset_locked();
+
+  mutable std::mutex mu_;
+  std::unique_ptr<VirtioDevice> device_;
+  GuestMemory memory_;
+  IrqFn irq_;
+  std::vector<Virtqueue> queues_;
+  uint32_t device_features_sel_ = 0;
+  uint32_t driver_features_sel_ = 0;
+  uint64_t driver_features_ = 0;
+  uint32_t queue_sel_ = 0;
+  uint32_t status_ = 0;
+  uint32_t interrupt_status_ = 0;
+  uint32_t config_generation_ = 0;
+};
+
+}  // namespace snapvm::virtio

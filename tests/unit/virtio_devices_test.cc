@@ -1,0 +1,147 @@
+// virtio-mmio transport with the rng and block devices, driven through
+// their registers as a guest driver would.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "devices/virtio/block.h"
+#include "devices/virtio/mmio_transport.h"
+#include "devices/virtio/rng.h"
+#include "test_util.h"
+#include "virtio_driver.h"
+
+namespace snapvm::virtio {
+namespace {
+
+using test::FakeDriver;
+
+// Brings a transport to DRIVER_OK with queue 0 at the FakeDriver's rings.
+struct Bench {
+  explicit Bench(std::unique_ptr<VirtioDevice> dev, uint64_t features = kFeatureVersion1)
+      : driver(8), transport(std::move(dev), driver.mem, [this] { ++irqs; }) {
+    w32(0x070, 1 | 2);  // ACKNOWLEDGE | DRIVER
+    w32(0x024, 0);
+    w32(0x020, uint32_t(features));
+    w32(0x024, 1);
+    w32(0x020, uint32_t(features >> 32));
+    w32(0x070, 1 | 2 | 8);  // FEATURES_OK
+    w32(0x030, 0);
+    w32(0x038, 8);
+    w32(0x080, uint32_t(FakeDriver::kDesc));
+    w32(0x090, uint32_t(FakeDriver::kAvail));
+    w32(0x0a0, uint32_t(FakeDriver::kUsed));
+    w32(0x044, 1);
+    w32(0x070, 1 | 2 | 8 | 4);  // DRIVER_OK
+  }
+  void w32(uint64_t off, uint32_t v) { transport.mmio_write(off, {reinterpret_cast<uint8_t*>(&v), 4}); }
+  uint32_t r32(uint64_t off) {
+    uint32_t v = 0;
+    transport.mmio_read(off, {reinterpret_cast<uint8_t*>(&v), 4});
+    return v;
+  }
+  void notify() { w32(0x050, 0); }
+
+  FakeDriver driver;
+  int irqs = 0;
+  MmioTransport transport;
+};
+
+TEST(VirtioMmio, IdentifiesAndNegotiates) {
+  Bench b(std::make_unique<Rng>());
+  EXPECT_EQ(b.r32(0x000), 0x74726976u);
+  EXPECT_EQ(b.r32(0x004), 2u);
+  EXPECT_EQ(b.r32(0x008), 4u);
+  EXPECT_EQ(b.r32(0x070) & 8, 8u) << "FEATURES_OK was refused";
+  b.w32(0x014, 1);
+  EXPECT_EQ(b.r32(0x010), 1u) << "VERSION_1 (feature 32) must be offered";
+}
+
+TEST(VirtioMmio, RefusesFeaturesNotOffered) {
+  Bench b(std::make_unique<Rng>(), kFeatureVersion1 | (1ull << 9));
+  EXPECT_EQ(b.r32(0x070) & 8, 0u);
+}
+
+TEST(VirtioMmio, RngFillsBuffersAndInterrupts) {
+  Bench b(std::make_unique<Rng>());
+  b.driver.add_chain({{0x1000, 64, true}});
+  b.notify();
+  EXPECT_EQ(b.driver.used_idx(), 1);
+  EXPECT_EQ(b.driver.used_elem(0).second, 64u);
+  EXPECT_EQ(b.irqs, 1);
+  EXPECT_EQ(b.r32(0x060) & 1, 1u);
+  std::vector<uint8_t> zero(64, 0);
+  EXPECT_NE(std::memcmp(b.driver.host(0x1000), zero.data(), 64), 0);
+  b.w32(0x064, 1);
+  EXPECT_EQ(b.r32(0x060), 0u);
+}
+
+TEST(VirtioMmio, BrokenQueueAsksForReset) {
+  Bench b(std::make_unique<Rng>());
+  b.driver.add_chain({{FakeDriver::kRamSize + 0x1000, 64, true}});
+  b.notify();
+  EXPECT_EQ(b.r32(0x070) & 0x40, 0x40u) << "DEVICE_NEEDS_RESET";
+  b.w32(0x070, 0);  // the driver resets the device
+  EXPECT_EQ(b.r32(0x070), 0u);
+  EXPECT_TRUE(b.transport.queue(0).error().empty());
+}
+
+class BlockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::vector<uint8_t> img(64 * 512);
+    for (size_t i = 0; i < img.size(); ++i) img[i] = static_cast<uint8_t>(i * 7);
+    snapvm::test::write_file(path, img);
+  }
+  std::unique_ptr<Bench> open(bool ro) {
+    auto blk = Block::open(path, ro);
+    EXPECT_TRUE(blk) << blk.error().describe();
+    return std::make_unique<Bench>(std::move(*blk), kFeatureVersion1);
+  }
+  // Issues one request; returns the status byte.
+  uint8_t request(Bench& b, uint32_t type, uint64_t sector, uint64_t data_gpa, uint32_t data_len, bool data_writable) {
+    uint8_t hdr[16] = {};
+    std::memcpy(hdr, &type, 4);
+    std::memcpy(hdr + 8, &sector, 8);
+    std::memcpy(b.driver.host(0x1000), hdr, 16);
+    std::vector<FakeDriver::Seg> segs = {{0x1000, 16, false}};
+    if (data_len > 0) segs.push_back({data_gpa, data_len, data_writable});
+    segs.push_back({0x1100, 1, true});
+    *b.driver.host(0x1100) = 0xff;
+    b.driver.add_chain(segs);
+    b.notify();
+    b.driver.recycle();
+    return *b.driver.host(0x1100);
+  }
+  snapvm::test::TempDir dir;
+  std::string path = dir.file("disk.img");
+};
+
+TEST_F(BlockTest, ReadsWritesAndFlushes) {
+  auto b = open(false);
+  EXPECT_EQ(b->r32(0x100), 64u) << "capacity in sectors";
+  EXPECT_EQ(request(*b, 0, 2, 0x2000, 1024, true), 0);
+  EXPECT_EQ(*b->driver.host(0x2000), static_cast<uint8_t>(1024 * 7));
+  std::memset(b->driver.host(0x3000), 0xab, 512);
+  EXPECT_EQ(request(*b, 1, 63, 0x3000, 512, false), 0);  // the very last sector
+  EXPECT_EQ(request(*b, 4, 0, 0, 0, false), 0);
+  auto img = snapvm::test::read_file(path);
+  EXPECT_EQ(img[63 * 512], 0xab);
+  EXPECT_EQ(img[63 * 512 + 511], 0xab);
+}
+
+TEST_F(BlockTest, RefusesPastTheEndAndReadOnlyWrites) {
+  auto b = open(false);
+  EXPECT_EQ(request(*b, 0, 63, 0x2000, 1024, true), 1) << "read across the end";
+  EXPECT_EQ(request(*b, 1, 64, 0x3000, 512, false), 1) << "write past the end";
+  EXPECT_EQ(request(*b, 0, ~0ull, 0x2000, 512, true), 1) << "sector overflow";
+  EXPECT_EQ(request(*b, 99, 0, 0, 0, false), 2) << "unsupported";
+  auto ro = open(true);
+  EXPECT_EQ(ro->r32(0x010) & (1u << 5), 1u << 5) << "RO feature";
+  EXPECT_EQ(request(*ro, 1, 0, 0x3000, 512, false), 1);
+  EXPECT_EQ(snapvm::test::read_file(path)[0], 0) << "a read-only disk was written";
+}
+
+}  // namespace
+}  // namespace snapvm::virtio

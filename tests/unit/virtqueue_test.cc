@@ -1,0 +1,121 @@
+// The split virtqueue against well-behaved and hostile drivers.
+#include "devices/virtio/virtqueue.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "virtio_driver.h"
+
+namespace snapvm::virtio {
+namespace {
+
+using test::FakeDriver;
+
+TEST(Virtqueue, PopsChainsInOrderAndPublishesUsed) {
+  FakeDriver d(16);
+  d.add_chain({{0x1000, 10, false}, {0x2000, 20, true}});
+  d.add_chain({{0x3000, 30, true}});
+  auto c1 = d.queue.pop(d.mem);
+  ASSERT_TRUE(c1);
+  EXPECT_EQ(c1->readable.size(), 1u);
+  EXPECT_EQ(c1->writable.size(), 1u);
+  EXPECT_EQ(c1->readable_bytes(), 10u);
+  EXPECT_EQ(c1->writable_bytes(), 20u);
+  EXPECT_EQ(c1->readable[0].data, d.host(0x1000));
+  auto c2 = d.queue.pop(d.mem);
+  ASSERT_TRUE(c2);
+  EXPECT_FALSE(d.queue.pop(d.mem));
+  d.queue.push_used(d.mem, c2->head, 7);
+  d.queue.push_used(d.mem, c1->head, 3);
+  EXPECT_EQ(d.used_idx(), 2);
+  EXPECT_EQ(d.used_elem(0), std::make_pair(uint32_t{c2->head}, uint32_t{7}));
+  EXPECT_EQ(d.used_elem(1), std::make_pair(uint32_t{c1->head}, uint32_t{3}));
+  EXPECT_TRUE(d.queue.error().empty());
+}
+
+TEST(Virtqueue, ScatterGatherCrossesBufferBoundaries) {
+  FakeDriver d(8);
+  d.write_guest(0x1000, "hello ");
+  d.write_guest(0x1100, "world");
+  d.add_chain({{0x1000, 6, false}, {0x1100, 5, false}, {0x2000, 4, true}, {0x2100, 8, true}});
+  auto c = d.queue.pop(d.mem);
+  ASSERT_TRUE(c);
+  char buf[11] = {};
+  EXPECT_EQ(c->read(0, {reinterpret_cast<uint8_t*>(buf), 11}), 11u);
+  EXPECT_EQ(std::string(buf, 11), "hello world");
+  const char* out = "0123456789AB";
+  EXPECT_EQ(c->write(2, {reinterpret_cast<const uint8_t*>(out), 10}), 10u);
+  EXPECT_EQ(std::memcmp(d.host(0x2002), "01", 2), 0);
+  EXPECT_EQ(std::memcmp(d.host(0x2100), "23456789", 8), 0);
+}
+
+TEST(Virtqueue, IndirectTablesWork) {
+  FakeDriver d(8);
+  d.add_indirect_chain(0x5000, {{0x1000, 16, false}, {0x2000, 32, true}});
+  auto c = d.queue.pop(d.mem);
+  ASSERT_TRUE(c) << d.queue.error();
+  EXPECT_EQ(c->readable_bytes(), 16u);
+  EXPECT_EQ(c->writable_bytes(), 32u);
+}
+
+TEST(Virtqueue, HostileDescriptorsBreakOnlyTheQueue) {
+  struct Case {
+    const char* name;
+    void (*setup)(FakeDriver&);
+    const char* expect;
+  } cases[] = {
+      {"buffer outside RAM", [](FakeDriver& d) { d.add_chain({{FakeDriver::kRamSize - 8, 64, false}}); }, "outside guest RAM"},
+      {"address wraps", [](FakeDriver& d) { d.add_chain({{~0ull - 4, 64, false}}); }, "outside guest RAM"},
+      {"next out of range", [](FakeDriver& d) { d.add_raw_chain({{0x1000, 8, 1 /*NEXT*/, 200}}); }, "out of range"},
+      {"loop", [](FakeDriver& d) { d.add_raw_chain({{0x1000, 8, 1, 1}, {0x1000, 8, 1, 0}}); }, "loops"},
+      {"readable after writable", [](FakeDriver& d) { d.add_chain({{0x1000, 8, true}, {0x2000, 8, false}}); }, "after a writable"},
+      {"head out of range", [](FakeDriver& d) { d.push_avail(999); }, "out of range"},
+      {"avail index jump", [](FakeDriver& d) { d.set_avail_idx(100); }, "ahead"},
+      {"nested indirect", [](FakeDriver& d) { d.add_nested_indirect(); }, "nested"},
+      {"indirect table size", [](FakeDriver& d) { d.add_raw_chain({{0x5000, 17, 4 /*INDIRECT*/, 0}}); }, "indirect table"},
+  };
+  for (const auto& c : cases) {
+    FakeDriver d(8);
+    c.setup(d);
+    EXPECT_FALSE(d.queue.pop(d.mem)) << c.name;
+    EXPECT_NE(d.queue.error().find(c.expect), std::string::npos) << c.name << ": " << d.queue.error();
+    EXPECT_FALSE(d.queue.ready()) << c.name;
+    // Once broken, it stays quiet: nothing more is popped or published.
+    d.add_chain({{0x1000, 8, false}});
+    EXPECT_FALSE(d.queue.pop(d.mem)) << c.name;
+    d.queue.push_used(d.mem, 0, 1);
+    EXPECT_EQ(d.used_idx(), 0) << c.name;
+  }
+}
+
+TEST(Virtqueue, ActivationChecksSizeAndRings) {
+  FakeDriver ok(8);
+  EXPECT_TRUE(ok.queue.ready());
+  Virtqueue q(256);
+  q.config().size = 3;  // not a power of two
+  q.config().ready = true;
+  EXPECT_FALSE(q.activate(ok.mem));
+  Virtqueue q2(256);
+  q2.config().size = 256;
+  q2.config().desc_addr = FakeDriver::kRamSize;  // outside RAM
+  q2.config().ready = true;
+  EXPECT_FALSE(q2.activate(ok.mem));
+  EXPECT_NE(q2.error().find("outside"), std::string::npos);
+}
+
+TEST(Virtqueue, IndicesWrapAround) {
+  FakeDriver d(4);
+  for (int round = 0; round < 70000; ++round) {
+    d.add_chain({{0x1000, 8, false}});
+    auto c = d.queue.pop(d.mem);
+    ASSERT_TRUE(c) << "round " << round << ": " << d.queue.error();
+    d.queue.push_used(d.mem, c->head, 0);
+    d.recycle();
+  }
+  EXPECT_TRUE(d.queue.error().empty());
+}
+
+}  // namespace
+}  // namespace snapvm::virtio

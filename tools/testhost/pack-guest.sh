@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Packs the guest initramfs: snapvm's init as /init, plus the virtio and
+# vsock modules Debian's kernel keeps as modules, listed in load order.
+#   pack-guest.sh INIT_BINARY KERNEL_MODULES_DIR OUT.cpio
+set -euo pipefail
+init=$1 moddir=$2 out=$3
+guest=$(mktemp -d)
+trap 'rm -rf "$guest"' EXIT
+mkdir -p "$guest/lib/modules"
+cp "$init" "$guest/init"
+: > "$guest/lib/modules/load-order"
+for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
+         net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
+         net/vmw_vsock/vmw_vsock_virtio_transport; do
+  src="$moddir/kernel/$m.ko"
+  name=$(basename "$src")
+  if [ -e "$src" ]; then
+    cp "$src" "$guest/lib/modules/$name"
+  elif [ -e "$src.xz" ]; then
+    xz -dc "$src.xz" > "$guest/lib/modules/$name"
+  else
+    continue  # built into this kernel
+  fi
+  echo "$name" >> "$guest/lib/modules/load-order"
+done
+(cd "$guest" && find . | cpio -o -H newc --quiet) > "$out"
