@@ -82,6 +82,23 @@ long mem_total_kb() {
   return 0;
 }
 
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// "vda:65536,vdb:2048": virtio disks and their sizes in 512-byte sectors.
+std::string disks() {
+  std::string out;
+  for (char c = 'a'; c <= 'z'; ++c) {
+    std::string name = std::string("vd") + c;
+    std::string size = trim(read_file(("/sys/block/" + name + "/size").c_str()));
+    if (size.empty()) break;
+    out += (out.empty() ? "" : ",") + name + ":" + size;
+  }
+  return out.empty() ? "none" : out;
+}
+
 }  // namespace
 
 int main() {
@@ -89,8 +106,9 @@ int main() {
   int modules = load_modules();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
+  std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));
   log_console("SNAPVM-GUEST-READY cpus=" + std::to_string(cpus) + " mem_kb=" + std::to_string(mem_total_kb()) +
-              " modules=" + std::to_string(modules));
+              " modules=" + std::to_string(modules) + " disks=" + disks() + " rng=" + (rng.empty() ? "none" : rng));
   if (cmdline.find("snapvm.poweroff") != std::string::npos) {
     ::sync();
     ::reboot(RB_POWER_OFF);

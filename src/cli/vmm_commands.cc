@@ -16,6 +16,7 @@ namespace {
 
 struct RunOptions {
   std::string kernel, initrd, cmdline = "console=ttyAMA0 quiet panic=-1", mem = "512M", console;
+  std::vector<std::string> disks;
   uint32_t cpus = 1;
 };
 
@@ -41,6 +42,16 @@ int run_vm(const RunOptions& o) {
   c.cmdline = o.cmdline;
   c.mem_bytes = *mem;
   c.vcpus = o.cpus;
+  for (const auto& d : o.disks) {
+    // PATH or PATH,ro (lkvm and cloud-hypervisor users write one or the other).
+    auto comma = d.find(',');
+    std::string path = d.substr(0, comma), opts = comma == std::string::npos ? "" : d.substr(comma + 1);
+    if (opts != "" && opts != "ro" && opts != "readonly" && opts != "rw") {
+      fmt::print(stderr, "snapvm: --disk {}: unknown option '{}' (PATH, PATH,ro or PATH,rw)\n", d, opts);
+      return 1;
+    }
+    c.disks.push_back({path, opts == "ro" || opts == "readonly"});
+  }
   c.console = [console](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), console);
     if (s.find('\n') != std::string_view::npos) std::fflush(console);
@@ -85,6 +96,7 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
   run->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();
   run->add_option("--console", o->console, "write the guest console to this file instead of stdout");
+  run->add_option("--disk", o->disks, "raw disk image as virtio-blk (/dev/vda, vdb, ...): PATH or PATH,ro; repeatable");
   return [run, o]() -> int { return *run ? run_vm(*o) : -1; };
 }
 

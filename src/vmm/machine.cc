@@ -12,6 +12,9 @@
 #include "base/file_io.h"
 #include "devices/mmio_bus.h"
 #include "devices/pl011.h"
+#include "devices/virtio/block.h"
+#include "devices/virtio/mmio_transport.h"
+#include "devices/virtio/rng.h"
 #include "kvm/kvm.h"
 
 namespace snapvm {
@@ -61,6 +64,10 @@ struct Machine::State {
   std::vector<kvm::Vcpu> vcpus;
   MmioBus bus;
   std::unique_ptr<Pl011> uart;
+  std::vector<std::unique_ptr<virtio::MmioTransport>> virtio;
+  std::vector<arch::VirtioMmioNode> virtio_nodes;
+
+  Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device);
 
   std::mutex mu;
   std::condition_variable cv;
@@ -73,6 +80,26 @@ struct Machine::State {
   void finish(std::optional<ExitReason> reason, std::optional<Error> err);
   void vcpu_loop(size_t index);
 };
+
+Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device) {
+  uint32_t slot = static_cast<uint32_t>(virtio.size());
+  if (slot >= arch::kVirtioMmioSlots) {
+    return make_error(ErrorCode::kInvalidArgument, "more than {} virtio devices", arch::kVirtioMmioSlots);
+  }
+  arch::VirtioMmioNode node = arch::Platform::virtio_slot(slot);
+  GuestMemory memory({{arch::kRamBase, ram.span()}});
+  uint32_t line = arch::Platform::spi_line(node.spi);
+  const kvm::Vm* vm_ptr = &*vm;
+  // Edge-triggered SPI: a rising edge per notification.
+  auto irq = [vm_ptr, line] {
+    (void)vm_ptr->irq_line(line, true);
+    (void)vm_ptr->irq_line(line, false);
+  };
+  virtio.push_back(std::make_unique<virtio::MmioTransport>(std::move(device), std::move(memory), irq));
+  SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
+  virtio_nodes.push_back(node);
+  return {};
+}
 
 void Machine::State::stop_all() {
   stopping = true;
@@ -186,7 +213,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
       },
       [raw](bool level) { (void)raw->vm->irq_line(arch::Platform::spi_line(arch::kUartSpi), level); });
   SNAPVM_CHECK_OK(s->bus.add(arch::kUartBase, arch::kUartSize, s->uart.get()));
-  SNAPVM_CHECK_OK(s->platform->boot(s->ram.span(), images, s->vcpus));
+  if (c.rng) SNAPVM_CHECK_OK(s->add_virtio(std::make_unique<virtio::Rng>()));
+  for (const auto& d : c.disks) SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only))));
+  SNAPVM_CHECK_OK(s->platform->boot(s->ram.span(), images, s->vcpus, s->virtio_nodes));
   return std::unique_ptr<Machine>(new Machine(std::move(s)));
 }
 

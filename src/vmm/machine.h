@@ -23,6 +23,12 @@ struct MachineConfig {
   std::string cmdline;
   uint64_t mem_bytes = 512ull << 20;
   uint32_t vcpus = 1;
+  struct Disk {
+    std::string path;
+    bool read_only = false;
+  };
+  std::vector<Disk> disks;  // virtio-blk, /dev/vda, /dev/vdb, ... in order
+  bool rng = true;          // virtio-rng: host entropy for the guest
   // Where the guest console goes: every chunk the UART emits.
   std::function<void(std::string_view)> console;
 };

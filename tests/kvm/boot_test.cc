@@ -1,5 +1,6 @@
 // Booting Linux guests on the real KVM of the test host.
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +44,21 @@ void expect_boots(uint32_t vcpus, uint64_t mem) {
 
 TEST(Boot, OneVcpuGuestReachesInit) { expect_boots(1, 256ull << 20); }
 
+TEST(Boot, GuestSeesVirtioDisksAndRng) {
+  std::string rw = "/tmp/disk-rw.img", ro = "/tmp/disk-ro.img";
+  for (auto [path, size] : {std::pair{rw, 32 << 20}, std::pair{ro, 1 << 20}}) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(0, ::ftruncate(fd, size));
+    ::close(fd);
+  }
+  auto r = test::boot_guest(1, 256ull << 20, seconds(600), "snapvm.poweroff", {{rw, false}, {ro, true}});
+  ASSERT_TRUE(r.created) << r.create_error;
+  ASSERT_TRUE(r.ran) << r.run_error << r.console;
+  EXPECT_NE(r.console.find("disks=vda:65536,vdb:2048"), std::string::npos) << r.console;
+  EXPECT_NE(r.console.find("rng=virtio_rng"), std::string::npos) << r.console;
+}
+
 TEST(Boot, FourVcpuGuestReachesInitWithAllCpusOnline) { expect_boots(4, 512ull << 20); }
 
 // Runs the snapvm binary and returns its exit status and stderr.
@@ -68,6 +84,8 @@ TEST(Boot, BadInputGivesOneClearError) {
       {"run --kernel " + k + " --initrd " + i + " --mem 32M", "cannot hold the kernel"},
       {"run --kernel " + k + " --cpus 500", "at most"},
       {"run --kernel " + k + " --mem 12Q", "unknown size suffix"},
+      {"run --kernel " + k + " --disk /nonexistent.img", "disk image"},
+      {"run --kernel " + k + " --disk /tmp/x.img,fast", "unknown option"},
   };
   for (const auto& c : cases) {
     auto [rc, err] = run_cli(c.args);

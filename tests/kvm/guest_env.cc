@@ -19,7 +19,7 @@ std::string snapvm_binary() {
 }
 
 BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds timeout,
-                      const std::string& extra_cmdline) {
+                      const std::string& extra_cmdline, std::vector<MachineConfig::Disk> disks) {
   BootResult result;
   std::mutex mu;
   auto start = std::chrono::steady_clock::now();
@@ -29,6 +29,7 @@ BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds t
   c.cmdline = "console=ttyAMA0 quiet panic=-1 " + extra_cmdline;
   c.mem_bytes = mem_bytes;
   c.vcpus = vcpus;
+  c.disks = std::move(disks);
   c.console = [&](std::string_view s) {
     std::lock_guard lock(mu);
     result.console.append(s);

@@ -29,6 +29,7 @@ struct BootResult {
 // Boots the test guest with `snapvm.poweroff` so it ends by itself; the
 // watchdog stops it after `timeout`.
 BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds timeout,
-                      const std::string& extra_cmdline = "snapvm.poweroff");
+                      const std::string& extra_cmdline = "snapvm.poweroff",
+                      std::vector<MachineConfig::Disk> disks = {});
 
 }  // namespace snapvm::test

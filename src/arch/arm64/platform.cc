@@ -63,7 +63,12 @@ Status Platform::finalize() const {
   return {};
 }
 
-Status Platform::boot(std::span<uint8_t> ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus) const {
+VirtioMmioNode Platform::virtio_slot(uint32_t slot) {
+  return {kVirtioMmioBase + slot * kVirtioMmioSlotSize, kVirtioMmioSlotSize, kVirtioFirstSpi + slot};
+}
+
+Status Platform::boot(std::span<uint8_t> ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus,
+                      std::span<const VirtioMmioNode> virtio) const {
   BootLayout b = SNAPVM_TRY(plan_boot(kRamBase, ram.size(), images.kernel, images.initrd.size()));
   auto at = [&](uint64_t gpa) { return ram.data() + (gpa - kRamBase); };
   std::memcpy(at(b.kernel_addr), images.kernel.bytes.data(), images.kernel.bytes.size());
@@ -76,6 +81,7 @@ Status Platform::boot(std::span<uint8_t> ram, const BootImages& images, std::spa
   fc.cmdline = images.cmdline;
   fc.initrd_addr = b.initrd_addr;
   fc.initrd_size = images.initrd.size();
+  fc.virtio.assign(virtio.begin(), virtio.end());
   auto dtb = SNAPVM_TRY(build_fdt(fc));
   std::memcpy(at(b.dtb_addr), dtb.data(), dtb.size());
 

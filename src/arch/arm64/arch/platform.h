@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "arch/fdt.h"
 #include "arch/kernel_image.h"
 #include "arch/layout.h"
 #include "base/result.h"
@@ -37,7 +38,11 @@ class Platform {
 
   // Loads kernel, initrd and device tree into guest RAM and points the boot
   // vCPU at the kernel.
-  Status boot(std::span<uint8_t> ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus) const;
+  Status boot(std::span<uint8_t> ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus,
+              std::span<const VirtioMmioNode> virtio) const;
+
+  // Where virtio-mmio slot `slot` lives and which SPI it raises.
+  static VirtioMmioNode virtio_slot(uint32_t slot);
 
   // The KVM_IRQ_LINE number of a shared peripheral interrupt.
   static uint32_t spi_line(uint32_t spi);
