@@ -14,6 +14,5 @@ case "$kind" in
   *) echo "build.sh: unknown build kind '$kind' (release, asan, fuzz)" >&2; exit 2 ;;
 esac
 cmake -S . -B "$dir" -G Ninja "${args[@]}" >/dev/null
-ninja -C "$dir" -j "$jobs" | grep -v '^\[' || true
-test "${PIPESTATUS[0]}" -eq 0
+ninja -C "$dir" -j "$jobs" | { grep -v '^\[' || true; }
 echo "build.sh: $kind build ready in $dir/"

@@ -9,8 +9,10 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -18,6 +20,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "agent.h"
 
 namespace {
 
@@ -27,6 +31,18 @@ void log_console(const std::string& line) {
   std::string out = line + "\n";
   (void)!::write(fd, out.data(), out.size());
   if (fd != STDOUT_FILENO) ::close(fd);
+}
+
+// Busybox provides the guest's userland (sh, coreutils) for exec requests.
+void install_busybox() {
+  if (::access("/bin/busybox", X_OK) != 0) return;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/busybox", "busybox", "--install", "-s", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status;
+  ::waitpid(pid, &status, 0);
 }
 
 void mount_basics() {
@@ -103,6 +119,7 @@ std::string disks() {
 
 int main() {
   mount_basics();
+  install_busybox();
   int modules = load_modules();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
@@ -113,6 +130,15 @@ int main() {
     ::sync();
     ::reboot(RB_POWER_OFF);
   }
-  // PID 1 must never exit; the agent will serve from here.
-  for (;;) ::pause();
+  pid_t agent = ::fork();
+  if (agent == 0) {
+    int rc = snapvm::guest::run_agent_server();
+    log_console("snapvm-init: the agent could not listen on vsock (is the vsock device missing?)");
+    ::_exit(rc);
+  }
+  // PID 1 must never exit, and reaps every orphan in the guest.
+  for (;;) {
+    int status;
+    if (::wait(&status) < 0 && errno == ECHILD) ::pause();
+  }
 }

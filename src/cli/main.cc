@@ -1,6 +1,7 @@
 // snapvm: the command line.
 #include <CLI/CLI.hpp>
 
+#include "cli/agent_commands.h"
 #include "cli/commands.h"
 #include "cli/vmm_commands.h"
 
@@ -21,10 +22,12 @@ int main(int argc, char** argv) {
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
 
   auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
+  auto run_agent_command = snapvm::cli::register_agent_commands(app);
 
   CLI11_PARSE(app, argc, argv);
   if (*inspect) return snapvm::cli::run_inspect(path, json);
   if (*verify) return snapvm::cli::run_verify(path, quiet);
   int rc = run_vmm_command();
+  if (rc < 0) rc = run_agent_command();
   return rc >= 0 ? rc : 1;
 }

@@ -1,12 +1,17 @@
 #include "cli/vmm_commands.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <charconv>
+#include <optional>
 
 #include <cstdio>
 #include <memory>
 
 #include <fmt/format.h>
 
+#include "agent/client.h"
 #include "arch/platform.h"
 #include "base/units.h"
 #include "vmm/machine.h"
@@ -17,8 +22,40 @@ namespace {
 struct RunOptions {
   std::string kernel, initrd, cmdline = "console=ttyAMA0 quiet panic=-1", mem = "512M", console;
   std::vector<std::string> disks;
+  std::string vsock, name;
+  uint64_t cid = 3;
+  std::vector<std::string> publish;
   uint32_t cpus = 1;
 };
+
+// [ADDR:]HOSTPORT:GUESTPORT, as docker -p and podman write it.
+Result<state::PortForward> parse_publish(const std::string& spec) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t colon = spec.find(':', start);
+    parts.push_back(spec.substr(start, colon - start));
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 3) {
+    return make_error(ErrorCode::kInvalidArgument, "expected [ADDR:]HOSTPORT:GUESTPORT");
+  }
+  state::PortForward f;
+  f.host_address = parts.size() == 3 ? parts[0] : "127.0.0.1";
+  auto port = [](const std::string& s, uint32_t max) -> std::optional<uint32_t> {
+    uint32_t v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size() || v > max) return std::nullopt;
+    return v;
+  };
+  auto host = port(parts[parts.size() - 2], 65535);
+  auto guest = port(parts.back(), UINT32_MAX);
+  if (!host || !guest) return make_error(ErrorCode::kInvalidArgument, "ports must be numbers (host port up to 65535)");
+  f.host_port = *host;
+  f.guest_port = *guest;
+  return f;
+}
 
 int run_vm(const RunOptions& o) {
   auto mem = parse_size(o.mem);
@@ -56,6 +93,20 @@ int run_vm(const RunOptions& o) {
     std::fwrite(s.data(), 1, s.size(), console);
     if (s.find('\n') != std::string_view::npos) std::fflush(console);
   };
+  c.guest_cid = o.cid;
+  c.vsock_path = o.vsock;
+  if (c.vsock_path.empty() && !o.name.empty()) {
+    ::mkdir("/run/snapvm", 0755);
+    c.vsock_path = agent::vsock_path_for(o.name);
+  }
+  for (const auto& p : o.publish) {
+    auto f = parse_publish(p);
+    if (!f) {
+      fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
+      return 1;
+    }
+    c.publish.push_back(*f);
+  }
   auto machine = Machine::create(c);
   if (!machine) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
@@ -97,6 +148,11 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();
   run->add_option("--console", o->console, "write the guest console to this file instead of stdout");
   run->add_option("--disk", o->disks, "raw disk image as virtio-blk (/dev/vda, vdb, ...): PATH or PATH,ro; repeatable");
+  run->add_option("--vsock", o->vsock, "virtio-vsock with its host side on this Unix socket (Firecracker's CONNECT protocol)");
+  run->add_option("--name", o->name, "name the VM: its vsock socket becomes /run/snapvm/NAME.vsock");
+  run->add_option("--cid", o->cid, "the guest's vsock CID")->capture_default_str();
+  run->add_option("-p,--publish", o->publish, "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener (127.0.0.1 by default) "
+                  "forwarded to a guest vsock port; repeatable");
   return [run, o]() -> int { return *run ? run_vm(*o) : -1; };
 }
 

@@ -15,6 +15,7 @@
 #include "devices/virtio/block.h"
 #include "devices/virtio/mmio_transport.h"
 #include "devices/virtio/rng.h"
+#include "devices/virtio/vsock.h"
 #include "kvm/kvm.h"
 
 namespace snapvm {
@@ -66,6 +67,7 @@ struct Machine::State {
   std::unique_ptr<Pl011> uart;
   std::vector<std::unique_ptr<virtio::MmioTransport>> virtio;
   std::vector<arch::VirtioMmioNode> virtio_nodes;
+  virtio::Vsock* vsock = nullptr;  // owned by its transport
 
   Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device);
 
@@ -176,6 +178,9 @@ Machine::~Machine() {
 
 uint64_t Machine::mem_bytes() const { return s_->ram.size(); }
 uint32_t Machine::vcpu_count() const { return static_cast<uint32_t>(s_->vcpus.size()); }
+std::vector<state::PortForward> Machine::port_forwards() const {
+  return s_->vsock != nullptr ? s_->vsock->forwards() : std::vector<state::PortForward>{};
+}
 
 Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   // Inputs first, so a typo costs nothing and says exactly what is wrong.
@@ -215,6 +220,13 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   SNAPVM_CHECK_OK(s->bus.add(arch::kUartBase, arch::kUartSize, s->uart.get()));
   if (c.rng) SNAPVM_CHECK_OK(s->add_virtio(std::make_unique<virtio::Rng>()));
   for (const auto& d : c.disks) SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only))));
+  if (!c.vsock_path.empty()) {
+    auto vsock = SNAPVM_TRY(virtio::Vsock::create(c.guest_cid, c.vsock_path, c.publish));
+    s->vsock = vsock.get();
+    SNAPVM_CHECK_OK(s->add_virtio(std::move(vsock)));
+  } else if (!c.publish.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "--publish needs a vsock device (--vsock PATH or --name NAME)");
+  }
   SNAPVM_CHECK_OK(s->platform->boot(s->ram.span(), images, s->vcpus, s->virtio_nodes));
   return std::unique_ptr<Machine>(new Machine(std::move(s)));
 }

@@ -14,6 +14,7 @@
 
 #include "base/mapped_region.h"
 #include "base/result.h"
+#include "state/host_state.h"
 
 namespace snapvm {
 
@@ -29,6 +30,12 @@ struct MachineConfig {
   };
   std::vector<Disk> disks;  // virtio-blk, /dev/vda, /dev/vdb, ... in order
   bool rng = true;          // virtio-rng: host entropy for the guest
+  // virtio-vsock, host side on this Unix socket (Firecracker's protocol);
+  // empty: no vsock device.
+  std::string vsock_path;
+  uint64_t guest_cid = 3;
+  // Host TCP listeners forwarded to guest vsock ports (needs vsock_path).
+  std::vector<state::PortForward> publish;
   // Where the guest console goes: every chunk the UART emits.
   std::function<void(std::string_view)> console;
 };
@@ -57,6 +64,8 @@ class Machine {
 
   uint64_t mem_bytes() const;
   uint32_t vcpu_count() const;
+  // The forwards as listening (a requested port 0 shows the chosen port).
+  std::vector<state::PortForward> port_forwards() const;
 
  private:
   struct State;

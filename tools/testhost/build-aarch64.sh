@@ -7,11 +7,10 @@ out=${TESTHOST_DIR:-build-testhost}
 [ -e "$out/Image" ] || tools/testhost/prepare.sh
 cmake -S . -B build-aarch64 -G Ninja -DCMAKE_TOOLCHAIN_FILE=tools/testhost/aarch64.cmake \
   -DSNAPVM_AARCH64_SYSROOT="$(realpath "$out/sysroot")" -DSNAPVM_STATIC=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C build-aarch64 snapvm snapvm_kvm_tests snapvm-guest-init | grep -v '^\[' || true
-test "${PIPESTATUS[0]}" -eq 0
+ninja -C build-aarch64 snapvm snapvm_kvm_tests snapvm-guest-init | { grep -v '^\[' || true; }
 
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
-tools/testhost/pack-guest.sh build-aarch64/bin/snapvm-guest-init "$moddir" "$out/guest-initrd.cpio"
+tools/testhost/pack-guest.sh build-aarch64/bin/snapvm-guest-init "$moddir" "$out/busybox/bin/busybox" "$out/guest-initrd.cpio"
 
 # The payload the test host sees at /payload.
 payload="$out/payload"

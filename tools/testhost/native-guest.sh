@@ -6,6 +6,6 @@ cd "$(dirname "$0")/../.."
 out=${TESTHOST_DIR:-build-testhost}
 mkdir -p "$out/native-guest"
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
-tools/testhost/pack-guest.sh build/bin/snapvm-guest-init "$moddir" "$out/native-guest/initrd.cpio"
+tools/testhost/pack-guest.sh build/bin/snapvm-guest-init "$moddir" "$out/busybox/bin/busybox" "$out/native-guest/initrd.cpio"
 cp "$(realpath "$out/Image")" "$out/native-guest/Image"
 echo "native-guest: $out/native-guest"

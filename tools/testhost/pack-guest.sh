@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Packs the guest initramfs: snapvm's init as /init, plus the virtio and
-# vsock modules Debian's kernel keeps as modules, listed in load order.
-#   pack-guest.sh INIT_BINARY KERNEL_MODULES_DIR OUT.cpio
+# Packs the guest initramfs: snapvm's init (with the agent) as /init, busybox
+# for the userland, and the virtio and vsock modules Debian's kernel keeps as
+# modules, listed in load order.
+#   pack-guest.sh INIT_BINARY KERNEL_MODULES_DIR BUSYBOX OUT.cpio
 set -euo pipefail
-init=$1 moddir=$2 out=$3
+init=$1 moddir=$2 busybox=$3 out=$4
 guest=$(mktemp -d)
 trap 'rm -rf "$guest"' EXIT
-mkdir -p "$guest/lib/modules"
+mkdir -p "$guest/lib/modules" "$guest/bin" "$guest/sbin" "$guest/usr/bin" "$guest/usr/sbin"
 cp "$init" "$guest/init"
+cp "$busybox" "$guest/bin/busybox"
 : > "$guest/lib/modules/load-order"
 for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
          net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \

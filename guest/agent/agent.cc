@@ -1,0 +1,324 @@
+#include "agent.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+// After sys/socket.h, which it needs.
+#include <linux/vm_sockets.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/protocol.h"
+
+namespace snapvm::guest {
+namespace {
+
+using agent::Frame;
+using nlohmann::json;
+
+constexpr size_t kChunk = 64 * 1024;
+
+bool write_all(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool send_frame(int fd, Frame type, std::span<const uint8_t> payload) {
+  std::vector<uint8_t> out;
+  agent::append_frame(out, type, payload);
+  return write_all(fd, out.data(), out.size());
+}
+
+bool send_json(int fd, Frame type, const json& j) {
+  std::string s = j.dump();
+  return send_frame(fd, type, {reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+}
+
+// Reads until one frame is complete; nullopt on EOF or error.
+std::optional<agent::FrameReader::Message> read_frame(int fd, agent::FrameReader& r) {
+  for (;;) {
+    if (auto m = r.next()) return m;
+    if (r.error()) return std::nullopt;
+    uint8_t buf[kChunk];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    r.feed({buf, static_cast<size_t>(n)});
+  }
+}
+
+void fail(int fd, const std::string& message) { send_json(fd, Frame::kError, {{"message", message}}); }
+
+void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
+  if (!req.contains("argv") || !req["argv"].is_array() || req["argv"].empty()) return fail(conn, "exec: argv is empty");
+  std::vector<std::string> argv;
+  for (const auto& a : req["argv"]) {
+    if (!a.is_string()) return fail(conn, "exec: argv must be strings");
+    argv.push_back(a.get<std::string>());
+  }
+  std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+                                  "TERM=dumb"};
+  if (req.contains("env") && req["env"].is_object()) {
+    for (const auto& [k, v] : req["env"].items()) {
+      if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
+    }
+  }
+  std::string cwd = req.value("cwd", std::string("/"));
+  int64_t timeout_ms = req.value("timeout_ms", int64_t{0});
+
+  int in[2], out[2], err[2], status_pipe[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
+      ::pipe2(status_pipe, O_CLOEXEC) != 0) {
+    return fail(conn, std::string("exec: pipe: ") + std::strerror(errno));
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) return fail(conn, std::string("exec: fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    ::setsid();  // its own process group: a timeout kills everything it started
+    ::dup2(in[0], 0);
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    ::signal(SIGPIPE, SIG_DFL);
+    if (::chdir(cwd.c_str()) != 0) {
+      int e = errno;
+      (void)!::write(status_pipe[1], &e, sizeof e);
+      ::_exit(127);
+    }
+    std::vector<char*> av, ev;
+    for (auto& a : argv) av.push_back(a.data());
+    av.push_back(nullptr);
+    for (auto& e : env) ev.push_back(e.data());
+    ev.push_back(nullptr);
+    ::execvpe(av[0], av.data(), ev.data());
+    int e = errno;
+    (void)!::write(status_pipe[1], &e, sizeof e);
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  ::close(status_pipe[1]);
+  int exec_errno = 0;
+  if (::read(status_pipe[0], &exec_errno, sizeof exec_errno) == sizeof exec_errno) {
+    ::waitpid(pid, nullptr, 0);
+    ::close(status_pipe[0]);
+    std::string what = exec_errno == ENOENT ? "command not found" : std::strerror(exec_errno);
+    return fail(conn, "exec " + argv[0] + ": " + what);
+  }
+  ::close(status_pipe[0]);
+  ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int stdin_fd = in[1];
+  bool want_stdin_close = false;
+  std::vector<uint8_t> stdin_buf;
+  // Frames that arrived with the request are already in the reader.
+  auto take_frames = [&] {
+    while (auto m = reader.next()) {
+      if (m->type == Frame::kStdin) stdin_buf.insert(stdin_buf.end(), m->payload.begin(), m->payload.end());
+      if (m->type == Frame::kStdinEof) want_stdin_close = true;
+    }
+  };
+  take_frames();
+  int outs[2] = {out[0], err[0]};
+  bool timed_out = false, conn_open = true;
+  uint8_t buf[kChunk];
+  while (outs[0] >= 0 || outs[1] >= 0) {
+    pollfd fds[4];
+    int nfds = 0;
+    int conn_slot = -1, stdin_slot = -1, out_slot[2] = {-1, -1};
+    if (conn_open && stdin_buf.size() < 4 * kChunk) {
+      conn_slot = nfds;
+      fds[nfds++] = {conn, POLLIN, 0};
+    }
+    if (stdin_fd >= 0 && !stdin_buf.empty()) {
+      stdin_slot = nfds;
+      fds[nfds++] = {stdin_fd, POLLOUT, 0};
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (outs[i] >= 0) {
+        out_slot[i] = nfds;
+        fds[nfds++] = {outs[i], POLLIN, 0};
+      }
+    }
+    int wait_ms = -1;
+    if (timeout_ms > 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      wait_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
+    }
+    int r = ::poll(fds, static_cast<nfds_t>(nfds), wait_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0 && timeout_ms > 0 && !timed_out) {
+      timed_out = true;
+      ::kill(-pid, SIGKILL);
+      timeout_ms = 0;  // now wait for the pipes to close
+      continue;
+    }
+    if (conn_slot >= 0 && fds[conn_slot].revents) {
+      ssize_t n = ::read(conn, buf, sizeof buf);
+      if (n <= 0) {
+        conn_open = false;  // the host went away: nobody will read the output
+        ::kill(-pid, SIGKILL);
+      } else {
+        reader.feed({buf, static_cast<size_t>(n)});
+        take_frames();
+      }
+    }
+    if (stdin_slot >= 0 && fds[stdin_slot].revents) {
+      ssize_t n = ::write(stdin_fd, stdin_buf.data(), stdin_buf.size());
+      if (n > 0) {
+        stdin_buf.erase(stdin_buf.begin(), stdin_buf.begin() + n);
+      } else if (n < 0 && errno != EAGAIN) {
+        stdin_buf.clear();  // the command closed its stdin
+        want_stdin_close = true;
+      }
+    }
+    if (want_stdin_close && stdin_buf.empty() && stdin_fd >= 0) {
+      ::close(stdin_fd);
+      stdin_fd = -1;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (out_slot[i] < 0 || fds[out_slot[i]].revents == 0) continue;
+      ssize_t n = ::read(outs[i], buf, sizeof buf);
+      if (n <= 0) {
+        ::close(outs[i]);
+        outs[i] = -1;
+      } else if (conn_open) {
+        if (!send_frame(conn, i == 0 ? Frame::kStdout : Frame::kStderr, {buf, static_cast<size_t>(n)})) {
+          conn_open = false;
+          ::kill(-pid, SIGKILL);
+        }
+      }
+    }
+  }
+  if (stdin_fd >= 0) ::close(stdin_fd);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  json result;
+  if (WIFEXITED(status)) result["code"] = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result["signal"] = WTERMSIG(status);
+  result["timed_out"] = timed_out;
+  if (conn_open) send_json(conn, Frame::kExit, result);
+}
+
+void serve_put(int conn, const json& req, agent::FrameReader& reader) {
+  std::string path = req.value("path", std::string());
+  int mode = req.value("mode", 0644);
+  if (path.empty()) return fail(conn, "put: no path");
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 07777);
+  if (fd < 0) return fail(conn, "put " + path + ": " + std::strerror(errno));
+  uint64_t bytes = 0;
+  bool ok = true;
+  std::string error;
+  for (;;) {
+    auto m = read_frame(conn, reader);
+    if (!m) {
+      ok = false;
+      error = "connection ended before the file did";
+      break;
+    }
+    if (m->type == Frame::kDataEnd) break;
+    if (m->type != Frame::kData) continue;
+    if (ok && !write_all(fd, m->payload.data(), m->payload.size())) {
+      ok = false;
+      error = std::strerror(errno);
+    }
+    bytes += m->payload.size();
+  }
+  if (ok && ::fsync(fd) != 0) {
+    ok = false;
+    error = std::strerror(errno);
+  }
+  ::close(fd);
+  if (!ok) return fail(conn, "put " + path + ": " + error);
+  send_json(conn, Frame::kOk, {{"bytes", bytes}});
+}
+
+void serve_get(int conn, const json& req) {
+  std::string path = req.value("path", std::string());
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(conn, "get " + path + ": " + std::strerror(errno));
+  uint8_t buf[kChunk];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return fail(conn, "get " + path + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    if (!send_frame(conn, Frame::kData, {buf, static_cast<size_t>(n)})) break;
+  }
+  ::close(fd);
+  send_frame(conn, Frame::kDataEnd, {});
+}
+
+void serve(int conn) {
+  agent::FrameReader reader;
+  auto m = read_frame(conn, reader);
+  if (!m) return;
+  json req = json::parse(m->text(), nullptr, false);
+  if (req.is_discarded() || !req.is_object()) return fail(conn, "request is not a JSON object");
+  switch (m->type) {
+    case Frame::kExec: return serve_exec(conn, req, reader);
+    case Frame::kPut: return serve_put(conn, req, reader);
+    case Frame::kGet: return serve_get(conn, req);
+    default: return fail(conn, "unknown request");
+  }
+}
+
+}  // namespace
+
+int run_agent_server() {
+  int s = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return 1;
+  sockaddr_vm addr{};
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = VMADDR_CID_ANY;
+  addr.svm_port = agent::kAgentPort;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(s, 128) != 0) return 1;
+  ::prctl(PR_SET_NAME, "snapvm-agent");
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGCHLD, SIG_IGN);  // connection handlers are reaped automatically
+  for (;;) {
+    int c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      ::sleep(1);
+      continue;
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::prctl(PR_SET_NAME, "snapvm-request");
+      ::close(s);
+      ::signal(SIGCHLD, SIG_DFL);  // exec waits for its own command
+      serve(c);
+      ::shutdown(c, SHUT_WR);
+      ::close(c);
+      ::_exit(0);
+    }
+    ::close(c);
+  }
+}
+
+}  // namespace snapvm::guest

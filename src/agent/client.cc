@@ -1,0 +1,234 @@
+#include "agent/client.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/protocol.h"
+#include "base/file_io.h"
+
+namespace snapvm::agent {
+namespace {
+
+using nlohmann::json;
+constexpr size_t kChunk = 64 * 1024;
+
+Status send_all(int fd, std::span<const uint8_t> data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("send to the guest agent");
+    }
+    data = data.subspan(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+Status send_frame(int fd, Frame type, std::span<const uint8_t> payload) {
+  std::vector<uint8_t> out;
+  append_frame(out, type, payload);
+  return send_all(fd, out);
+}
+
+Status send_json(int fd, Frame type, const json& j) {
+  std::string s = j.dump();
+  return send_frame(fd, type, {reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+}
+
+Result<FrameReader::Message> read_frame(int fd, FrameReader& r) {
+  for (;;) {
+    if (auto m = r.next()) return *m;
+    if (r.error()) return make_error(ErrorCode::kDataLoss, "the guest agent sent a malformed frame");
+    uint8_t buf[kChunk];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("receive from the guest agent");
+    if (n == 0) return make_error(ErrorCode::kIo, "the guest agent closed the connection mid-request");
+    r.feed({buf, static_cast<size_t>(n)});
+  }
+}
+
+Error agent_error(const FrameReader::Message& m) {
+  json j = json::parse(m.text(), nullptr, false);
+  std::string msg = j.is_object() ? j.value("message", std::string("unknown error")) : m.text();
+  return Error(ErrorCode::kFailedPrecondition, "guest: " + msg);
+}
+
+}  // namespace
+
+std::string vsock_path_for(const std::string& vm) {
+  if (vm.find('/') != std::string::npos || vm.ends_with(".vsock") || vm.ends_with(".sock")) return vm;
+  return "/run/snapvm/" + vm + ".vsock";
+}
+
+Result<UniqueFd> connect_vsock(const std::string& uds_path, uint32_t port, std::chrono::milliseconds timeout) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error("socket(AF_UNIX)");
+  UniqueFd s(fd);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (uds_path.size() >= sizeof addr.sun_path) {
+    return make_error(ErrorCode::kInvalidArgument, "socket path {} is too long", uds_path);
+  }
+  std::memcpy(addr.sun_path, uds_path.data(), uds_path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return errno_error(fmt::format("connect to the VM's vsock socket {} (is the VM running?)", uds_path));
+  }
+  std::string line = fmt::format("CONNECT {}\n", port);
+  SNAPVM_CHECK_OK(send_all(fd, {reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
+  // The reply is one line; read byte by byte so no stream data is consumed.
+  std::string reply;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (reply.empty() || reply.back() != '\n') {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    if (r == 0) {
+      return make_error(ErrorCode::kIo, "no answer from guest vsock port {} within {} ms (is the guest up?)", port,
+                        timeout.count());
+    }
+    char c;
+    ssize_t n = ::recv(fd, &c, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "guest vsock port {} refused the connection (nothing listens there: is the agent running?)",
+                        port);
+    }
+    reply.push_back(c);
+    if (reply.size() > 64) return make_error(ErrorCode::kDataLoss, "unexpected vsock reply");
+  }
+  if (!reply.starts_with("OK ")) return make_error(ErrorCode::kDataLoss, "unexpected vsock reply '{}'", reply);
+  return s;
+}
+
+Result<ExecResult> exec(const std::string& uds_path, const ExecRequest& req, const OutputFn& on_stdout,
+                        const OutputFn& on_stderr) {
+  if (req.argv.empty()) return make_error(ErrorCode::kInvalidArgument, "exec: no command given");
+  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort));
+  json j = {{"argv", req.argv}, {"env", req.env}, {"timeout_ms", req.timeout.count()}};
+  if (!req.cwd.empty()) j["cwd"] = req.cwd;
+  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kExec, j));
+
+  std::vector<uint8_t> outbox;  // frames not yet sent (stdin)
+  bool stdin_open = req.stdin_fd >= 0;
+  if (!stdin_open) append_frame(outbox, Frame::kStdinEof, std::span<const uint8_t>{});
+  ::fcntl(conn.get(), F_SETFL, ::fcntl(conn.get(), F_GETFL) | O_NONBLOCK);
+  FrameReader reader;
+  uint8_t buf[kChunk];
+  for (;;) {
+    pollfd fds[2];
+    nfds_t n = 0;
+    fds[n++] = {conn.get(), static_cast<short>(POLLIN | (outbox.empty() ? 0 : POLLOUT)), 0};
+    bool poll_stdin = stdin_open && outbox.size() < 4 * kChunk;
+    if (poll_stdin) fds[n++] = {req.stdin_fd, POLLIN, 0};
+    if (::poll(fds, n, -1) < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("poll");
+    }
+    if (poll_stdin && fds[1].revents) {
+      ssize_t r = ::read(req.stdin_fd, buf, sizeof buf);
+      if (r > 0) {
+        append_frame(outbox, Frame::kStdin, {buf, static_cast<size_t>(r)});
+      } else if (r == 0 || errno != EINTR) {
+        stdin_open = false;
+        append_frame(outbox, Frame::kStdinEof, std::span<const uint8_t>{});
+      }
+    }
+    if ((fds[0].revents & POLLOUT) && !outbox.empty()) {
+      ssize_t w = ::send(conn.get(), outbox.data(), outbox.size(), MSG_NOSIGNAL);
+      if (w > 0) outbox.erase(outbox.begin(), outbox.begin() + w);
+      // A failed send shows up as EOF on the read side below.
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t r = ::recv(conn.get(), buf, sizeof buf, 0);
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (r <= 0) return make_error(ErrorCode::kIo, "the guest agent closed the connection before the command ended");
+      reader.feed({buf, static_cast<size_t>(r)});
+      while (auto m = reader.next()) {
+        switch (m->type) {
+          case Frame::kStdout: if (on_stdout) on_stdout({reinterpret_cast<const char*>(m->payload.data()), m->payload.size()}); break;
+          case Frame::kStderr: if (on_stderr) on_stderr({reinterpret_cast<const char*>(m->payload.data()), m->payload.size()}); break;
+          case Frame::kError: return tl::unexpected(agent_error(*m));
+          case Frame::kExit: {
+            json e = json::parse(m->text(), nullptr, false);
+            ExecResult res;
+            if (e.is_object()) {
+              res.exit_code = e.value("code", -1);
+              res.signal = e.value("signal", 0);
+              res.timed_out = e.value("timed_out", false);
+            }
+            return res;
+          }
+          default: break;
+        }
+      }
+      if (reader.error()) return make_error(ErrorCode::kDataLoss, "the guest agent sent a malformed frame");
+    }
+  }
+}
+
+Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_path, const std::string& guest_path) {
+  auto in = open_file(host_path, O_RDONLY);
+  if (!in) return tl::unexpected(std::move(in.error()));
+  struct stat st {};
+  ::fstat(in->get(), &st);
+  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort));
+  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kPut, {{"path", guest_path}, {"mode", st.st_mode & 07777}}));
+  uint8_t buf[kChunk];
+  for (;;) {
+    ssize_t n = ::read(in->get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(fmt::format("read {}", host_path));
+    if (n == 0) break;
+    SNAPVM_CHECK_OK(send_frame(conn.get(), Frame::kData, {buf, static_cast<size_t>(n)}));
+  }
+  SNAPVM_CHECK_OK(send_frame(conn.get(), Frame::kDataEnd, {}));
+  FrameReader reader;
+  auto m = SNAPVM_TRY(read_frame(conn.get(), reader));
+  if (m.type == Frame::kError) return tl::unexpected(agent_error(m));
+  json j = json::parse(m.text(), nullptr, false);
+  return j.is_object() ? j.value("bytes", uint64_t{0}) : 0;
+}
+
+Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path) {
+  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort));
+  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kGet, {{"path", guest_path}}));
+  // Written beside the target and renamed, so a failed copy leaves nothing.
+  std::string tmp = host_path + ".snapvm-part";
+  auto out = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!out) return tl::unexpected(std::move(out.error()));
+  uint64_t bytes = 0;
+  FrameReader reader;
+  for (;;) {
+    auto m = read_frame(conn.get(), reader);
+    if (!m || m->type == Frame::kError) {
+      ::unlink(tmp.c_str());
+      if (!m) return tl::unexpected(std::move(m.error()));
+      return tl::unexpected(agent_error(*m));
+    }
+    if (m->type == Frame::kDataEnd) break;
+    if (m->type != Frame::kData) continue;
+    auto s = pwrite_all(out->get(), m->payload, bytes);
+    if (!s) {
+      ::unlink(tmp.c_str());
+      return tl::unexpected(std::move(s.error()));
+    }
+    bytes += m->payload.size();
+  }
+  if (::fsync(out->get()) != 0 || ::rename(tmp.c_str(), host_path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return errno_error(fmt::format("write {}", host_path));
+  }
+  return bytes;
+}
+
+}  // namespace snapvm::agent

@@ -1,0 +1,52 @@
+// The host side of the guest agent: connect through the VM's vsock Unix
+// socket (Firecracker's CONNECT protocol), run commands, move files.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace snapvm::agent {
+
+// Connects to guest vsock `port` through `uds_path`: "CONNECT <port>\n",
+// then waits for "OK <host port>\n".
+Result<UniqueFd> connect_vsock(const std::string& uds_path, uint32_t port,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+struct ExecRequest {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  std::chrono::milliseconds timeout{0};  // 0: none
+  int stdin_fd = -1;                     // streamed until EOF; -1: empty stdin
+};
+
+struct ExecResult {
+  int exit_code = -1;  // when the command exited
+  int signal = 0;      // when a signal ended it
+  bool timed_out = false;
+  // The conventional shell status: the exit code, or 128 + signal.
+  int shell_status() const { return signal != 0 ? 128 + signal : exit_code; }
+};
+
+using OutputFn = std::function<void(std::string_view)>;
+
+Result<ExecResult> exec(const std::string& uds_path, const ExecRequest& request, const OutputFn& on_stdout,
+                        const OutputFn& on_stderr);
+// Copies a host file into the guest; returns the bytes written there.
+Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_path, const std::string& guest_path);
+// Copies a guest file to the host (written atomically); returns its size.
+Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path);
+
+// A VM named on the command line: a socket path as given, or a name under
+// /run/snapvm (NAME.vsock).
+std::string vsock_path_for(const std::string& vm);
+
+}  // namespace snapvm::agent

@@ -1,0 +1,613 @@
+#include "devices/virtio/vsock.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+
+#include "devices/virtio/vsock_packet.h"
+
+namespace snapvm::virtio {
+namespace {
+
+using namespace vsock;
+
+constexpr uint32_t kBufAlloc = 256 * 1024;     // what we advertise per connection
+constexpr size_t kStashBytes = 64 * 1024;      // host data read ahead per connection
+constexpr size_t kMaxConnectLine = 32;         // "CONNECT 4294967295\n" fits
+constexpr size_t kMaxConnections = 4096;
+constexpr uint64_t kTagKick = 1, kTagListener = 2, kTagForward = 3, kTagPending = 4, kTagConn = 5;
+
+uint64_t tag(uint64_t kind, uint64_t value) { return kind << 56 | value; }
+uint64_t conn_key(uint32_t local, uint32_t peer) { return uint64_t{local} << 32 | peer; }
+
+Result<UniqueFd> unix_socket() {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return errno_error("socket(AF_UNIX)");
+  return UniqueFd(fd);
+}
+
+bool fill_sockaddr(const std::string& path, sockaddr_un& addr) {
+  addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return false;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return true;
+}
+
+}  // namespace
+
+struct Vsock::Conn {
+  UniqueFd fd;
+  uint32_t local_port = 0;
+  uint32_t peer_port = 0;
+  bool established = false;
+  bool reply_ok_line = false;  // a CONNECT client waits for "OK <port>\n"
+  uint32_t peer_buf_alloc = 0;
+  uint32_t peer_fwd_cnt = 0;
+  uint32_t tx_cnt = 0;         // bytes sent to the guest
+  uint32_t fwd_cnt = 0;        // guest bytes delivered to the host socket
+  uint32_t fwd_cnt_sent = 0;   // fwd_cnt last told to the guest
+  std::vector<uint8_t> to_host;
+  std::vector<uint8_t> from_host;  // read ahead, waiting for rx buffers or credit
+  bool readable = false;
+  bool host_eof = false;
+  bool shutdown_sent = false;
+  bool guest_done_sending = false;
+  bool dead = false;  // the host side failed: reset at the end of this round
+  uint32_t events = 0;
+
+  uint32_t credit() const {
+    uint32_t in_flight = tx_cnt - peer_fwd_cnt;
+    return in_flight >= peer_buf_alloc ? 0 : peer_buf_alloc - in_flight;
+  }
+};
+
+struct Vsock::Pending {
+  UniqueFd fd;
+  std::string line;
+  bool has_port = false;
+  uint32_t port = 0;
+};
+
+// The worker's logic, with mu_ held.
+class VsockWorker {
+ public:
+  explicit VsockWorker(Vsock& v) : v_(v) {}
+
+  void on_listener() {
+    for (;;) {
+      int fd = ::accept4(v_.listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) return;
+      if (v_.pending_.size() + v_.conns_.size() >= kMaxConnections) {
+        ::close(fd);
+        continue;
+      }
+      auto p = std::make_unique<Vsock::Pending>();
+      p->fd.reset(fd);
+      epoll_event ev{EPOLLIN, {.u64 = tag(kTagPending, static_cast<uint64_t>(fd))}};
+      ::epoll_ctl(v_.epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+      v_.pending_[fd] = std::move(p);
+    }
+  }
+
+  void on_forward(size_t index) {
+    for (;;) {
+      int fd = ::accept4(v_.forward_listeners_[index].second.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) return;
+      if (v_.transport_ == nullptr || v_.conns_.size() >= kMaxConnections) {
+        ::close(fd);  // no guest driver yet: refuse rather than hang
+        continue;
+      }
+      start_host_connection(UniqueFd(fd), v_.forward_listeners_[index].first.guest_port, false);
+    }
+  }
+
+  void on_pending(int fd) {
+    auto it = v_.pending_.find(fd);
+    if (it == v_.pending_.end()) return;
+    Vsock::Pending& p = *it->second;
+    char buf[64];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return drop_pending(fd);
+      if (n < 0) break;
+      p.line.append(buf, static_cast<size_t>(n));
+      auto nl = p.line.find('\n');
+      if (nl != std::string::npos) {
+        std::string_view cmd(p.line.data(), nl);
+        uint32_t port = 0;
+        if (cmd.substr(0, 8) != "CONNECT " ||
+            std::from_chars(cmd.data() + 8, cmd.data() + cmd.size(), port).ec != std::errc()) {
+          return drop_pending(fd);
+        }
+        if (nl + 1 != p.line.size()) return drop_pending(fd);  // no data before OK
+        p.has_port = true;
+        p.port = port;
+        ::epoll_ctl(v_.epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+        break;
+      }
+      if (p.line.size() > kMaxConnectLine) return drop_pending(fd);
+    }
+  }
+
+  void start_pending() {
+    if (v_.transport_ == nullptr) return;
+    for (auto it = v_.pending_.begin(); it != v_.pending_.end();) {
+      if (!it->second->has_port) {
+        ++it;
+        continue;
+      }
+      uint32_t port = it->second->port;
+      UniqueFd fd = std::move(it->second->fd);
+      it = v_.pending_.erase(it);
+      start_host_connection(std::move(fd), port, true);
+    }
+  }
+
+  void start_host_connection(UniqueFd fd, uint32_t guest_port, bool reply_ok) {
+    uint32_t local = allocate_port(guest_port);
+    auto c = std::make_unique<Vsock::Conn>();
+    c->fd = std::move(fd);
+    c->local_port = local;
+    c->peer_port = guest_port;
+    c->reply_ok_line = reply_ok;
+    Vsock::Conn& conn = *c;
+    v_.conns_[conn_key(local, guest_port)] = std::move(c);
+    control(conn, kOpRequest);
+  }
+
+  uint32_t allocate_port(uint32_t peer) {
+    for (;;) {
+      uint32_t p = v_.next_local_port_++;
+      if (v_.next_local_port_ == 0) v_.next_local_port_ = 1u << 30;
+      if (v_.conns_.count(conn_key(p, peer)) == 0) return p;
+    }
+  }
+
+  void drop_pending(int fd) {
+    ::epoll_ctl(v_.epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    v_.pending_.erase(fd);
+  }
+
+  void on_conn(int fd, uint32_t events) {
+    for (auto& [key, c] : v_.conns_) {
+      if (c->fd.get() != fd) continue;
+      if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) c->readable = true;
+      if (events & EPOLLOUT) flush_to_host(*c);
+      return;
+    }
+  }
+
+  // Queues a header-only packet from the host side of `c` to the guest.
+  void control(Vsock::Conn& c, uint16_t op, uint32_t flags = 0) {
+    control_to(c.local_port, c.peer_port, op, flags, &c);
+  }
+  void control_to(uint32_t local, uint32_t peer, uint16_t op, uint32_t flags, Vsock::Conn* c) {
+    Header h;
+    h.src_cid = kHostCid;
+    h.dst_cid = v_.guest_cid_;
+    h.src_port = local;
+    h.dst_port = peer;
+    h.op = op;
+    h.flags = flags;
+    h.buf_alloc = kBufAlloc;
+    if (c != nullptr) {
+      h.fwd_cnt = c->fwd_cnt;
+      c->fwd_cnt_sent = c->fwd_cnt;
+    }
+    uint8_t raw[kHeaderBytes];
+    h.encode(raw);
+    v_.control_.insert(v_.control_.end(), raw, raw + kHeaderBytes);
+  }
+
+  void remove(uint64_t key) {
+    auto it = v_.conns_.find(key);
+    if (it == v_.conns_.end()) return;
+    if (it->second->events != 0) ::epoll_ctl(v_.epoll_.get(), EPOLL_CTL_DEL, it->second->fd.get(), nullptr);
+    v_.conns_.erase(it);
+  }
+
+  void reset_conn(uint64_t key) {
+    auto it = v_.conns_.find(key);
+    if (it == v_.conns_.end()) return;
+    control(*it->second, kOpRst);
+    remove(key);
+  }
+
+  void flush_to_host(Vsock::Conn& c) {
+    while (!c.to_host.empty()) {
+      ssize_t n = ::send(c.fd.get(), c.to_host.data(), c.to_host.size(), MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        c.dead = true;  // the host side went away
+        c.to_host.clear();
+        break;
+      }
+      c.to_host.erase(c.to_host.begin(), c.to_host.begin() + n);
+      c.fwd_cnt += static_cast<uint32_t>(n);
+    }
+    if (c.fwd_cnt - c.fwd_cnt_sent >= kBufAlloc / 4) control(c, kOpCreditUpdate);
+    if (c.to_host.empty() && c.guest_done_sending) ::shutdown(c.fd.get(), SHUT_WR);
+  }
+
+  // Guest -> host: every packet on the tx queue.
+  bool process_tx() {
+    Transport& t = *v_.transport_;
+    Virtqueue& q = t.queue(1);
+    const GuestMemory& mem = t.memory();
+    bool any = false;
+    while (auto chain = q.pop(mem)) {
+      any = true;
+      uint8_t raw[kHeaderBytes];
+      if (chain->read(0, raw) == kHeaderBytes) handle_packet(Header::decode(raw), *chain);
+      q.push_used(mem, chain->head, 0);
+    }
+    return any || !q.error().empty();
+  }
+
+  void handle_packet(const Header& h, const Chain& chain) {
+    uint64_t payload = chain.readable_bytes() - kHeaderBytes;
+    if (h.src_cid != v_.guest_cid_ || h.dst_cid != kHostCid || h.type != kTypeStream || h.len > payload ||
+        h.len > kBufAlloc) {
+      if (h.op != kOpRst) control_to(h.dst_port, h.src_port, kOpRst, 0, nullptr);
+      return;
+    }
+    uint64_t key = conn_key(h.dst_port, h.src_port);
+    auto it = v_.conns_.find(key);
+    Vsock::Conn* c = it == v_.conns_.end() ? nullptr : it->second.get();
+    if (c != nullptr) {
+      c->peer_buf_alloc = h.buf_alloc;
+      c->peer_fwd_cnt = h.fwd_cnt;
+    }
+    switch (h.op) {
+      case kOpRequest: {
+        if (c != nullptr || v_.conns_.size() >= kMaxConnections) {
+          control_to(h.dst_port, h.src_port, kOpRst, 0, nullptr);
+          return;
+        }
+        auto fd = connect_host_listener(h.dst_port);
+        if (!fd.valid()) {
+          control_to(h.dst_port, h.src_port, kOpRst, 0, nullptr);
+          return;
+        }
+        auto nc = std::make_unique<Vsock::Conn>();
+        nc->fd = std::move(fd);
+        nc->local_port = h.dst_port;
+        nc->peer_port = h.src_port;
+        nc->established = true;
+        nc->peer_buf_alloc = h.buf_alloc;
+        nc->peer_fwd_cnt = h.fwd_cnt;
+        Vsock::Conn& ref = *nc;
+        v_.conns_[key] = std::move(nc);
+        control(ref, kOpResponse);
+        return;
+      }
+      case kOpResponse:
+        if (c == nullptr || c->established) {
+          control_to(h.dst_port, h.src_port, kOpRst, 0, nullptr);
+          if (c != nullptr) remove(key);
+          return;
+        }
+        c->established = true;
+        if (c->reply_ok_line) {
+          std::string ok = "OK " + std::to_string(c->local_port) + "\n";
+          if (::send(c->fd.get(), ok.data(), ok.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(ok.size())) {
+            reset_conn(key);
+          }
+        }
+        return;
+      case kOpRw:
+        if (c == nullptr || !c->established) {
+          control_to(h.dst_port, h.src_port, kOpRst, 0, nullptr);
+          return;
+        }
+        if (c->to_host.size() + h.len > kBufAlloc) {  // the guest ignored our credit
+          reset_conn(key);
+          return;
+        }
+        {
+          size_t at = c->to_host.size();
+          c->to_host.resize(at + h.len);
+          chain.read(kHeaderBytes, {c->to_host.data() + at, h.len});
+        }
+        flush_to_host(*c);
+        return;
+      case kOpShutdown:
+        if (c == nullptr) return;
+        if ((h.flags & (kShutdownRcv | kShutdownSend)) == (kShutdownRcv | kShutdownSend)) {
+          flush_to_host(*c);
+          reset_conn(key);  // the guest closed: acknowledge with RST
+          return;
+        }
+        if (h.flags & kShutdownSend) {
+          c->guest_done_sending = true;
+          flush_to_host(*c);
+        }
+        return;
+      case kOpRst:
+        if (c != nullptr) remove(key);
+        return;
+      case kOpCreditUpdate:
+        return;
+      case kOpCreditRequest:
+        if (c != nullptr) control(*c, kOpCreditUpdate);
+        return;
+      default:
+        control_to(h.dst_port, h.src_port, kOpRst, 0, nullptr);
+        if (c != nullptr) remove(key);
+    }
+  }
+
+  UniqueFd connect_host_listener(uint32_t port) {
+    sockaddr_un addr;
+    if (!fill_sockaddr(v_.uds_path_ + "_" + std::to_string(port), addr)) return {};
+    auto fd = unix_socket();
+    if (!fd) return {};
+    if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return {};
+    return std::move(*fd);
+  }
+
+  // Host -> guest: control packets first, then data, while rx buffers last.
+  bool fill_rx() {
+    Transport& t = *v_.transport_;
+    Virtqueue& q = t.queue(0);
+    const GuestMemory& mem = t.memory();
+    bool any = false;
+    v_.rx_starved_ = false;
+    size_t ctl = 0;
+    for (;;) {
+      if (ctl < v_.control_.size()) {
+        auto chain = q.pop(mem);
+        if (!chain) break;
+        chain->write(0, {v_.control_.data() + ctl, kHeaderBytes});
+        q.push_used(mem, chain->head, kHeaderBytes);
+        ctl += kHeaderBytes;
+        any = true;
+        continue;
+      }
+      Vsock::Conn* c = next_sender();
+      if (c == nullptr) break;
+      auto chain = q.pop(mem);
+      if (!chain) break;
+      uint64_t room = chain->writable_bytes() > kHeaderBytes ? chain->writable_bytes() - kHeaderBytes : 0;
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>({room, c->credit(), c->from_host.size()}));
+      Header h;
+      h.src_cid = kHostCid;
+      h.dst_cid = v_.guest_cid_;
+      h.src_port = c->local_port;
+      h.dst_port = c->peer_port;
+      h.buf_alloc = kBufAlloc;
+      h.fwd_cnt = c->fwd_cnt;
+      c->fwd_cnt_sent = c->fwd_cnt;
+      if (n > 0) {
+        h.op = kOpRw;
+        h.len = n;
+        chain->write(kHeaderBytes, {c->from_host.data(), n});
+        c->from_host.erase(c->from_host.begin(), c->from_host.begin() + n);
+        c->tx_cnt += n;
+      } else {
+        // Only reached for a drained connection whose host side stopped
+        // sending; it may still read (a half-close), so only SEND ends.
+        h.op = kOpShutdown;
+        h.flags = kShutdownSend;
+        c->shutdown_sent = true;
+      }
+      uint8_t raw[kHeaderBytes];
+      h.encode(raw);
+      chain->write(0, raw);
+      q.push_used(mem, chain->head, kHeaderBytes + n);
+      any = true;
+    }
+    v_.control_.erase(v_.control_.begin(), v_.control_.begin() + static_cast<long>(ctl));
+    v_.rx_starved_ = !v_.control_.empty() || next_sender() != nullptr;
+    return any || !q.error().empty();
+  }
+
+  // A connection with something for the guest: data within credit, or a
+  // shutdown once its host side ended and everything read was delivered.
+  Vsock::Conn* next_sender() {
+    for (auto& [key, c] : v_.conns_) {
+      if (!c->established) continue;
+      if (c->readable && !c->host_eof && c->from_host.size() < kStashBytes) read_ahead(*c);
+      if (!c->from_host.empty() && c->credit() > 0) return c.get();
+      if (c->from_host.empty() && c->host_eof && !c->shutdown_sent) return c.get();
+    }
+    return nullptr;
+  }
+
+  void read_ahead(Vsock::Conn& c) {
+    size_t at = c.from_host.size();
+    c.from_host.resize(kStashBytes);
+    ssize_t n = ::recv(c.fd.get(), c.from_host.data() + at, kStashBytes - at, 0);
+    if (n > 0) {
+      c.from_host.resize(at + static_cast<size_t>(n));
+      return;
+    }
+    c.from_host.resize(at);
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) c.host_eof = true;
+    c.readable = false;
+  }
+
+  void update_interest() {
+    std::vector<uint64_t> dead;
+    for (auto& [key, c] : v_.conns_) {
+      if (c->dead) dead.push_back(key);
+    }
+    for (uint64_t key : dead) reset_conn(key);
+    for (auto& [key, c] : v_.conns_) {
+      uint32_t want = 0;
+      if (c->established && !c->host_eof && !c->readable && c->from_host.size() < kStashBytes) want |= EPOLLIN;
+      if (!c->to_host.empty()) want |= EPOLLOUT;
+      if (want == c->events) continue;
+      epoll_event ev{want, {.u64 = tag(kTagConn, static_cast<uint64_t>(c->fd.get()))}};
+      int op = c->events == 0 ? EPOLL_CTL_ADD : (want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD);
+      ::epoll_ctl(v_.epoll_.get(), op, c->fd.get(), &ev);
+      c->events = want;
+    }
+  }
+
+ private:
+  Vsock& v_;
+};
+
+Result<std::unique_ptr<Vsock>> Vsock::create(uint64_t guest_cid, const std::string& uds_path,
+                                             std::vector<state::PortForward> forwards) {
+  if (guest_cid < 3 || guest_cid > 0xffffffffu) {
+    return make_error(ErrorCode::kInvalidArgument, "vsock guest CID {} is not in 3..2^32-1", guest_cid);
+  }
+  std::unique_ptr<Vsock> v(new Vsock(guest_cid, uds_path));
+  sockaddr_un addr;
+  if (!fill_sockaddr(uds_path, addr)) {
+    return make_error(ErrorCode::kInvalidArgument, "vsock socket path {} is too long", uds_path);
+  }
+  // A socket left by an earlier run of the same VM would block bind.
+  struct stat st {};
+  if (::stat(uds_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(uds_path.c_str());
+  v->listener_ = SNAPVM_TRY(unix_socket());
+  if (::bind(v->listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(v->listener_.get(), 128) != 0) {
+    return errno_error(fmt::format("vsock socket {}", uds_path));
+  }
+  for (auto& f : forwards) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return errno_error("socket(AF_INET)");
+    UniqueFd owned(fd);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(static_cast<uint16_t>(f.host_port));
+    std::string host = f.host_address.empty() ? "127.0.0.1" : f.host_address;
+    if (::inet_pton(AF_INET, host.c_str(), &in.sin_addr) != 1) {
+      return make_error(ErrorCode::kInvalidArgument, "--publish: '{}' is not an IPv4 address", host);
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 || ::listen(fd, 128) != 0) {
+      return errno_error(fmt::format("--publish {}:{}", host, f.host_port));
+    }
+    socklen_t len = sizeof in;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&in), &len);
+    f.host_port = ntohs(in.sin_port);
+    f.host_address = host;
+    f.family = AF_INET;
+    f.socket_type = SOCK_STREAM;
+    f.guest_cid = static_cast<uint32_t>(guest_cid);
+    v->forward_listeners_.emplace_back(f, std::move(owned));
+  }
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return errno_error("epoll_create1");
+  v->epoll_.reset(ep);
+  int kick = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (kick < 0) return errno_error("eventfd");
+  v->kick_fd_.reset(kick);
+  epoll_event ev{EPOLLIN, {.u64 = tag(kTagKick, 0)}};
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, kick, &ev);
+  ev = {EPOLLIN, {.u64 = tag(kTagListener, 0)}};
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, v->listener_.get(), &ev);
+  for (size_t i = 0; i < v->forward_listeners_.size(); ++i) {
+    ev = {EPOLLIN, {.u64 = tag(kTagForward, i)}};
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, v->forward_listeners_[i].second.get(), &ev);
+  }
+  Vsock* raw = v.get();
+  v->worker_ = std::thread([raw] { raw->run(); });
+  return v;
+}
+
+Vsock::Vsock(uint64_t guest_cid, std::string uds_path) : guest_cid_(guest_cid), uds_path_(std::move(uds_path)) {}
+
+Vsock::~Vsock() {
+  stop_ = true;
+  kick();
+  if (worker_.joinable()) worker_.join();
+  if (listener_.valid()) ::unlink(uds_path_.c_str());
+}
+
+std::vector<state::PortForward> Vsock::forwards() const {
+  std::vector<state::PortForward> out;
+  for (const auto& [f, fd] : forward_listeners_) out.push_back(f);
+  return out;
+}
+
+size_t Vsock::connection_count() const {
+  std::lock_guard lock(mu_);
+  return conns_.size();
+}
+
+void Vsock::read_config(uint64_t offset, std::span<uint8_t> data) const {
+  uint8_t config[8];
+  std::memcpy(config, &guest_cid_, 8);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < 8 ? config[offset + i] : 0;
+}
+
+void Vsock::activate(Transport& transport, uint64_t) {
+  {
+    std::lock_guard lock(mu_);
+    transport_ = &transport;
+  }
+  kick();
+}
+
+void Vsock::queue_notify(size_t) { kick(); }
+
+void Vsock::reset() {
+  std::lock_guard lock(mu_);
+  transport_ = nullptr;
+  for (auto& [key, c] : conns_) {
+    if (c->events != 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+  }
+  conns_.clear();
+  control_.clear();
+}
+
+void Vsock::kick() {
+  uint64_t one = 1;
+  (void)!::write(kick_fd_.get(), &one, sizeof one);
+}
+
+void Vsock::run() {
+  VsockWorker w(*this);
+  epoll_event events[64];
+  while (!stop_.load()) {
+    int n = ::epoll_wait(epoll_.get(), events, 64, 1000);
+    Transport* signal_to = nullptr;
+    bool signal_rx = false, signal_tx = false;
+    {
+      std::lock_guard lock(mu_);
+      for (int i = 0; i < n; ++i) {
+        uint64_t kind = events[i].data.u64 >> 56, value = events[i].data.u64 & ((1ull << 56) - 1);
+        switch (kind) {
+          case kTagKick: {
+            uint64_t drain;
+            (void)!::read(kick_fd_.get(), &drain, sizeof drain);
+            break;
+          }
+          case kTagListener: w.on_listener(); break;
+          case kTagForward: w.on_forward(value); break;
+          case kTagPending: w.on_pending(static_cast<int>(value)); break;
+          case kTagConn: w.on_conn(static_cast<int>(value), events[i].events); break;
+        }
+      }
+      if (transport_ != nullptr) {
+        w.start_pending();
+        signal_tx = w.process_tx();
+        signal_rx = w.fill_rx();
+        signal_to = transport_;
+      }
+      w.update_interest();
+    }
+    // Outside the lock: the transport takes its own lock to raise the irq.
+    if (signal_to != nullptr && signal_tx) signal_to->signal_used(1);
+    if (signal_to != nullptr && signal_rx) signal_to->signal_used(0);
+  }
+}
+
+}  // namespace snapvm::virtio

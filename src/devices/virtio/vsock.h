@@ -1,0 +1,80 @@
+// virtio-vsock (device id 19) with the host side in Firecracker's protocol:
+//
+//  - host-initiated: a client connects to the Unix socket `uds_path` and
+//    writes "CONNECT <port>\n"; once the guest accepts, it reads
+//    "OK <host port>\n" and the socket carries the stream;
+//  - guest-initiated: a guest connection to host port P is connected to the
+//    Unix socket "<uds_path>_P", or refused (RST) when nobody listens there;
+//  - port forwards: a TCP listener on the host whose connections are
+//    streams to a guest port (what `snapvm run --publish` sets up).
+//
+// One worker thread owns every connection; vCPU threads only kick it.
+// Everything the guest sends is checked: packet sizes, credit, addresses.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "devices/virtio/device.h"
+#include "state/host_state.h"
+
+namespace snapvm::virtio {
+
+class Vsock final : public VirtioDevice {
+ public:
+  static Result<std::unique_ptr<Vsock>> create(uint64_t guest_cid, const std::string& uds_path,
+                                               std::vector<state::PortForward> forwards = {});
+  ~Vsock() override;
+
+  uint32_t device_id() const override { return 19; }
+  uint64_t device_features() const override { return 0; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {256, 256, 64}; }
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+  void activate(Transport& transport, uint64_t driver_features) override;
+  void queue_notify(size_t index) override;
+  void reset() override;
+
+  uint64_t guest_cid() const { return guest_cid_; }
+  const std::string& uds_path() const { return uds_path_; }
+  // The TCP ports the forwards actually listen on (port 0 asks the kernel).
+  std::vector<state::PortForward> forwards() const;
+  size_t connection_count() const;
+
+  struct Conn;
+
+ private:
+  Vsock(uint64_t guest_cid, std::string uds_path);
+  void run();
+  void kick();
+
+  uint64_t guest_cid_;
+  std::string uds_path_;
+  UniqueFd listener_;
+  UniqueFd epoll_;
+  UniqueFd kick_fd_;
+  std::vector<std::pair<state::PortForward, UniqueFd>> forward_listeners_;
+
+  mutable std::mutex mu_;  // everything below, and the queues while in use
+  Transport* transport_ = nullptr;
+  std::map<uint64_t, std::unique_ptr<Conn>> conns_;  // key: local port << 32 | peer port
+  struct Pending;
+  std::map<int, std::unique_ptr<Pending>> pending_;  // Unix clients before CONNECT
+  std::vector<uint8_t> control_;                     // queued header-only packets for the guest
+  uint32_t next_local_port_ = 1u << 30;
+  bool rx_starved_ = false;
+
+  std::atomic<bool> stop_{false};
+  std::thread worker_;
+
+  friend class VsockWorker;
+};
+
+}  // namespace snapvm::virtio
