@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -289,15 +290,26 @@ void serve(int conn) {
 
 }  // namespace
 
-int run_agent_server() {
+int agent_listen() {
   int s = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return 1;
+  if (s < 0) return -1;
   sockaddr_vm addr{};
   addr.svm_family = AF_VSOCK;
   addr.svm_cid = VMADDR_CID_ANY;
   addr.svm_port = agent::kAgentPort;
-  if (::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(s, 128) != 0) return 1;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(s, 128) != 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+void serve_agent(int s) {
   ::prctl(PR_SET_NAME, "snapvm-agent");
+  if (FILE* f = std::fopen("/run/snapvm-agent.pid", "w")) {
+    std::fprintf(f, "%d\n", ::getpid());
+    std::fclose(f);
+  }
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGCHLD, SIG_IGN);  // connection handlers are reaped automatically
   for (;;) {

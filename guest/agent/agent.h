@@ -4,8 +4,11 @@
 
 namespace snapvm::guest {
 
-// Listens on the agent's vsock port and serves each connection in a child
-// process. Returns only if the listening socket cannot be set up.
-int run_agent_server();
+// Opens the agent's listening vsock socket; -1 when vsock is unavailable.
+int agent_listen();
+
+// Serves each connection on `listener` in a child process; never returns.
+// Writes its pid to /run/snapvm-agent.pid.
+[[noreturn]] void serve_agent(int listener);
 
 }  // namespace snapvm::guest

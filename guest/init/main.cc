@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "vsock_connect.h"
 
 namespace {
 
@@ -117,24 +118,32 @@ std::string disks() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // The same binary serves as guest tools, by the name it is called.
+  std::string self = argv[0];
+  if (self.substr(self.find_last_of('/') + 1) == "vsock-connect") return snapvm::guest::vsock_connect_main(argc, argv);
   mount_basics();
   install_busybox();
   int modules = load_modules();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));
+  bool poweroff = cmdline.find("snapvm.poweroff") != std::string::npos;
+  // Listening before readiness is reported: a host that saw the line can
+  // connect at once.
+  int agent = poweroff ? -1 : snapvm::guest::agent_listen();
   log_console("SNAPVM-GUEST-READY cpus=" + std::to_string(cpus) + " mem_kb=" + std::to_string(mem_total_kb()) +
-              " modules=" + std::to_string(modules) + " disks=" + disks() + " rng=" + (rng.empty() ? "none" : rng));
-  if (cmdline.find("snapvm.poweroff") != std::string::npos) {
+              " modules=" + std::to_string(modules) + " disks=" + disks() + " rng=" + (rng.empty() ? "none" : rng) +
+              " agent=" + (agent >= 0 ? "vsock:1024" : "none"));
+  if (poweroff) {
     ::sync();
     ::reboot(RB_POWER_OFF);
   }
-  pid_t agent = ::fork();
-  if (agent == 0) {
-    int rc = snapvm::guest::run_agent_server();
-    log_console("snapvm-init: the agent could not listen on vsock (is the vsock device missing?)");
-    ::_exit(rc);
+  if (agent >= 0) {
+    if (::fork() == 0) snapvm::guest::serve_agent(agent);
+    // Only the agent holds the listener: if it dies, connections are refused
+    // (a clear error on the host) instead of queueing forever.
+    ::close(agent);
   }
   // PID 1 must never exit, and reaps every orphan in the guest.
   for (;;) {

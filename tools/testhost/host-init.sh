@@ -7,6 +7,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
+ip link set lo up
 echo "SNAPVM-TESTHOST-BOOTED kvm=$([ -c /dev/kvm ] && echo yes || echo no) cpus=$(nproc)"
 cd /payload
 sh /payload/run.sh

@@ -64,6 +64,7 @@ struct Vsock::Conn {
   bool shutdown_sent = false;
   bool guest_done_sending = false;
   bool dead = false;  // the host side failed: reset at the end of this round
+  bool closing = false;  // the guest closed: reset once to_host is delivered
   uint32_t events = 0;
 
   uint32_t credit() const {
@@ -325,8 +326,11 @@ class VsockWorker {
       case kOpShutdown:
         if (c == nullptr) return;
         if ((h.flags & (kShutdownRcv | kShutdownSend)) == (kShutdownRcv | kShutdownSend)) {
+          // The guest closed: deliver what it sent, then acknowledge with RST.
+          c->guest_done_sending = true;
+          c->closing = true;
+          c->from_host.clear();
           flush_to_host(*c);
-          reset_conn(key);  // the guest closed: acknowledge with RST
           return;
         }
         if (h.flags & kShutdownSend) {
@@ -417,7 +421,7 @@ class VsockWorker {
   // shutdown once its host side ended and everything read was delivered.
   Vsock::Conn* next_sender() {
     for (auto& [key, c] : v_.conns_) {
-      if (!c->established) continue;
+      if (!c->established || c->closing) continue;
       if (c->readable && !c->host_eof && c->from_host.size() < kStashBytes) read_ahead(*c);
       if (!c->from_host.empty() && c->credit() > 0) return c.get();
       if (c->from_host.empty() && c->host_eof && !c->shutdown_sent) return c.get();
@@ -441,12 +445,14 @@ class VsockWorker {
   void update_interest() {
     std::vector<uint64_t> dead;
     for (auto& [key, c] : v_.conns_) {
-      if (c->dead) dead.push_back(key);
+      if (c->dead || (c->closing && c->to_host.empty())) dead.push_back(key);
     }
     for (uint64_t key : dead) reset_conn(key);
     for (auto& [key, c] : v_.conns_) {
       uint32_t want = 0;
-      if (c->established && !c->host_eof && !c->readable && c->from_host.size() < kStashBytes) want |= EPOLLIN;
+      if (c->established && !c->closing && !c->host_eof && !c->readable && c->from_host.size() < kStashBytes) {
+        want |= EPOLLIN;
+      }
       if (!c->to_host.empty()) want |= EPOLLOUT;
       if (want == c->events) continue;
       epoll_event ev{want, {.u64 = tag(kTagConn, static_cast<uint64_t>(c->fd.get()))}};

@@ -1,0 +1,339 @@
+// The guest agent, vsock and port forwards, against a real guest on the
+// test host's KVM. One VM serves the suite; tests that restart VMs make
+// their own.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "agent/client.h"
+#include "agent/protocol.h"
+#include "guest_env.h"
+
+namespace snapvm {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A VM running in the background until the object dies.
+class BackgroundVm {
+ public:
+  explicit BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks = {},
+                        std::vector<state::PortForward> publish = {}) {
+    MachineConfig c;
+    c.kernel_path = test::guest_kernel();
+    c.initrd_path = test::guest_initrd();
+    c.cmdline = "console=ttyAMA0 quiet panic=-1";
+    c.mem_bytes = 256ull << 20;
+    c.vcpus = 2;
+    c.disks = std::move(disks);
+    c.vsock_path = vsock;
+    c.publish = std::move(publish);
+    c.console = [this](std::string_view s) {
+      std::lock_guard lock(mu_);
+      console_.append(s);
+    };
+    auto m = Machine::create(c);
+    if (!m) {
+      error_ = m.error().describe();
+      return;
+    }
+    machine_ = std::move(*m);
+    runner_ = std::thread([this] {
+      auto r = machine_->run();
+      exited_ = true;
+    });
+  }
+  ~BackgroundVm() {
+    if (machine_) machine_->request_stop();
+    if (runner_.joinable()) runner_.join();
+  }
+  // Waits for the guest's readiness line.
+  bool wait_ready(std::chrono::seconds timeout = 600s) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      {
+        std::lock_guard lock(mu_);
+        if (console_.find("SNAPVM-GUEST-READY") != std::string::npos) return true;
+      }
+      if (exited_) return false;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  const std::string& error() const { return error_; }
+  bool exited() const { return exited_; }
+  Machine& machine() { return *machine_; }
+  std::string console() {
+    std::lock_guard lock(mu_);
+    return console_;
+  }
+
+ private:
+  std::unique_ptr<Machine> machine_;
+  std::thread runner_;
+  std::atomic<bool> exited_{false};
+  std::mutex mu_;
+  std::string console_;
+  std::string error_;
+};
+
+struct Output {
+  std::string out, err;
+  agent::ExecResult result;
+  std::string error;
+};
+
+Output run(const std::string& vsock, std::vector<std::string> argv, int stdin_fd = -1,
+           std::chrono::milliseconds timeout = 0ms) {
+  Output o;
+  agent::ExecRequest req;
+  req.argv = std::move(argv);
+  req.stdin_fd = stdin_fd;
+  req.timeout = timeout;
+  auto r = agent::exec(vsock, req, [&](std::string_view s) { o.out.append(s); },
+                       [&](std::string_view s) { o.err.append(s); });
+  if (r) {
+    o.result = *r;
+  } else {
+    o.error = r.error().describe();
+  }
+  return o;
+}
+
+// The guest's `seq 1 n` output, computed here.
+std::string seq(int n) {
+  std::string s;
+  for (int i = 1; i <= n; ++i) s += std::to_string(i) + "\n";
+  return s;
+}
+
+// A pipe whose read end streams `data` (written by a thread).
+struct Feeder {
+  explicit Feeder(std::string data) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) std::abort();
+    read_fd = p[0];
+    writer = std::thread([fd = p[1], d = std::move(data)] {
+      size_t done = 0;
+      while (done < d.size()) {
+        ssize_t n = ::write(fd, d.data() + done, d.size() - done);
+        if (n <= 0) break;
+        done += static_cast<size_t>(n);
+      }
+      ::close(fd);
+    });
+  }
+  ~Feeder() {
+    writer.join();
+    ::close(read_fd);
+  }
+  int read_fd;
+  std::thread writer;
+};
+
+class Agent : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    vm_ = new BackgroundVm(kVsock, {}, {{0, 1024, 0, 0, 0, "127.0.0.1"}});
+    ready_ = vm_->error().empty() && vm_->wait_ready();
+  }
+  static void TearDownTestSuite() {
+    delete vm_;
+    vm_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(vm_->error().empty()) << vm_->error();
+    ASSERT_TRUE(ready_) << "guest not ready; console:\n" << vm_->console();
+  }
+  static constexpr const char* kVsock = "/tmp/agent-test.vsock";
+  static BackgroundVm* vm_;
+  static bool ready_;
+};
+BackgroundVm* Agent::vm_ = nullptr;
+bool Agent::ready_ = false;
+
+TEST_F(Agent, ExecUname) {
+  auto o = run(kVsock, {"uname", "-a"});
+  ASSERT_TRUE(o.error.empty()) << o.error;
+  EXPECT_EQ(o.result.exit_code, 0);
+  EXPECT_NE(o.out.find("Linux"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("aarch64"), std::string::npos) << o.out;
+}
+
+TEST_F(Agent, SixteenMegabytesOfStdoutArriveByteExact) {
+  const int n = 2'300'000;  // 17.3 MB of digits
+  auto start = std::chrono::steady_clock::now();
+  auto o = run(kVsock, {"seq", "1", std::to_string(n)});
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(o.error.empty()) << o.error;
+  EXPECT_EQ(o.result.exit_code, 0);
+  std::string expect = seq(n);
+  ASSERT_GE(expect.size(), 16u << 20);
+  EXPECT_EQ(o.out.size(), expect.size());
+  EXPECT_TRUE(o.out == expect) << "stdout differs from seq's output";
+  std::printf("FIGURE exec_stdout_bytes=%zu seconds=%.2f\n", o.out.size(), secs);
+}
+
+TEST_F(Agent, StdoutAndStderrStaySeparate) {
+  auto o = run(kVsock, {"sh", "-c", "echo out; echo err >&2; echo out2"});
+  EXPECT_EQ(o.out, "out\nout2\n");
+  EXPECT_EQ(o.err, "err\n");
+}
+
+TEST_F(Agent, StdinStreamsToTheCommand) {
+  std::string data = seq(400'000);  // 2.7 MB
+  Feeder feed(data);
+  auto streamed = run(kVsock, {"sha256sum"}, feed.read_fd);
+  auto local = run(kVsock, {"sh", "-c", "seq 1 400000 | sha256sum"});
+  ASSERT_TRUE(streamed.error.empty()) << streamed.error;
+  EXPECT_EQ(streamed.result.exit_code, 0);
+  EXPECT_EQ(streamed.out.substr(0, 64), local.out.substr(0, 64));
+  EXPECT_EQ(streamed.out.size(), 64u + 4u);  // hash, two spaces, "-", newline
+}
+
+TEST_F(Agent, ExitCodesAndSignalsAreReported) {
+  EXPECT_EQ(run(kVsock, {"sh", "-c", "exit 42"}).result.exit_code, 42);
+  auto sig = run(kVsock, {"sh", "-c", "kill -TERM $$"});
+  EXPECT_EQ(sig.result.signal, 15);
+  EXPECT_EQ(sig.result.shell_status(), 143);
+  auto missing = run(kVsock, {"no-such-command"});
+  EXPECT_NE(missing.error.find("command not found"), std::string::npos) << missing.error;
+}
+
+TEST_F(Agent, TimeoutKillsTheCommand) {
+  auto start = std::chrono::steady_clock::now();
+  auto o = run(kVsock, {"sh", "-c", "sleep 60; echo never"}, -1, 1000ms);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(o.error.empty()) << o.error;
+  EXPECT_TRUE(o.result.timed_out);
+  EXPECT_EQ(o.result.signal, 9);
+  EXPECT_EQ(o.out, "");
+  EXPECT_LT(secs, 30);
+}
+
+TEST_F(Agent, EightMegabyteFileCopiesInAndOutIdentically) {
+  std::string in = "/tmp/agent-in.bin", out = "/tmp/agent-out.bin";
+  std::vector<uint8_t> data(8 << 20);
+  uint64_t x = 88172645463325252ull;
+  for (auto& b : data) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b = static_cast<uint8_t>(x);
+  }
+  { std::ofstream(in, std::ios::binary).write(reinterpret_cast<char*>(data.data()), static_cast<long>(data.size())); }
+  auto put = agent::put_file(kVsock, in, "/tmp/copied.bin");
+  ASSERT_TRUE(put) << put.error().describe();
+  EXPECT_EQ(*put, data.size());
+  EXPECT_EQ(run(kVsock, {"sh", "-c", "wc -c < /tmp/copied.bin"}).out, std::to_string(data.size()) + "\n");
+  auto get = agent::get_file(kVsock, "/tmp/copied.bin", out);
+  ASSERT_TRUE(get) << get.error().describe();
+  std::ifstream f(out, std::ios::binary);
+  std::vector<uint8_t> back((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_TRUE(back == data) << "the file changed on its way through the guest";
+  auto missing = agent::get_file(kVsock, "/no/such/file", out + ".x");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().describe().find("No such file"), std::string::npos) << missing.error().describe();
+  EXPECT_NE(::access((out + ".x").c_str(), F_OK), 0) << "a failed copy left a file behind";
+}
+
+TEST_F(Agent, HundredConcurrentConnectionsEcho) {
+  std::vector<std::future<Output>> futures;
+  for (int i = 0; i < 100; ++i) {
+    futures.push_back(std::async(std::launch::async, [i] {
+      Feeder feed("message " + std::to_string(i) + "\n");
+      return run(kVsock, {"cat"}, feed.read_fd);
+    }));
+  }
+  for (int i = 0; i < 100; ++i) {
+    auto o = futures[i].get();
+    EXPECT_TRUE(o.error.empty()) << i << ": " << o.error;
+    EXPECT_EQ(o.out, "message " + std::to_string(i) + "\n") << i;
+  }
+}
+
+TEST_F(Agent, HostTcpClientReachesGuestServiceThroughPortForward) {
+  auto fwds = vm_->machine().port_forwards();
+  ASSERT_EQ(fwds.size(), 1u);
+  ASSERT_NE(fwds[0].host_port, 0u);
+  // Speak the agent protocol over TCP: the forward is a plain byte stream.
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(fwds[0].host_port));
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(0, ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a)) << std::strerror(errno);
+  std::vector<uint8_t> req;
+  agent::append_frame(req, agent::Frame::kExec, std::string(R"({"argv":["cat"]})"));
+  agent::append_frame(req, agent::Frame::kStdin, std::string("through the forward\n"));
+  agent::append_frame(req, agent::Frame::kStdinEof, std::string());
+  ASSERT_EQ(::send(s, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  agent::FrameReader reader;
+  std::string out;
+  bool exited = false;
+  while (!exited) {
+    uint8_t buf[4096];
+    ssize_t n = ::recv(s, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0) << "connection ended early";
+    reader.feed({buf, static_cast<size_t>(n)});
+    while (auto m = reader.next()) {
+      if (m->type == agent::Frame::kStdout) out += m->text();
+      if (m->type == agent::Frame::kExit) exited = true;
+    }
+  }
+  ::close(s);
+  EXPECT_EQ(out, "through the forward\n");
+}
+
+TEST_F(Agent, GuestConnectionsReachHostListeners) {
+  // A guest-initiated connection to host port 5000 arrives at <vsock>_5000.
+  std::string path = std::string(kVsock) + "_5000";
+  ::unlink(path.c_str());
+  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  ASSERT_EQ(0, ::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr));
+  ASSERT_EQ(0, ::listen(l, 4));
+  std::thread server([l] {
+    int c = ::accept(l, nullptr, nullptr);
+    if (c < 0) return;
+    char buf[64];
+    ssize_t n = ::recv(c, buf, sizeof buf, 0);
+    if (n > 0) ::send(c, buf, static_cast<size_t>(n), 0);
+    ::close(c);
+  });
+  auto o = run(kVsock, {"sh", "-c", "echo hello from the guest | vsock-connect 5000"});
+  server.join();
+  ::close(l);
+  ::unlink(path.c_str());
+  ASSERT_TRUE(o.error.empty()) << o.error;
+  EXPECT_EQ(o.out, "hello from the guest\n") << o.err;
+  EXPECT_EQ(o.result.exit_code, 0) << o.err;
+  // Nobody listens on port 5001: the guest's connect is refused.
+  auto refused = run(kVsock, {"sh", "-c", "vsock-connect 5001 </dev/null"});
+  EXPECT_NE(refused.result.exit_code, 0);
+  EXPECT_NE(refused.err.find("vsock-connect:"), std::string::npos) << refused.err;
+}
+
+TEST_F(Agent, KillingTheAgentLeavesTheVmmRunningWithAClearError) {
+  auto kill = run(kVsock, {"sh", "-c", "kill -9 $(cat /run/snapvm-agent.pid) && echo killed"});
+  EXPECT_EQ(kill.out, "killed\n");
+  std::this_thread::sleep_for(500ms);
+  auto after = run(kVsock, {"uname"});
+  EXPECT_NE(after.error.find("refused"), std::string::npos) << after.error;
+  EXPECT_FALSE(vm_->exited()) << "the VMM went down with the guest agent";
+}
+
+}  // namespace
+}  // namespace snapvm
