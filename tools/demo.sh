@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: install, build, then
 #  1. boot an arm64 Linux guest to its init with `snapvm run` (natively on an
-#     arm64 host with /dev/kvm, otherwise inside the emulated KVM test host);
+#     arm64 host with /dev/kvm, otherwise inside the emulated KVM test host),
+#     run commands in it through the guest agent, and power it off;
 #  2. write a snapshot of a synthetic 256 MiB arm64 machine, inspect it,
 #     verify it, and time opening and copy-on-write mapping it.
 set -euo pipefail
@@ -12,23 +13,42 @@ out=${DEMO_DIR:-build/demo}
 mkdir -p "$out"
 
 echo
-echo "== boot: 2 vCPUs, 256 MiB, Debian's arm64 kernel, snapvm's guest init"
-guest_cmdline="console=ttyAMA0 quiet panic=-1 snapvm.poweroff"
+echo "== boot: 2 vCPUs, 256 MiB, Debian's arm64 kernel, snapvm's guest init and agent; then exec in the guest"
+# Runs in the test host (or natively): boot in the background, wait for the
+# guest's readiness line, run commands through the agent, power off.
+cat > "$out/boot-demo.sh" <<'DEMO'
+dir=$1; kernel=$2; initrd=$3; snapvm=$4
+rm -f "$dir/console.log"
+start=$(cut -d' ' -f1 /proc/uptime)
+"$snapvm" run --kernel "$kernel" --initrd "$initrd" --mem 256M --cpus 2 --vsock "$dir/demo.vsock" \
+  --console "$dir/console.log" &
+vmm=$!
+i=0
+until grep -q SNAPVM-GUEST-READY "$dir/console.log" 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 1200 ] || { echo "guest did not come up"; kill $vmm; exit 1; }; sleep 0.1
+done
+ready=$(cut -d' ' -f1 /proc/uptime)
+grep SNAPVM-GUEST-READY "$dir/console.log"
+echo "guest ready $(awk "BEGIN {print $ready - $start}") s after snapvm run"
+echo "\$ snapvm exec demo.vsock -- uname -a"
+"$snapvm" exec "$dir/demo.vsock" -- uname -a
+echo "\$ snapvm exec demo.vsock -- sh -c 'nproc; grep MemTotal /proc/meminfo'"
+"$snapvm" exec "$dir/demo.vsock" -- sh -c 'nproc; grep MemTotal /proc/meminfo'
+"$snapvm" exec "$dir/demo.vsock" -- poweroff -f >/dev/null 2>&1
+wait $vmm
+echo "snapvm run exited with status $? after the guest powered off"
+DEMO
 if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
   tools/testhost/prepare.sh >/dev/null
   tools/testhost/native-guest.sh >/dev/null
-  guest=build-testhost/native-guest
-  time build/bin/snapvm run --kernel "$guest/Image" --initrd "$guest/initrd.cpio" \
-    --mem 256M --cpus 2 --cmdline "$guest_cmdline"
+  sh "$out/boot-demo.sh" "$out" build-testhost/native-guest/Image build-testhost/native-guest/initrd.cpio build/bin/snapvm
 else
   echo "(no arm64 /dev/kvm here: booting the emulated KVM test host first; its times are not hardware times)"
   tools/testhost/prepare.sh >/dev/null
   tools/testhost/build-aarch64.sh >/dev/null
+  cp "$out/boot-demo.sh" build-testhost/payload/boot-demo.sh
   tools/testhost/run.sh --timeout 600 --payload build-testhost/payload --log "$out/boot-console.log" -- \
-    sh -c "start=\$(cut -d' ' -f1 /proc/uptime); /payload/snapvm run --kernel /payload/guest/Image \
-           --initrd /payload/guest/initrd.cpio --mem 256M --cpus 2 --cmdline '$guest_cmdline'; rc=\$?; \
-           end=\$(cut -d' ' -f1 /proc/uptime); \
-           echo \"snapvm run: exit \$rc after \$(awk \"BEGIN {print \$end - \$start}\") s (test-host time)\"; exit \$rc"
+    sh /payload/boot-demo.sh /tmp /payload/guest/Image /payload/guest/initrd.cpio /payload/snapvm
 fi
 
 snap="$out/sample.snap"

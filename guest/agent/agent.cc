@@ -109,7 +109,10 @@ void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
     av.push_back(nullptr);
     for (auto& e : env) ev.push_back(e.data());
     ev.push_back(nullptr);
-    ::execvpe(av[0], av.data(), ev.data());
+    // execvpe searches the PATH of the calling process, not of envp: make
+    // the command's environment ours first.
+    environ = ev.data();
+    ::execvp(av[0], av.data());
     int e = errno;
     (void)!::write(status_pipe[1], &e, sizeof e);
     ::_exit(127);

@@ -206,6 +206,8 @@ TEST_F(Agent, ExitCodesAndSignalsAreReported) {
   auto sig = run(kVsock, {"sh", "-c", "kill -TERM $$"});
   EXPECT_EQ(sig.result.signal, 15);
   EXPECT_EQ(sig.result.shell_status(), 143);
+  // Found through the request's PATH, which includes /sbin.
+  EXPECT_EQ(run(kVsock, {"ifconfig", "lo"}).result.exit_code, 0);
   auto missing = run(kVsock, {"no-such-command"});
   EXPECT_NE(missing.error.find("command not found"), std::string::npos) << missing.error;
 }
@@ -333,6 +335,45 @@ TEST_F(Agent, KillingTheAgentLeavesTheVmmRunningWithAClearError) {
   auto after = run(kVsock, {"uname"});
   EXPECT_NE(after.error.find("refused"), std::string::npos) << after.error;
   EXPECT_FALSE(vm_->exited()) << "the VMM went down with the guest agent";
+}
+
+}  // namespace
+}  // namespace snapvm
+
+namespace snapvm {
+namespace {
+
+TEST(AgentDisk, BlockDataWrittenByTheGuestSurvivesARestart) {
+  std::string image = "/tmp/persist.img";
+  {
+    int fd = ::open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(0, ::ftruncate(fd, 8 << 20));
+    ::close(fd);
+  }
+  const std::string vsock = "/tmp/persist.vsock";
+  const std::string message = "written by the first VM";
+  {
+    BackgroundVm vm(vsock, {{image, false}});
+    ASSERT_TRUE(vm.error().empty()) << vm.error();
+    ASSERT_TRUE(vm.wait_ready()) << vm.console();
+    auto w = run(vsock, {"sh", "-c", "printf '" + message + "' | dd of=/dev/vda seek=1 bs=4096 conv=fsync 2>/dev/null"});
+    ASSERT_TRUE(w.error.empty()) << w.error;
+    ASSERT_EQ(w.result.exit_code, 0) << w.err;
+  }  // the VM is stopped here
+  {
+    std::ifstream f(image, std::ios::binary);
+    f.seekg(4096);
+    std::string on_disk(message.size(), '\0');
+    f.read(on_disk.data(), static_cast<long>(on_disk.size()));
+    EXPECT_EQ(on_disk, message) << "the write did not reach the image file";
+  }
+  BackgroundVm vm(vsock, {{image, false}});
+  ASSERT_TRUE(vm.wait_ready()) << vm.console();
+  auto r = run(vsock, {"sh", "-c", "dd if=/dev/vda skip=1 bs=4096 count=1 2>/dev/null | head -c " +
+                                       std::to_string(message.size())});
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.out, message);
 }
 
 }  // namespace

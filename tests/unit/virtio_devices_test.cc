@@ -145,3 +145,34 @@ TEST_F(BlockTest, RefusesPastTheEndAndReadOnlyWrites) {
 
 }  // namespace
 }  // namespace snapvm::virtio
+
+namespace snapvm::virtio {
+namespace {
+
+TEST(VirtioMmio, SavedStateRoundTripsThroughTheSnapshotCodec) {
+  Bench b(std::make_unique<Rng>());
+  b.driver.add_chain({{0x1000, 64, true}});
+  b.notify();
+  state::DeviceState saved = b.transport.save_device(7);
+  ASSERT_TRUE(saved.transport);
+  EXPECT_EQ(saved.slot, 7u);
+  EXPECT_EQ(saved.transport->device_id, 4u);
+  EXPECT_EQ(saved.transport->status, 15u);
+  ASSERT_EQ(saved.transport->queues.size(), 1u);
+  const auto& q = saved.transport->queues[0];
+  EXPECT_TRUE(q.ready);
+  EXPECT_EQ(q.size, 8);
+  EXPECT_EQ(q.desc_addr, FakeDriver::kDesc);
+  EXPECT_EQ(q.avail_addr, FakeDriver::kAvail);
+  EXPECT_EQ(q.used_addr, FakeDriver::kUsed);
+  EXPECT_EQ(q.last_avail_idx, 1);
+  EXPECT_EQ(q.next_used_idx, 1);
+  ByteWriter w;
+  state::encode(w, saved);
+  ByteReader r(w.data(), 0, "device");
+  EXPECT_EQ(state::decode_device_state(r), saved);
+  EXPECT_TRUE(r.ok() && r.at_end());
+}
+
+}  // namespace
+}  // namespace snapvm::virtio

@@ -44,6 +44,9 @@ class VirtioDevice {
   virtual void queue_notify(size_t index) = 0;
   // The driver reset the device: drop everything in flight.
   virtual void reset() = 0;
+  // Device-specific state for a snapshot, encoded by the device (empty when
+  // the transport and queues say everything).
+  virtual std::vector<uint8_t> save_specific() const { return {}; }
 };
 
 }  // namespace snapvm::virtio

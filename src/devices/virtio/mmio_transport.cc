@@ -204,4 +204,12 @@ state::VirtioMmioState MmioTransport::save() const {
   return s;
 }
 
+state::DeviceState MmioTransport::save_device(uint32_t slot) const {
+  state::DeviceState d;
+  d.slot = slot;
+  d.transport = save();
+  d.device_specific = device_->save_specific();
+  return d;
+}
+
 }  // namespace snapvm::virtio

@@ -32,6 +32,8 @@ class MmioTransport final : public MmioDevice, public Transport {
 
   VirtioDevice& device() { return *device_; }
   state::VirtioMmioState save() const;
+  // Transport, queues and the device's own record, as a snapshot stores it.
+  state::DeviceState save_device(uint32_t slot) const;
   uint32_t status() const;
 
  private:

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <charconv>
 
+#include "base/byte_codec.h"
 #include "devices/virtio/vsock_packet.h"
 
 namespace snapvm::virtio {
@@ -541,6 +542,23 @@ std::vector<state::PortForward> Vsock::forwards() const {
   std::vector<state::PortForward> out;
   for (const auto& [f, fd] : forward_listeners_) out.push_back(f);
   return out;
+}
+
+std::vector<uint8_t> Vsock::save_specific() const {
+  std::lock_guard lock(mu_);
+  ByteWriter w;
+  w.u64(guest_cid_);
+  w.u32(static_cast<uint32_t>(conns_.size()));
+  for (const auto& [key, c] : conns_) {
+    w.u32(c->local_port);
+    w.u32(c->peer_port);
+    w.u8(c->established ? 1 : 0);
+    w.u32(c->peer_buf_alloc);
+    w.u32(c->peer_fwd_cnt);
+    w.u32(c->tx_cnt);
+    w.u32(c->fwd_cnt);
+  }
+  return w.take();
 }
 
 size_t Vsock::connection_count() const {

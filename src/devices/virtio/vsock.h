@@ -42,6 +42,10 @@ class Vsock final : public VirtioDevice {
   void queue_notify(size_t index) override;
   void reset() override;
 
+  // The connection table: per connection its ports, state and credit
+  // counters (restore resets them with a transport-reset event).
+  std::vector<uint8_t> save_specific() const override;
+
   uint64_t guest_cid() const { return guest_cid_; }
   const std::string& uds_path() const { return uds_path_; }
   // The TCP ports the forwards actually listen on (port 0 asks the kernel).
