@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "arch/platform.h"
+#include "arch/vcpu_state.h"
 #include "base/file_io.h"
 #include "devices/mmio_bus.h"
 #include "devices/pl011.h"
@@ -75,6 +76,8 @@ struct Machine::State {
   std::condition_variable cv;
   std::vector<pthread_t> threads;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> pausing{false};
+  size_t parked = 0;
   std::optional<ExitReason> exit;
   std::optional<Error> error;
 
@@ -128,6 +131,15 @@ void Machine::State::vcpu_loop(size_t index) {
   const kvm::Vcpu& vcpu = vcpus[index];
   kvm_run* run = vcpu.run_data();
   while (!stopping.load()) {
+    if (pausing.load()) {
+      std::unique_lock lock(mu);
+      run->immediate_exit = 0;
+      ++parked;
+      cv.notify_all();
+      cv.wait(lock, [&] { return !pausing.load() || stopping.load(); });
+      --parked;
+      continue;
+    }
     auto r = vcpu.run();
     if (!r) {
       finish(std::nullopt, std::move(r.error()));
@@ -265,6 +277,54 @@ Result<ExitReason> Machine::run() {
   s_->threads.clear();
   if (s_->error) return tl::unexpected(*s_->error);
   return s_->exit.value_or(ExitReason::kStopped);
+}
+
+Status Machine::pause() {
+  std::unique_lock lock(s_->mu);
+  if (s_->threads.empty()) return make_error(ErrorCode::kFailedPrecondition, "the VM is not running");
+  if (s_->pausing) return {};
+  s_->pausing = true;
+  for (size_t i = 0; i < s_->threads.size(); ++i) {
+    s_->vcpus[i].run_data()->immediate_exit = 1;
+    ::pthread_kill(s_->threads[i], kick_signal());
+  }
+  bool all = s_->cv.wait_for(lock, std::chrono::seconds(10), [&] {
+    return s_->parked == s_->threads.size() || s_->stopping.load();
+  });
+  if (!all) return make_error(ErrorCode::kIo, "pause: only {} of {} vCPUs left KVM_RUN within 10 s", s_->parked,
+                              s_->threads.size());
+  if (s_->stopping) return make_error(ErrorCode::kFailedPrecondition, "the VM stopped while pausing");
+  return {};
+}
+
+Status Machine::resume() {
+  {
+    std::lock_guard lock(s_->mu);
+    s_->pausing = false;
+  }
+  s_->cv.notify_all();
+  return {};
+}
+
+bool Machine::paused() const {
+  std::lock_guard lock(s_->mu);
+  return s_->pausing && s_->parked == s_->threads.size() && !s_->threads.empty();
+}
+
+Result<std::vector<state::VcpuState>> Machine::capture_vcpus() const {
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "capture needs a paused VM");
+  std::vector<state::VcpuState> out;
+  for (const auto& v : s_->vcpus) out.push_back(SNAPVM_TRY(arch::capture_vcpu(v)));
+  return out;
+}
+
+Status Machine::restore_vcpus(const std::vector<state::VcpuState>& saved) {
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "restore needs a paused VM");
+  if (saved.size() != s_->vcpus.size()) {
+    return make_error(ErrorCode::kInvalidArgument, "{} saved vCPUs for a VM with {}", saved.size(), s_->vcpus.size());
+  }
+  for (size_t i = 0; i < saved.size(); ++i) SNAPVM_CHECK_OK(arch::restore_vcpu(s_->vcpus[i], saved[i]));
+  return {};
 }
 
 void Machine::request_stop() {

@@ -15,6 +15,7 @@
 #include "base/mapped_region.h"
 #include "base/result.h"
 #include "state/host_state.h"
+#include "state/vcpu_state.h"
 
 namespace snapvm {
 
@@ -61,6 +62,16 @@ class Machine {
 
   // Thread-safe: makes run() return kStopped soon.
   void request_stop();
+
+  // Parks every vCPU outside KVM_RUN (the guest stops; devices keep their
+  // host sides), and lets them run again. Only while run() is running.
+  Status pause();
+  Status resume();
+  bool paused() const;
+
+  // Every vCPU's complete state; only while paused.
+  Result<std::vector<state::VcpuState>> capture_vcpus() const;
+  Status restore_vcpus(const std::vector<state::VcpuState>& saved);
 
   uint64_t mem_bytes() const;
   uint32_t vcpu_count() const;

@@ -17,98 +17,16 @@
 
 #include "agent/client.h"
 #include "agent/protocol.h"
+#include "background_vm.h"
 #include "guest_env.h"
 
 namespace snapvm {
 namespace {
 
 using namespace std::chrono_literals;
-
-// A VM running in the background until the object dies.
-class BackgroundVm {
- public:
-  explicit BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks = {},
-                        std::vector<state::PortForward> publish = {}) {
-    MachineConfig c;
-    c.kernel_path = test::guest_kernel();
-    c.initrd_path = test::guest_initrd();
-    c.cmdline = "console=ttyAMA0 quiet panic=-1";
-    c.mem_bytes = 256ull << 20;
-    c.vcpus = 2;
-    c.disks = std::move(disks);
-    c.vsock_path = vsock;
-    c.publish = std::move(publish);
-    c.console = [this](std::string_view s) {
-      std::lock_guard lock(mu_);
-      console_.append(s);
-    };
-    auto m = Machine::create(c);
-    if (!m) {
-      error_ = m.error().describe();
-      return;
-    }
-    machine_ = std::move(*m);
-    runner_ = std::thread([this] {
-      auto r = machine_->run();
-      exited_ = true;
-    });
-  }
-  ~BackgroundVm() {
-    if (machine_) machine_->request_stop();
-    if (runner_.joinable()) runner_.join();
-  }
-  // Waits for the guest's readiness line.
-  bool wait_ready(std::chrono::seconds timeout = 600s) {
-    auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      {
-        std::lock_guard lock(mu_);
-        if (console_.find("SNAPVM-GUEST-READY") != std::string::npos) return true;
-      }
-      if (exited_) return false;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-  const std::string& error() const { return error_; }
-  bool exited() const { return exited_; }
-  Machine& machine() { return *machine_; }
-  std::string console() {
-    std::lock_guard lock(mu_);
-    return console_;
-  }
-
- private:
-  std::unique_ptr<Machine> machine_;
-  std::thread runner_;
-  std::atomic<bool> exited_{false};
-  std::mutex mu_;
-  std::string console_;
-  std::string error_;
-};
-
-struct Output {
-  std::string out, err;
-  agent::ExecResult result;
-  std::string error;
-};
-
-Output run(const std::string& vsock, std::vector<std::string> argv, int stdin_fd = -1,
-           std::chrono::milliseconds timeout = 0ms) {
-  Output o;
-  agent::ExecRequest req;
-  req.argv = std::move(argv);
-  req.stdin_fd = stdin_fd;
-  req.timeout = timeout;
-  auto r = agent::exec(vsock, req, [&](std::string_view s) { o.out.append(s); },
-                       [&](std::string_view s) { o.err.append(s); });
-  if (r) {
-    o.result = *r;
-  } else {
-    o.error = r.error().describe();
-  }
-  return o;
-}
+using test::BackgroundVm;
+using test::Output;
+using test::run;
 
 // The guest's `seq 1 n` output, computed here.
 std::string seq(int n) {
@@ -342,6 +260,9 @@ TEST_F(Agent, KillingTheAgentLeavesTheVmmRunningWithAClearError) {
 
 namespace snapvm {
 namespace {
+
+using test::BackgroundVm;
+using test::run;
 
 TEST(AgentDisk, BlockDataWrittenByTheGuestSurvivesARestart) {
   std::string image = "/tmp/persist.img";

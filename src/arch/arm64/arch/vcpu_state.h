@@ -1,0 +1,20 @@
+// Capturing and restoring a vCPU's complete architectural state: every
+// register KVM_GET_REG_LIST reports (core, FP/SIMD, SVE, firmware, timer,
+// system), in the order KVM lists them (a valid restore order), plus MP
+// state and pending vCPU events.
+#pragma once
+
+#include "base/result.h"
+#include "kvm/kvm.h"
+#include "state/vcpu_state.h"
+
+namespace snapvm::arch {
+
+// The vCPU must be out of KVM_RUN. A register that cannot be read is an
+// error naming it, never a silent gap.
+Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu);
+
+// Writes every register back in saved order, then MP state and events.
+Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved);
+
+}  // namespace snapvm::arch

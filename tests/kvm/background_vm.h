@@ -1,0 +1,48 @@
+// A VM running in a background thread for tests that talk to its guest,
+// and a helper that runs a command in it through the agent.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/client.h"
+#include "vmm/machine.h"
+
+namespace snapvm::test {
+
+class BackgroundVm {
+ public:
+  explicit BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks = {},
+                        std::vector<state::PortForward> publish = {});
+  ~BackgroundVm();
+  // Waits for the guest's readiness line.
+  bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(600));
+  const std::string& error() const { return error_; }
+  bool exited() const { return exited_; }
+  Machine& machine() { return *machine_; }
+  std::string console();
+
+ private:
+  std::unique_ptr<Machine> machine_;
+  std::thread runner_;
+  std::atomic<bool> exited_{false};
+  std::mutex mu_;
+  std::string console_;
+  std::string error_;
+};
+
+struct Output {
+  std::string out, err;
+  agent::ExecResult result;
+  std::string error;
+};
+
+Output run(const std::string& vsock, std::vector<std::string> argv, int stdin_fd = -1,
+           std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+
+}  // namespace snapvm::test
