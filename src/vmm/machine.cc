@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <optional>
 
+#include "arch/gic_state.h"
 #include "arch/platform.h"
 #include "arch/vcpu_state.h"
 #include "base/file_io.h"
@@ -325,6 +326,18 @@ Status Machine::restore_vcpus(const std::vector<state::VcpuState>& saved) {
   }
   for (size_t i = 0; i < saved.size(); ++i) SNAPVM_CHECK_OK(arch::restore_vcpu(s_->vcpus[i], saved[i]));
   return {};
+}
+
+Result<state::GicV3State> Machine::capture_gic() const {
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "capture needs a paused VM");
+  std::vector<uint64_t> mpidrs;
+  for (const auto& v : s_->vcpus) mpidrs.push_back(SNAPVM_TRY(arch::vcpu_affinity(v)));
+  return arch::capture_gic(s_->platform->gic(), mpidrs);
+}
+
+Status Machine::restore_gic(const state::GicV3State& saved) {
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "restore needs a paused VM");
+  return arch::restore_gic(s_->platform->gic(), saved);
 }
 
 void Machine::request_stop() {

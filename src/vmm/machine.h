@@ -14,6 +14,7 @@
 
 #include "base/mapped_region.h"
 #include "base/result.h"
+#include "state/gic_state.h"
 #include "state/host_state.h"
 #include "state/vcpu_state.h"
 
@@ -72,6 +73,9 @@ class Machine {
   // Every vCPU's complete state; only while paused.
   Result<std::vector<state::VcpuState>> capture_vcpus() const;
   Status restore_vcpus(const std::vector<state::VcpuState>& saved);
+  // The interrupt controller's complete state; only while paused.
+  Result<state::GicV3State> capture_gic() const;
+  Status restore_gic(const state::GicV3State& saved);
 
   uint64_t mem_bytes() const;
   uint32_t vcpu_count() const;

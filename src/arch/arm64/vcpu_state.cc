@@ -13,6 +13,8 @@ constexpr uint64_t kRegMpidr = ARM64_SYS_REG(3, 0, 0, 0, 5);
 
 }  // namespace
 
+Result<uint64_t> vcpu_affinity(const kvm::Vcpu& vcpu) { return vcpu.get_reg64(kRegMpidr); }
+
 Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu) {
   state::VcpuState s;
   s.index = vcpu.id();

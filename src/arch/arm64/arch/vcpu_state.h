@@ -14,6 +14,9 @@ namespace snapvm::arch {
 // error naming it, never a silent gap.
 Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu);
 
+// The vCPU's affinity (MPIDR), which names it to the interrupt controller.
+Result<uint64_t> vcpu_affinity(const kvm::Vcpu& vcpu);
+
 // Writes every register back in saved order, then MP state and events.
 Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved);
 
