@@ -19,6 +19,10 @@
 #include "devices/virtio/rng.h"
 #include "devices/virtio/vsock.h"
 #include "kvm/kvm.h"
+#include "state/snapshot_state.h"
+
+#include <sys/utsname.h>
+#include <time.h>
 
 namespace snapvm {
 namespace {
@@ -295,10 +299,13 @@ Status Machine::pause() {
   if (!all) return make_error(ErrorCode::kIo, "pause: only {} of {} vCPUs left KVM_RUN within 10 s", s_->parked,
                               s_->threads.size());
   if (s_->stopping) return make_error(ErrorCode::kFailedPrecondition, "the VM stopped while pausing");
+  lock.unlock();
+  for (auto& t : s_->virtio) t->device().set_paused(true);
   return {};
 }
 
 Status Machine::resume() {
+  for (auto& t : s_->virtio) t->device().set_paused(false);
   {
     std::lock_guard lock(s_->mu);
     s_->pausing = false;
@@ -326,6 +333,48 @@ Status Machine::restore_vcpus(const std::vector<state::VcpuState>& saved) {
   }
   for (size_t i = 0; i < saved.size(); ++i) SNAPVM_CHECK_OK(arch::restore_vcpu(s_->vcpus[i], saved[i]));
   return {};
+}
+
+Result<WriteStats> Machine::snapshot(const std::string& path) const {
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "snapshot needs a paused VM");
+  const MachineConfig& c = s_->config;
+  state::SnapshotState st;
+  st.arch = arch::kSnapshotArch;
+  st.machine.vcpu_count = static_cast<uint32_t>(s_->vcpus.size());
+  st.machine.memory.push_back({arch::kRamBase, s_->ram.size()});
+  st.machine.kernel_cmdline = c.cmdline;
+  st.machine.devices.push_back({state::DeviceKind::kPl011, 0, arch::kUartBase, arch::kUartSize, arch::kUartSpi, "console", ""});
+  for (size_t i = 0; i < s_->virtio.size(); ++i) {
+    const auto& node = s_->virtio_nodes[i];
+    uint32_t type = s_->virtio[i]->save().device_id;
+    std::string backend;
+    if (type == 19) backend = c.vsock_path;
+    if (type == 2) {
+      size_t disk = 0;
+      for (size_t j = 0; j < i; ++j) disk += s_->virtio[j]->save().device_id == 2 ? 1 : 0;
+      if (disk < c.disks.size()) backend = c.disks[disk].path;
+    }
+    st.machine.devices.push_back({state::DeviceKind::kVirtioMmio, type, node.base, node.size, node.spi,
+                                  fmt::format("virtio{}", i), backend});
+    st.devices.push_back(s_->virtio[i]->save_device(static_cast<uint32_t>(i + 1)));
+  }
+  st.vcpus = SNAPVM_TRY(capture_vcpus());
+  st.gic = SNAPVM_TRY(capture_gic());
+  st.port_forwards = port_forwards();
+  st.clock = arch::clock_of(st.vcpus.front());
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  st.clock.host_realtime_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  st.clock.host_monotonic_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  st.host = arch::host_identity_of(st.vcpus.front());
+  utsname u{};
+  ::uname(&u);
+  st.host.kernel_release = u.release;
+  st.host.host_page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
+  st.creator = state::Creator{"snapvm 0.1.0", st.clock.host_realtime_ns};
+  RamSource ram{arch::kRamBase, s_->ram.span()};
+  return write_full(path, state::to_contents(st), {&ram, 1});
 }
 
 Result<state::GicV3State> Machine::capture_gic() const {

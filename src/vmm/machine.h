@@ -14,6 +14,7 @@
 
 #include "base/mapped_region.h"
 #include "base/result.h"
+#include "snapshot/writer.h"
 #include "state/gic_state.h"
 #include "state/host_state.h"
 #include "state/vcpu_state.h"
@@ -73,6 +74,11 @@ class Machine {
   // Every vCPU's complete state; only while paused.
   Result<std::vector<state::VcpuState>> capture_vcpus() const;
   Status restore_vcpus(const std::vector<state::VcpuState>& saved);
+  // Writes a complete snapshot of the paused VM to `path`: vCPUs, GIC,
+  // devices, port forwards, clock, host identity, then RAM (streamed from
+  // guest memory, sparse). Crash-safe; returns the write statistics.
+  Result<WriteStats> snapshot(const std::string& path) const;
+
   // The interrupt controller's complete state; only while paused.
   Result<state::GicV3State> capture_gic() const;
   Status restore_gic(const state::GicV3State& saved);

@@ -44,6 +44,10 @@ class VirtioDevice {
   virtual void queue_notify(size_t index) = 0;
   // The driver reset the device: drop everything in flight.
   virtual void reset() = 0;
+  // While paused, a device with its own threads must not touch the queues or
+  // guest memory (the VM is being captured). Devices that act only when a
+  // vCPU kicks them need nothing: paused vCPUs kick nobody.
+  virtual void set_paused(bool paused) { (void)paused; }
   // Device-specific state for a snapshot, encoded by the device (empty when
   // the transport and queues say everything).
   virtual std::vector<uint8_t> save_specific() const { return {}; }

@@ -31,6 +31,7 @@ class MmioTransport final : public MmioDevice, public Transport {
   void signal_config_change() override;
 
   VirtioDevice& device() { return *device_; }
+  const VirtioDevice& device() const { return *device_; }
   state::VirtioMmioState save() const;
   // Transport, queues and the device's own record, as a snapshot stores it.
   state::DeviceState save_device(uint32_t slot) const;

@@ -592,6 +592,14 @@ void Vsock::reset() {
   control_.clear();
 }
 
+void Vsock::set_paused(bool paused) {
+  {
+    std::lock_guard lock(mu_);
+    paused_ = paused;
+  }
+  kick();
+}
+
 void Vsock::kick() {
   uint64_t one = 1;
   (void)!::write(kick_fd_.get(), &one, sizeof one);
@@ -620,7 +628,7 @@ void Vsock::run() {
           case kTagConn: w.on_conn(static_cast<int>(value), events[i].events); break;
         }
       }
-      if (transport_ != nullptr) {
+      if (transport_ != nullptr && !paused_) {
         w.start_pending();
         signal_tx = w.process_tx();
         signal_rx = w.fill_rx();

@@ -41,6 +41,7 @@ class Vsock final : public VirtioDevice {
   void activate(Transport& transport, uint64_t driver_features) override;
   void queue_notify(size_t index) override;
   void reset() override;
+  void set_paused(bool paused) override;
 
   // The connection table: per connection its ports, state and credit
   // counters (restore resets them with a transport-reset event).
@@ -74,6 +75,7 @@ class Vsock final : public VirtioDevice {
   std::vector<uint8_t> control_;                     // queued header-only packets for the guest
   uint32_t next_local_port_ = 1u << 30;
   bool rx_starved_ = false;
+  bool paused_ = false;
 
   std::atomic<bool> stop_{false};
   std::thread worker_;

@@ -6,6 +6,8 @@
 
 #include "base/result.h"
 #include "kvm/kvm.h"
+#include "snapshot/format.h"
+#include "state/host_state.h"
 #include "state/vcpu_state.h"
 
 namespace snapvm::arch {
@@ -16,6 +18,14 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu);
 
 // The vCPU's affinity (MPIDR), which names it to the interrupt controller.
 Result<uint64_t> vcpu_affinity(const kvm::Vcpu& vcpu);
+
+inline constexpr format::Arch kSnapshotArch = format::Arch::kArm64;
+
+// The guest clock in a captured vCPU: the virtual counter and its frequency.
+state::ClockState clock_of(const state::VcpuState& v);
+// What must match for the state to load elsewhere: the CPU's identity
+// registers (MIDR, REVIDR, ...) as the vCPU sees them.
+state::HostIdentity host_identity_of(const state::VcpuState& v);
 
 // Writes every register back in saved order, then MP state and events.
 Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved);
