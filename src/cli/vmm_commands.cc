@@ -14,6 +14,8 @@
 #include "agent/client.h"
 #include "arch/platform.h"
 #include "base/units.h"
+#include "cli/control_commands.h"
+#include "vmm/control_server.h"
 #include "vmm/machine.h"
 
 namespace snapvm::cli {
@@ -22,7 +24,7 @@ namespace {
 struct RunOptions {
   std::string kernel, initrd, cmdline = "console=ttyAMA0 quiet panic=-1", mem = "512M", console;
   std::vector<std::string> disks;
-  std::string vsock, name;
+  std::string vsock, name, api;
   uint64_t cid = 3;
   std::vector<std::string> publish;
   uint32_t cpus = 1;
@@ -112,7 +114,18 @@ int run_vm(const RunOptions& o) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
     return 1;
   }
+  std::string api = o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api;
+  std::unique_ptr<ControlServer> control;
+  if (!api.empty()) {
+    auto server = ControlServer::start(api, **machine);
+    if (!server) {
+      fmt::print(stderr, "snapvm: {}\n", server.error().describe());
+      return 1;
+    }
+    control = std::move(*server);
+  }
   auto exit = (*machine)->run();
+  control.reset();
   std::fflush(console);
   if (!exit) {
     fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
@@ -149,7 +162,8 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("--console", o->console, "write the guest console to this file instead of stdout");
   run->add_option("--disk", o->disks, "raw disk image as virtio-blk (/dev/vda, vdb, ...): PATH or PATH,ro; repeatable");
   run->add_option("--vsock", o->vsock, "virtio-vsock with its host side on this Unix socket (Firecracker's CONNECT protocol)");
-  run->add_option("--name", o->name, "name the VM: its vsock socket becomes /run/snapvm/NAME.vsock");
+  run->add_option("--name", o->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock");
+  run->add_option("--api", o->api, "control socket (JSON: pause, resume, snapshot, info)");
   run->add_option("--cid", o->cid, "the guest's vsock CID")->capture_default_str();
   run->add_option("-p,--publish", o->publish, "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener (127.0.0.1 by default) "
                   "forwarded to a guest vsock port; repeatable");

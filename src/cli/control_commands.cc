@@ -1,0 +1,99 @@
+#include "cli/control_commands.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace snapvm::cli {
+namespace {
+
+using nlohmann::json;
+
+Result<json> request(const std::string& path, const json& req) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error("socket(AF_UNIX)");
+  UniqueFd s(fd);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error(ErrorCode::kInvalidArgument, "path {} is too long", path);
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return errno_error(fmt::format("connect to the VM's control socket {} (is the VM running?)", path));
+  }
+  std::string line = req.dump() + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    return errno_error("send to the control socket");
+  }
+  std::string reply;
+  char c;
+  while (reply.size() < (1 << 20)) {
+    ssize_t n = ::recv(fd, &c, 1, 0);
+    if (n <= 0) return make_error(ErrorCode::kIo, "the VM closed the control socket without replying");
+    if (c == '\n') break;
+    reply.push_back(c);
+  }
+  json j = json::parse(reply, nullptr, false);
+  if (!j.is_object()) return make_error(ErrorCode::kDataLoss, "unreadable reply from the control socket");
+  if (!j.value("ok", false)) return make_error(ErrorCode::kFailedPrecondition, "{}", j.value("error", std::string("failed")));
+  return j;
+}
+
+int run_request(const std::string& vm, const json& req, const std::function<void(const json&)>& print) {
+  auto r = request(control_path_for(vm), req);
+  if (!r) {
+    fmt::print(stderr, "snapvm: {}\n", r.error().describe());
+    return 1;
+  }
+  print(*r);
+  return 0;
+}
+
+}  // namespace
+
+std::string control_path_for(const std::string& vm) {
+  if (vm.find('/') != std::string::npos || vm.ends_with(".sock")) return vm;
+  return "/run/snapvm/" + vm + ".sock";
+}
+
+std::function<int()> register_control_commands(CLI::App& app) {
+  auto vm = std::make_shared<std::string>();
+  auto path = std::make_shared<std::string>();
+  auto resume = std::make_shared<bool>(false);
+  const char* vm_help = "the VM: its control socket path, or a name (/run/snapvm/NAME.sock)";
+  auto* pause = app.add_subcommand("pause", "Pause a running VM (its vCPUs stop; snapshots need this)");
+  pause->add_option("VM", *vm, vm_help)->required();
+  auto* res = app.add_subcommand("resume", "Resume a paused VM");
+  res->add_option("VM", *vm, vm_help)->required();
+  auto* info = app.add_subcommand("info", "Show a running VM's state");
+  info->add_option("VM", *vm, vm_help)->required();
+  auto* snap = app.add_subcommand("snapshot", "Write a snapshot of a running VM (pausing it first if needed)");
+  snap->add_option("VM", *vm, vm_help)->required();
+  snap->add_option("FILE", *path, "snapshot file to write")->required();
+  snap->add_flag("--resume", *resume, "resume the VM once the snapshot is written");
+
+  return [=]() -> int {
+    if (*pause) return run_request(*vm, {{"op", "pause"}}, [](const json&) { fmt::print("paused\n"); });
+    if (*res) return run_request(*vm, {{"op", "resume"}}, [](const json&) { fmt::print("running\n"); });
+    if (*info) return run_request(*vm, {{"op", "info"}}, [](const json& j) { fmt::print("{}\n", j.dump(2)); });
+    if (*snap) {
+      std::string abs = (*path)[0] == '/' ? *path : fmt::format("{}/{}", std::string(::get_current_dir_name()), *path);
+      return run_request(*vm, {{"op", "snapshot"}, {"path", abs}, {"resume", *resume}}, [](const json& j) {
+        fmt::print("wrote {}: {} MiB RAM, {} MiB data, guest paused {:.1f} ms{}\n", j.value("path", std::string()),
+                   j.value("ram_bytes", uint64_t{0}) >> 20, j.value("data_bytes", uint64_t{0}) >> 20,
+                   j.value("pause_ms", 0.0), j.value("state", std::string()) == "running" ? ", now running" : ", still paused");
+      });
+    }
+    return -1;
+  };
+}
+
+}  // namespace snapvm::cli

@@ -1,0 +1,35 @@
+// The per-VM control socket: newline-delimited JSON requests and replies on
+// a Unix socket (docs/control-api.md). Serves pause, resume, snapshot and
+// info from its own thread while the VM runs.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "vmm/machine.h"
+
+namespace snapvm {
+
+class ControlServer {
+ public:
+  static Result<std::unique_ptr<ControlServer>> start(const std::string& path, Machine& machine);
+  ~ControlServer();
+
+  // Handles one request line; public so tests can drive it without a socket.
+  std::string handle(const std::string& request_line);
+
+ private:
+  ControlServer(std::string path, Machine& machine) : path_(std::move(path)), machine_(machine) {}
+  void serve();
+
+  std::string path_;
+  Machine& machine_;
+  UniqueFd listener_;
+  UniqueFd stop_fd_;
+  std::thread thread_;
+};
+
+}  // namespace snapvm
