@@ -144,9 +144,88 @@ int run_vm(const RunOptions& o) {
   return 1;
 }
 
+struct RestoreCliOptions {
+  std::string file, vsock, api, name, console;
+  std::vector<std::string> disks, publish;
+  bool paused = false;
+};
+
+int restore_vm(const RestoreCliOptions& o) {
+  FILE* console = stdout;
+  std::unique_ptr<FILE, int (*)(FILE*)> console_file(nullptr, &std::fclose);
+  if (!o.console.empty()) {
+    console_file.reset(std::fopen(o.console.c_str(), "a"));
+    if (!console_file) {
+      fmt::print(stderr, "snapvm: --console {}: cannot open for writing\n", o.console);
+      return 1;
+    }
+    console = console_file.get();
+  }
+  RestoreOptions ro;
+  ro.vsock_path = o.vsock.empty() && !o.name.empty() ? agent::vsock_path_for(o.name) : o.vsock;
+  if (!o.name.empty()) ::mkdir("/run/snapvm", 0755);
+  ro.disks = o.disks;
+  if (!o.publish.empty()) {
+    ro.publish.emplace();
+    for (const auto& p : o.publish) {
+      auto f = parse_publish(p);
+      if (!f) {
+        fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
+        return 1;
+      }
+      ro.publish->push_back(*f);
+    }
+  }
+  ro.console = [console](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), console);
+    if (s.find('\n') != std::string_view::npos) std::fflush(console);
+  };
+  RestoreTimings t;
+  auto machine = Machine::restore(o.file, ro, &t);
+  if (!machine) {
+    fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
+    return 1;
+  }
+  fmt::print(stderr,
+             "snapvm: restored {} in {:.2f} ms (open and validate {:.2f}, map RAM {:.3f}, VM and vCPUs {:.2f}, "
+             "GIC {:.2f}, devices {:.2f})\n",
+             o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000, t.gic_us / 1000,
+             t.devices_us / 1000);
+  std::string api = o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api;
+  std::unique_ptr<ControlServer> control;
+  if (!api.empty()) {
+    auto server = ControlServer::start(api, **machine);
+    if (!server) {
+      fmt::print(stderr, "snapvm: {}\n", server.error().describe());
+      return 1;
+    }
+    control = std::move(*server);
+  }
+  if (o.paused) (*machine)->start_paused();
+  auto exit = (*machine)->run();
+  control.reset();
+  std::fflush(console);
+  if (!exit) {
+    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
+    return 1;
+  }
+  return *exit == ExitReason::kCrash ? 1 : 0;
+}
+
 }  // namespace
 
 std::function<int()> register_vmm_commands(CLI::App& app) {
+  auto ro = std::make_shared<RestoreCliOptions>();
+  auto* restore = app.add_subcommand("restore", "Start a VM from a snapshot in this process (RAM mapped copy-on-write)");
+  restore->add_option("FILE", ro->file, "snapshot file")->required();
+  restore->add_option("--vsock", ro->vsock, "this clone's vsock socket (default: the snapshot's)");
+  restore->add_option("--name", ro->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock");
+  restore->add_option("--api", ro->api, "control socket");
+  restore->add_option("--console", ro->console, "append the guest console to this file instead of stdout");
+  restore->add_option("--disk", ro->disks, "disk images replacing the snapshot's, in order; repeatable");
+  restore->add_option("-p,--publish", ro->publish, "port forwards replacing the snapshot's: [ADDR:]HOSTPORT:GUESTPORT");
+  restore->add_flag("--paused", ro->paused, "restore without running (resume through the control socket)");
+
   auto o = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::kArchName) + ")");
   run->footer(
@@ -167,7 +246,11 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("--cid", o->cid, "the guest's vsock CID")->capture_default_str();
   run->add_option("-p,--publish", o->publish, "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener (127.0.0.1 by default) "
                   "forwarded to a guest vsock port; repeatable");
-  return [run, o]() -> int { return *run ? run_vm(*o) : -1; };
+  return [run, o, restore, ro]() -> int {
+    if (*run) return run_vm(*o);
+    if (*restore) return restore_vm(*ro);
+    return -1;
+  };
 }
 
 }  // namespace snapvm::cli

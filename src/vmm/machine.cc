@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <optional>
 
 #include "arch/gic_state.h"
@@ -19,6 +21,7 @@
 #include "devices/virtio/rng.h"
 #include "devices/virtio/vsock.h"
 #include "kvm/kvm.h"
+#include "snapshot/reader.h"
 #include "state/snapshot_state.h"
 
 #include <sys/utsname.h>
@@ -199,19 +202,8 @@ std::vector<state::PortForward> Machine::port_forwards() const {
   return s_->vsock != nullptr ? s_->vsock->forwards() : std::vector<state::PortForward>{};
 }
 
-Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
-  // Inputs first, so a typo costs nothing and says exactly what is wrong.
-  if (c.vcpus == 0) return make_error(ErrorCode::kInvalidArgument, "at least one vCPU is needed");
-  if (c.mem_bytes % (2ull << 20) != 0 || c.mem_bytes == 0 || c.mem_bytes > arch::kMaxRamBytes) {
-    return make_error(ErrorCode::kInvalidArgument, "memory size {} is not a positive multiple of 2 MiB up to {} GiB",
-                      c.mem_bytes, arch::kMaxRamBytes >> 30);
-  }
-  arch::BootImages images;
-  images.kernel = SNAPVM_TRY(arch::read_kernel_image(c.kernel_path));
-  if (!c.initrd_path.empty()) images.initrd = SNAPVM_TRY(read_whole(c.initrd_path, "initrd", 1ull << 30));
-  images.cmdline = c.cmdline;
-  SNAPVM_TRY(arch::plan_boot(arch::kRamBase, c.mem_bytes, images.kernel, images.initrd.size()));
-
+// Everything but guest memory contents: KVM, vCPUs, GIC, UART, devices.
+Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, MappedRegion ram) {
   auto s = std::make_unique<State>();
   s->config = c;
   s->kvm = SNAPVM_TRY(kvm::Kvm::open());
@@ -221,7 +213,7 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
                       c.vcpus, max);
   }
   s->vm.emplace(SNAPVM_TRY(s->kvm.create_vm()));
-  s->ram = SNAPVM_TRY(MappedRegion::anonymous_huge(c.mem_bytes));
+  s->ram = std::move(ram);
   SNAPVM_CHECK_OK(s->vm->set_user_memory_region(0, arch::kRamBase, s->ram.span()));
   s->platform.emplace(SNAPVM_TRY(arch::Platform::create(*s->vm, c.vcpus)));
   for (uint32_t i = 0; i < c.vcpus; ++i) s->vcpus.push_back(SNAPVM_TRY(s->vm->create_vcpu(i)));
@@ -244,7 +236,109 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   } else if (!c.publish.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "--publish needs a vsock device (--vsock PATH or --name NAME)");
   }
+  return s;
+}
+
+Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
+  // Inputs first, so a typo costs nothing and says exactly what is wrong.
+  if (c.vcpus == 0) return make_error(ErrorCode::kInvalidArgument, "at least one vCPU is needed");
+  if (c.mem_bytes % (2ull << 20) != 0 || c.mem_bytes == 0 || c.mem_bytes > arch::kMaxRamBytes) {
+    return make_error(ErrorCode::kInvalidArgument, "memory size {} is not a positive multiple of 2 MiB up to {} GiB",
+                      c.mem_bytes, arch::kMaxRamBytes >> 30);
+  }
+  arch::BootImages images;
+  images.kernel = SNAPVM_TRY(arch::read_kernel_image(c.kernel_path));
+  if (!c.initrd_path.empty()) images.initrd = SNAPVM_TRY(read_whole(c.initrd_path, "initrd", 1ull << 30));
+  images.cmdline = c.cmdline;
+  SNAPVM_TRY(arch::plan_boot(arch::kRamBase, c.mem_bytes, images.kernel, images.initrd.size()));
+  auto s = SNAPVM_TRY(build(c, SNAPVM_TRY(MappedRegion::anonymous_huge(c.mem_bytes))));
   SNAPVM_CHECK_OK(s->platform->boot(s->ram.span(), images, s->vcpus, s->virtio_nodes));
+  return std::unique_ptr<Machine>(new Machine(std::move(s)));
+}
+
+Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const RestoreOptions& o,
+                                                  RestoreTimings* timings) {
+  using Clock = std::chrono::steady_clock;
+  auto us = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::micro>(b - a).count();
+  };
+  auto t0 = Clock::now();
+  auto file = SNAPVM_TRY(SnapshotFile::open(path));
+  auto st_r = state::load_state(file);
+  if (!st_r) return tl::unexpected(std::move(st_r.error()).context(path));
+  state::SnapshotState st = std::move(*st_r);
+  if (st.arch != arch::kSnapshotArch) {
+    return make_error(ErrorCode::kUnsupported, "{} is a {} snapshot; this VMM runs {} guests", path,
+                      format::arch_name(st.arch), format::arch_name(arch::kSnapshotArch));
+  }
+  if (file.ram_regions().size() != 1 || !st.gic) {
+    return make_error(ErrorCode::kUnsupported, "{}: this machine restores one RAM region and a GICv3", path);
+  }
+  MachineConfig c;
+  c.vcpus = st.machine.vcpu_count;
+  c.mem_bytes = file.ram_regions()[0].size;
+  c.cmdline = st.machine.kernel_cmdline;
+  c.console = o.console;
+  c.rng = false;
+  std::vector<uint32_t> expected_types;
+  for (const auto& d : st.machine.devices) {
+    if (d.kind != state::DeviceKind::kVirtioMmio) continue;
+    expected_types.push_back(d.virtio_type);
+    if (d.virtio_type == 4) c.rng = true;
+    if (d.virtio_type == 2) {
+      size_t index = c.disks.size();
+      c.disks.push_back({index < o.disks.size() ? o.disks[index] : d.backend, false});
+    }
+    if (d.virtio_type == 19) c.vsock_path = o.vsock_path.empty() ? d.backend : o.vsock_path;
+  }
+  for (const auto& d : st.devices) {
+    if (d.transport && d.transport->device_id == 19 && d.device_specific.size() >= 8) {
+      std::memcpy(&c.guest_cid, d.device_specific.data(), 8);
+    }
+  }
+  c.publish = o.publish ? *o.publish : st.port_forwards;
+  auto t1 = Clock::now();
+  auto ram = file.map_ram_cow(0);
+  if (!ram) return tl::unexpected(std::move(ram.error()));
+  auto t2 = Clock::now();
+  auto s = SNAPVM_TRY(build(c, std::move(*ram)));
+  // Identity: a 6.1 snapshot loads only on the CPU model it was taken on.
+  for (const auto& reg : st.host.cpu_regs) {
+    uint8_t buf[8] = {};
+    auto now = s->vcpus.front().get_reg(reg.id, {buf, 8});
+    uint64_t v;
+    std::memcpy(&v, buf, 8);
+    if (now && v != reg.value && reg.id == st.host.cpu_regs.front().id) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "{} was taken on another CPU model ({}, this host has MIDR {:#x}); it cannot be restored here",
+                        path, st.host.cpu_model, v);
+    }
+  }
+  for (size_t i = 0; i < st.vcpus.size(); ++i) {
+    if (st.vcpus[i].index >= s->vcpus.size()) return make_error(ErrorCode::kDataLoss, "vCPU index out of range");
+    SNAPVM_CHECK_OK(arch::restore_vcpu(s->vcpus[st.vcpus[i].index], st.vcpus[i]));
+  }
+  auto t3 = Clock::now();
+  SNAPVM_CHECK_OK(arch::restore_gic(s->platform->gic(), *st.gic));
+  auto t4 = Clock::now();
+  for (const auto& d : st.devices) {
+    if (!d.transport || d.slot == 0 || d.slot > s->virtio.size()) continue;
+    auto& t = *s->virtio[d.slot - 1];
+    if (t.save().device_id != d.transport->device_id) {
+      return make_error(ErrorCode::kDataLoss, "device slot {} holds virtio type {}, the snapshot says {}", d.slot,
+                        t.save().device_id, d.transport->device_id);
+    }
+    SNAPVM_CHECK_OK(t.restore(*d.transport));
+  }
+  auto t5 = Clock::now();
+  if (timings != nullptr) {
+    timings->open_us = us(t0, t1);
+    timings->map_ram_us = us(t1, t2);
+    timings->vcpus_us = us(t2, t3);
+    timings->gic_us = us(t3, t4);
+    timings->devices_us = us(t4, t5);
+    timings->total_us = us(t0, t5);
+  }
   return std::unique_ptr<Machine>(new Machine(std::move(s)));
 }
 
@@ -302,6 +396,11 @@ Status Machine::pause() {
   lock.unlock();
   for (auto& t : s_->virtio) t->device().set_paused(true);
   return {};
+}
+
+void Machine::start_paused() {
+  s_->pausing = true;
+  for (auto& t : s_->virtio) t->device().set_paused(true);
 }
 
 Status Machine::resume() {

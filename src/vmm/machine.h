@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -51,11 +52,35 @@ enum class ExitReason {
 };
 std::string_view to_string(ExitReason r);
 
+// What a restored VM may take from the host instead of the snapshot: each
+// clone needs its own sockets and ports.
+struct RestoreOptions {
+  std::string vsock_path;                                  // empty: the snapshot's
+  std::vector<std::string> disks;                          // per disk, in order; missing: the snapshot's
+  std::optional<std::vector<state::PortForward>> publish;  // unset: the snapshot's
+  std::function<void(std::string_view)> console;
+};
+
+struct RestoreTimings {
+  double open_us = 0;     // open and validate the file, decode the state
+  double map_ram_us = 0;  // map RAM copy-on-write
+  double vcpus_us = 0;    // VM, vCPUs, GIC and devices created, registers written
+  double gic_us = 0;      // GIC state
+  double devices_us = 0;  // device state
+  double total_us = 0;    // everything before the first guest instruction
+};
+
 class Machine {
  public:
   // Builds the VM and loads the guest; checks every input first and fails
   // with one clear error.
   static Result<std::unique_ptr<Machine>> create(const MachineConfig& config);
+
+  // Rebuilds a VM from a snapshot in this process: RAM mapped copy-on-write
+  // from the file (nothing copied), vCPUs, GIC and devices restored; vsock
+  // connections are reset with a transport-reset event. Call run() to go on.
+  static Result<std::unique_ptr<Machine>> restore(const std::string& path, const RestoreOptions& options,
+                                                  RestoreTimings* timings = nullptr);
   ~Machine();
 
   // Runs the vCPUs until the guest powers off, resets or crashes, or until
@@ -69,6 +94,8 @@ class Machine {
   // host sides), and lets them run again. Only while run() is running.
   Status pause();
   Status resume();
+  // Before run(): its vCPUs start parked, as if paused (restore --paused).
+  void start_paused();
   bool paused() const;
 
   // Every vCPU's complete state; only while paused.
@@ -91,6 +118,7 @@ class Machine {
  private:
   struct State;
   explicit Machine(std::unique_ptr<State> state);
+  static Result<std::unique_ptr<State>> build(const MachineConfig& config, MappedRegion ram);
   std::unique_ptr<State> s_;
 };
 

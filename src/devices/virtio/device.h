@@ -48,6 +48,8 @@ class VirtioDevice {
   // guest memory (the VM is being captured). Devices that act only when a
   // vCPU kicks them need nothing: paused vCPUs kick nobody.
   virtual void set_paused(bool paused) { (void)paused; }
+  // Called after activate() when the device comes back from a snapshot.
+  virtual void restored() {}
   // Device-specific state for a snapshot, encoded by the device (empty when
   // the transport and queues say everything).
   virtual std::vector<uint8_t> save_specific() const { return {}; }

@@ -212,4 +212,39 @@ state::DeviceState MmioTransport::save_device(uint32_t slot) const {
   return d;
 }
 
+Status MmioTransport::restore(const state::VirtioMmioState& saved) {
+  std::lock_guard lock(mu_);
+  if (saved.queues.size() != queues_.size()) {
+    return make_error(ErrorCode::kDataLoss, "virtio device {} has {} queues, the snapshot {}", saved.device_id,
+                      queues_.size(), saved.queues.size());
+  }
+  driver_features_ = saved.driver_features;
+  device_features_sel_ = saved.device_features_sel;
+  driver_features_sel_ = saved.driver_features_sel;
+  queue_sel_ = saved.queue_sel;
+  status_ = saved.status;
+  interrupt_status_ = saved.interrupt_status;
+  config_generation_ = saved.config_generation;
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    const auto& q = saved.queues[i];
+    Virtqueue& vq = queues_[i];
+    vq.reset();
+    if (q.size > vq.config().max_size) {
+      return make_error(ErrorCode::kDataLoss, "queue {} size {} exceeds {}", i, q.size, vq.config().max_size);
+    }
+    vq.config().size = q.size;
+    vq.config().desc_addr = q.desc_addr;
+    vq.config().avail_addr = q.avail_addr;
+    vq.config().used_addr = q.used_addr;
+    vq.config().ready = q.ready;
+    vq.set_indices(q.last_avail_idx, q.next_used_idx);
+    if (q.ready) vq.activate(memory_);
+  }
+  if (status_ & kStatusDriverOk) {
+    device_->activate(*this, driver_features_);
+    device_->restored();
+  }
+  return {};
+}
+
 }  // namespace snapvm::virtio

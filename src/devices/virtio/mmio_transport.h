@@ -33,6 +33,9 @@ class MmioTransport final : public MmioDevice, public Transport {
   VirtioDevice& device() { return *device_; }
   const VirtioDevice& device() const { return *device_; }
   state::VirtioMmioState save() const;
+  // Puts the transport and its queues back as saved and, if the driver had
+  // finished setup, activates the device again.
+  Status restore(const state::VirtioMmioState& saved);
   // Transport, queues and the device's own record, as a snapshot stores it.
   state::DeviceState save_device(uint32_t slot) const;
   uint32_t status() const;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -529,7 +530,13 @@ Result<std::unique_ptr<Vsock>> Vsock::create(uint64_t guest_cid, const std::stri
   return v;
 }
 
-Vsock::Vsock(uint64_t guest_cid, std::string uds_path) : guest_cid_(guest_cid), uds_path_(std::move(uds_path)) {}
+Vsock::Vsock(uint64_t guest_cid, std::string uds_path) : guest_cid_(guest_cid), uds_path_(std::move(uds_path)) {
+  // Host ports start somewhere new in every process: a VM restored from a
+  // snapshot may still hold connections to ports its first life used.
+  uint32_t r = 0;
+  (void)!::getrandom(&r, sizeof r, 0);
+  next_local_port_ = (1u << 30) + (r % (1u << 29));
+}
 
 Vsock::~Vsock() {
   stop_ = true;
@@ -592,6 +599,14 @@ void Vsock::reset() {
   control_.clear();
 }
 
+void Vsock::restored() {
+  {
+    std::lock_guard lock(mu_);
+    send_reset_ = true;
+  }
+  kick();
+}
+
 void Vsock::set_paused(bool paused) {
   {
     std::lock_guard lock(mu_);
@@ -611,7 +626,7 @@ void Vsock::run() {
   while (!stop_.load()) {
     int n = ::epoll_wait(epoll_.get(), events, 64, 1000);
     Transport* signal_to = nullptr;
-    bool signal_rx = false, signal_tx = false;
+    bool signal_rx = false, signal_tx = false, signal_event = false;
     {
       std::lock_guard lock(mu_);
       for (int i = 0; i < n; ++i) {
@@ -628,6 +643,17 @@ void Vsock::run() {
           case kTagConn: w.on_conn(static_cast<int>(value), events[i].events); break;
         }
       }
+      if (transport_ != nullptr && !paused_ && send_reset_) {
+        // struct virtio_vsock_event { le32 id; }, id 0: transport reset.
+        Virtqueue& eq = transport_->queue(2);
+        if (auto chain = eq.pop(transport_->memory())) {
+          uint8_t event[4] = {0, 0, 0, 0};
+          chain->write(0, event);
+          eq.push_used(transport_->memory(), chain->head, 4);
+          send_reset_ = false;
+          signal_event = true;
+        }
+      }
       if (transport_ != nullptr && !paused_) {
         w.start_pending();
         signal_tx = w.process_tx();
@@ -639,6 +665,7 @@ void Vsock::run() {
     // Outside the lock: the transport takes its own lock to raise the irq.
     if (signal_to != nullptr && signal_tx) signal_to->signal_used(1);
     if (signal_to != nullptr && signal_rx) signal_to->signal_used(0);
+    if (signal_to != nullptr && signal_event) signal_to->signal_used(2);
   }
 }
 

@@ -42,6 +42,9 @@ class Vsock final : public VirtioDevice {
   void queue_notify(size_t index) override;
   void reset() override;
   void set_paused(bool paused) override;
+  // Host connections did not survive: tell the guest (transport reset event)
+  // so its sockets fail fast and services reconnect.
+  void restored() override;
 
   // The connection table: per connection its ports, state and credit
   // counters (restore resets them with a transport-reset event).
@@ -76,6 +79,7 @@ class Vsock final : public VirtioDevice {
   uint32_t next_local_port_ = 1u << 30;
   bool rx_starved_ = false;
   bool paused_ = false;
+  bool send_reset_ = false;
 
   std::atomic<bool> stop_{false};
   std::thread worker_;
