@@ -19,12 +19,14 @@ int main(int argc, char** argv) {
   double density = 0.25;
   uint64_t seed = 1;
   std::string writer = "full";
+  std::string arch = "arm64";
   app.add_option("OUT", out, "snapshot file to write")->required();
   app.add_option("--mem", mem, "guest RAM size (e.g. 256M, 1G)");
   app.add_option("--cpus", vcpus, "vCPU count")->check(CLI::Range(1, 64));
   app.add_option("--density", density, "fraction of RAM pages holding data")->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", seed, "seed for the synthetic contents");
   app.add_option("--writer", writer, "full or compact")->check(CLI::IsMember({"full", "compact"}));
+  app.add_option("--arch", arch, "architecture recorded in the header")->check(CLI::IsMember({"arm64", "x86_64"}));
   CLI11_PARSE(app, argc, argv);
 
   auto parsed = snapvm::parse_size(mem);
@@ -44,7 +46,9 @@ int main(int argc, char** argv) {
   }
   snapvm::sample::fill_ram(ram->span(), density, seed);
   snapvm::RamExtent extent{snapvm::sample::kRamBase, bytes};
-  auto contents = snapvm::state::to_contents(snapvm::sample::make_state(vcpus, {&extent, 1}, seed));
+  auto sample_state = snapvm::sample::make_state(vcpus, {&extent, 1}, seed);
+  if (arch == "x86_64") sample_state.arch = snapvm::format::Arch::kX86_64;
+  auto contents = snapvm::state::to_contents(sample_state);
   snapvm::RamSource src{snapvm::sample::kRamBase, ram->span()};
 
   auto t0 = std::chrono::steady_clock::now();

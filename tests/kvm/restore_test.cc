@@ -1,0 +1,156 @@
+// Restore into a fresh process: the guest carries on where the snapshot
+// left it, its timers fire, and bad snapshots are refused with one line.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "background_vm.h"
+#include "guest_env.h"
+#include "snapshot/writer.h"
+#include "state/snapshot_state.h"
+
+namespace snapvm {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct Cmd {
+  int rc;
+  std::string out;
+};
+
+Cmd snapvm_cli(const std::string& args) {
+  FILE* p = ::popen((test::snapvm_binary() + " " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// `snapvm restore` in its own process until the object dies.
+struct RestoredVm {
+  RestoredVm(const std::string& snap, const std::string& vsock, const std::string& log) {
+    ::unlink(log.c_str());
+    pid = ::fork();
+    if (pid == 0) {
+      std::string bin = test::snapvm_binary();
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 2);
+      ::execl(bin.c_str(), bin.c_str(), "restore", snap.c_str(), "--vsock", vsock.c_str(), "--console", "/dev/null",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~RestoredVm() {
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+  }
+  pid_t pid;
+};
+
+// Retries until the restored guest's agent answers (the process needs a
+// moment to map, rebuild and start).
+test::Output run_when_up(const std::string& vsock, std::vector<std::string> argv) {
+  test::Output o;
+  for (int i = 0; i < 100; ++i) {
+    o = test::run(vsock, argv);
+    if (o.error.empty()) return o;
+    std::this_thread::sleep_for(200ms);
+  }
+  return o;
+}
+
+TEST(Restore, GuestCarriesOnInAFreshProcess) {
+  const std::string snap = "/tmp/restore.snap";
+  {
+    test::BackgroundVm vm("/tmp/restore-a.vsock");
+    ASSERT_TRUE(vm.wait_ready()) << vm.error() << vm.console();
+    // A computation in steps, interrupted by the snapshot.
+    auto step1 = test::run("/tmp/restore-a.vsock", {"sh", "-c", "seq 1 50000 > /tmp/part1; echo 7 > /tmp/state"});
+    ASSERT_EQ(step1.result.exit_code, 0) << step1.error << step1.err;
+    ASSERT_TRUE(vm.machine().pause());
+    auto stats = vm.machine().snapshot(snap);
+    ASSERT_TRUE(stats) << stats.error().describe();
+  }  // the original VM is gone
+
+  RestoredVm clone(snap, "/tmp/restore-b.vsock", "/tmp/restore-b.log");
+  auto state = run_when_up("/tmp/restore-b.vsock", {"cat", "/tmp/state"});
+  ASSERT_TRUE(state.error.empty()) << state.error << "\n" << slurp("/tmp/restore-b.log");
+  EXPECT_EQ(state.out, "7\n") << "guest memory is the snapshot's";
+  auto sum = test::run("/tmp/restore-b.vsock", {"sh", "-c", "seq 50001 100000 >> /tmp/part1; sha256sum < /tmp/part1"});
+  auto direct = test::run("/tmp/restore-b.vsock", {"sh", "-c", "seq 1 100000 | sha256sum"});
+  EXPECT_EQ(sum.out, direct.out) << "the interrupted computation ends as an uninterrupted one";
+
+  // Timers fire after restore: sleep 2 takes about 2 s of guest time.
+  auto t0 = std::chrono::steady_clock::now();
+  auto sleep = test::run("/tmp/restore-b.vsock", {"sleep", "2"});
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(sleep.result.exit_code, 0) << sleep.error;
+  EXPECT_GE(secs, 1.9);
+  EXPECT_LT(secs, 30);
+
+  std::string log = slurp("/tmp/restore-b.log");
+  EXPECT_NE(log.find("restored " + snap + " in"), std::string::npos) << log;
+  std::printf("FIGURE %s", log.substr(log.find("snapvm: restored")).c_str());
+}
+
+TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
+  ASSERT_EQ(snapvm_cli("verify /tmp/restore.snap").rc, 0) << "needs the snapshot of the previous test";
+  // Corrupt: one flipped bit in the metadata.
+  ASSERT_EQ(0, std::system("cp /tmp/restore.snap /tmp/corrupt.snap"));
+  {
+    std::fstream f("/tmp/corrupt.snap", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    auto size = static_cast<long>(f.tellg());
+    f.seekg(size - 100);
+    char c;
+    f.get(c);
+    f.seekp(size - 100);
+    f.put(static_cast<char>(c ^ 1));
+  }
+  auto corrupt = snapvm_cli("restore /tmp/corrupt.snap --vsock /tmp/x.vsock");
+  EXPECT_EQ(corrupt.rc, 1);
+  EXPECT_NE(corrupt.out.find("checksum mismatch"), std::string::npos) << corrupt.out;
+  EXPECT_EQ(std::count(corrupt.out.begin(), corrupt.out.end(), '\n'), 1) << corrupt.out;
+
+  ASSERT_EQ(0, std::system("cp /tmp/restore.snap /tmp/truncated.snap && truncate -s 100000000 /tmp/truncated.snap"));
+  auto truncated = snapvm_cli("restore /tmp/truncated.snap --vsock /tmp/x.vsock");
+  EXPECT_EQ(truncated.rc, 1);
+  EXPECT_NE(truncated.out.find("truncated"), std::string::npos) << truncated.out;
+
+  // Another architecture's snapshot, valid in itself.
+  {
+    state::SnapshotState x86;
+    x86.arch = format::Arch::kX86_64;
+    x86.machine.vcpu_count = 1;
+    x86.machine.memory.push_back({0x4000'0000, 64 << 10});
+    x86.vcpus.push_back({});
+    std::vector<uint8_t> ram(64 << 10, 0);
+    RamSource src{0x4000'0000, ram};
+    ASSERT_TRUE(write_full("/tmp/x86.snap", state::to_contents(x86), {&src, 1}));
+  }
+  auto foreign = snapvm_cli("restore /tmp/x86.snap --vsock /tmp/x.vsock");
+  EXPECT_EQ(foreign.rc, 1);
+  EXPECT_NE(foreign.out.find("x86_64 snapshot"), std::string::npos) << foreign.out;
+}
+
+}  // namespace
+}  // namespace snapvm
