@@ -30,6 +30,64 @@ struct RunOptions {
   uint32_t cpus = 1;
 };
 
+// Where the guest console goes: stdout, or a file opened with `mode`.
+struct Console {
+  std::unique_ptr<FILE, int (*)(FILE*)> file{nullptr, &std::fclose};
+  FILE* out = stdout;
+
+  // Writes whole chunks; flushes at line ends so a tail -f sees lines.
+  std::function<void(std::string_view)> sink() const {
+    FILE* f = out;
+    return [f](std::string_view s) {
+      std::fwrite(s.data(), 1, s.size(), f);
+      if (s.find('\n') != std::string_view::npos) std::fflush(f);
+    };
+  }
+};
+
+std::optional<Console> open_console(const std::string& path, const char* mode) {
+  Console c;
+  if (path.empty()) return c;
+  c.file.reset(std::fopen(path.c_str(), mode));
+  if (!c.file) {
+    fmt::print(stderr, "snapvm: --console {}: cannot open for writing\n", path);
+    return std::nullopt;
+  }
+  c.out = c.file.get();
+  return c;
+}
+
+// Runs the VM with its control socket (when asked for) until it ends.
+int run_until_exit(Machine& machine, const std::string& api, FILE* console) {
+  std::unique_ptr<ControlServer> control;
+  if (!api.empty()) {
+    auto server = ControlServer::start(api, machine);
+    if (!server) {
+      fmt::print(stderr, "snapvm: {}\n", server.error().describe());
+      return 1;
+    }
+    control = std::move(*server);
+  }
+  auto exit = machine.run();
+  control.reset();
+  std::fflush(console);
+  if (!exit) {
+    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
+    return 1;
+  }
+  switch (*exit) {
+    case ExitReason::kPowerOff: return 0;
+    case ExitReason::kReset:
+      fmt::print(stderr, "snapvm: the guest asked for a reset; the VM has stopped\n");
+      return 0;
+    case ExitReason::kCrash:
+      fmt::print(stderr, "snapvm: the guest reported a crash\n");
+      return 1;
+    case ExitReason::kStopped: return 0;
+  }
+  return 1;
+}
+
 // [ADDR:]HOSTPORT:GUESTPORT, as docker -p and podman write it.
 Result<state::PortForward> parse_publish(const std::string& spec) {
   std::vector<std::string> parts;
@@ -65,16 +123,8 @@ int run_vm(const RunOptions& o) {
     fmt::print(stderr, "snapvm: --mem: {}\n", mem.error().describe());
     return 1;
   }
-  FILE* console = stdout;
-  std::unique_ptr<FILE, int (*)(FILE*)> console_file(nullptr, &std::fclose);
-  if (!o.console.empty()) {
-    console_file.reset(std::fopen(o.console.c_str(), "w"));
-    if (!console_file) {
-      fmt::print(stderr, "snapvm: --console {}: cannot open for writing\n", o.console);
-      return 1;
-    }
-    console = console_file.get();
-  }
+  auto console = open_console(o.console, "w");
+  if (!console) return 1;
   MachineConfig c;
   c.kernel_path = o.kernel;
   c.initrd_path = o.initrd;
@@ -91,10 +141,7 @@ int run_vm(const RunOptions& o) {
     }
     c.disks.push_back({path, opts == "ro" || opts == "readonly"});
   }
-  c.console = [console](std::string_view s) {
-    std::fwrite(s.data(), 1, s.size(), console);
-    if (s.find('\n') != std::string_view::npos) std::fflush(console);
-  };
+  c.console = console->sink();
   c.guest_cid = o.cid;
   c.vsock_path = o.vsock;
   if (c.vsock_path.empty() && !o.name.empty()) {
@@ -114,34 +161,7 @@ int run_vm(const RunOptions& o) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
     return 1;
   }
-  std::string api = o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api;
-  std::unique_ptr<ControlServer> control;
-  if (!api.empty()) {
-    auto server = ControlServer::start(api, **machine);
-    if (!server) {
-      fmt::print(stderr, "snapvm: {}\n", server.error().describe());
-      return 1;
-    }
-    control = std::move(*server);
-  }
-  auto exit = (*machine)->run();
-  control.reset();
-  std::fflush(console);
-  if (!exit) {
-    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
-    return 1;
-  }
-  switch (*exit) {
-    case ExitReason::kPowerOff: return 0;
-    case ExitReason::kReset:
-      fmt::print(stderr, "snapvm: the guest asked for a reset; the VM has stopped\n");
-      return 0;
-    case ExitReason::kCrash:
-      fmt::print(stderr, "snapvm: the guest reported a crash\n");
-      return 1;
-    case ExitReason::kStopped: return 0;
-  }
-  return 1;
+  return run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
 }
 
 struct RestoreCliOptions {
@@ -151,16 +171,8 @@ struct RestoreCliOptions {
 };
 
 int restore_vm(const RestoreCliOptions& o) {
-  FILE* console = stdout;
-  std::unique_ptr<FILE, int (*)(FILE*)> console_file(nullptr, &std::fclose);
-  if (!o.console.empty()) {
-    console_file.reset(std::fopen(o.console.c_str(), "a"));
-    if (!console_file) {
-      fmt::print(stderr, "snapvm: --console {}: cannot open for writing\n", o.console);
-      return 1;
-    }
-    console = console_file.get();
-  }
+  auto console = open_console(o.console, "a");
+  if (!console) return 1;
   RestoreOptions ro;
   ro.vsock_path = o.vsock.empty() && !o.name.empty() ? agent::vsock_path_for(o.name) : o.vsock;
   if (!o.name.empty()) ::mkdir("/run/snapvm", 0755);
@@ -176,10 +188,7 @@ int restore_vm(const RestoreCliOptions& o) {
       ro.publish->push_back(*f);
     }
   }
-  ro.console = [console](std::string_view s) {
-    std::fwrite(s.data(), 1, s.size(), console);
-    if (s.find('\n') != std::string_view::npos) std::fflush(console);
-  };
+  ro.console = console->sink();
   RestoreTimings t;
   auto machine = Machine::restore(o.file, ro, &t);
   if (!machine) {
@@ -191,25 +200,8 @@ int restore_vm(const RestoreCliOptions& o) {
              "GIC {:.2f}, devices {:.2f})\n",
              o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000, t.gic_us / 1000,
              t.devices_us / 1000);
-  std::string api = o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api;
-  std::unique_ptr<ControlServer> control;
-  if (!api.empty()) {
-    auto server = ControlServer::start(api, **machine);
-    if (!server) {
-      fmt::print(stderr, "snapvm: {}\n", server.error().describe());
-      return 1;
-    }
-    control = std::move(*server);
-  }
   if (o.paused) (*machine)->start_paused();
-  auto exit = (*machine)->run();
-  control.reset();
-  std::fflush(console);
-  if (!exit) {
-    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
-    return 1;
-  }
-  return *exit == ExitReason::kCrash ? 1 : 0;
+  return run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
 }
 
 }  // namespace

@@ -101,24 +101,17 @@ uint8_t Block::handle(const Chain& chain, uint32_t* written) {
 
 void Block::queue_notify(size_t index) {
   if (transport_ == nullptr || index != 0) return;
-  Virtqueue& q = transport_->queue(0);
-  const GuestMemory& mem = transport_->memory();
-  bool any = false;
-  while (auto chain = q.pop(mem)) {
+  serve_queue(*transport_, 0, [this](const Chain& chain) -> uint32_t {
     uint32_t written = 0;
     uint8_t status = kStatusIoErr;
-    if (!chain->writable.empty() && chain->writable.back().len >= 1) {
-      status = handle(*chain, &written);
-    }
+    if (!chain.writable.empty() && chain.writable.back().len >= 1) status = handle(chain, &written);
     // The status byte is the last writable byte of the chain.
-    if (!chain->writable.empty()) {
-      const Buffer& last = chain->writable.back();
+    if (!chain.writable.empty()) {
+      const Buffer& last = chain.writable.back();
       if (last.len >= 1) last.data[last.len - 1] = status;
     }
-    q.push_used(mem, chain->head, written + 1);
-    any = true;
-  }
-  if (any || !q.error().empty()) transport_->signal_used(0);
+    return written + 1;
+  });
 }
 
 }  // namespace snapvm::virtio

@@ -24,6 +24,21 @@ class Transport {
   virtual void signal_config_change() = 0;
 };
 
+// Serves every chain waiting on queue `index`: `handle(chain)` does the work
+// and returns the bytes it wrote for the driver; each chain goes back to the
+// driver, and one interrupt covers the batch (or reports a broken queue).
+template <typename Handle>
+void serve_queue(Transport& transport, size_t index, Handle handle) {
+  Virtqueue& q = transport.queue(index);
+  const GuestMemory& mem = transport.memory();
+  bool any = false;
+  while (auto chain = q.pop(mem)) {
+    q.push_used(mem, chain->head, handle(*chain));
+    any = true;
+  }
+  if (any || !q.error().empty()) transport.signal_used(index);
+}
+
 class VirtioDevice {
  public:
   virtual ~VirtioDevice() = default;

@@ -8,12 +8,9 @@ namespace snapvm::virtio {
 
 void Rng::queue_notify(size_t index) {
   if (transport_ == nullptr || index != 0) return;
-  Virtqueue& q = transport_->queue(0);
-  const GuestMemory& mem = transport_->memory();
-  bool any = false;
-  while (auto chain = q.pop(mem)) {
+  serve_queue(*transport_, 0, [](const Chain& chain) {
     uint32_t written = 0;
-    for (const auto& b : chain->writable) {
+    for (const auto& b : chain.writable) {
       uint32_t done = 0;
       while (done < b.len) {
         ssize_t n = ::getrandom(b.data + done, b.len - done, 0);
@@ -26,10 +23,8 @@ void Rng::queue_notify(size_t index) {
       written += done;
       if (done < b.len) break;
     }
-    q.push_used(mem, chain->head, written);
-    any = true;
-  }
-  if (any || !q.error().empty()) transport_->signal_used(0);
+    return written;
+  });
 }
 
 }  // namespace snapvm::virtio
