@@ -2,7 +2,9 @@
 # The main job, from a fresh machine: install, build, then
 #  1. boot an arm64 Linux guest to its init with `snapvm run` (natively on an
 #     arm64 host with /dev/kvm, otherwise inside the emulated KVM test host),
-#     run commands in it through the guest agent, and power it off;
+#     run commands in it through the guest agent, snapshot it, restore it in
+#     a new process (printing the restore timing breakdown), run a command in
+#     the restored guest, and power it off;
 #  2. write a snapshot of a synthetic 256 MiB arm64 machine, inspect it,
 #     verify it, and time opening and copy-on-write mapping it.
 set -euo pipefail
@@ -13,7 +15,7 @@ out=${DEMO_DIR:-build/demo}
 mkdir -p "$out"
 
 echo
-echo "== boot: 2 vCPUs, 256 MiB, Debian's arm64 kernel, snapvm's guest init and agent; then exec in the guest"
+echo "== boot a guest (2 vCPUs, 256 MiB), run commands in it, snapshot it, restore it in a new process, run a command there"
 # Runs in the test host (or natively): boot in the background, wait for the
 # guest's readiness line, run commands through the agent, power off.
 cat > "$out/boot-demo.sh" <<'DEMO'
@@ -21,7 +23,7 @@ dir=$1; kernel=$2; initrd=$3; snapvm=$4
 rm -f "$dir/console.log"
 start=$(cut -d' ' -f1 /proc/uptime)
 "$snapvm" run --kernel "$kernel" --initrd "$initrd" --mem 256M --cpus 2 --vsock "$dir/demo.vsock" \
-  --console "$dir/console.log" &
+  --api "$dir/demo.sock" --console "$dir/console.log" &
 vmm=$!
 i=0
 until grep -q SNAPVM-GUEST-READY "$dir/console.log" 2>/dev/null; do
@@ -34,9 +36,24 @@ echo "\$ snapvm exec demo.vsock -- uname -a"
 "$snapvm" exec "$dir/demo.vsock" -- uname -a
 echo "\$ snapvm exec demo.vsock -- sh -c 'nproc; grep MemTotal /proc/meminfo'"
 "$snapvm" exec "$dir/demo.vsock" -- sh -c 'nproc; grep MemTotal /proc/meminfo'
-"$snapvm" exec "$dir/demo.vsock" -- poweroff -f >/dev/null 2>&1
-wait $vmm
-echo "snapvm run exited with status $? after the guest powered off"
+"$snapvm" exec "$dir/demo.vsock" -- sh -c 'echo "written before the snapshot" > /tmp/note'
+echo "\$ snapvm snapshot demo.sock demo.snap"
+"$snapvm" snapshot "$dir/demo.sock" "$dir/demo.snap"
+kill $vmm; wait $vmm 2>/dev/null
+echo "\$ snapvm inspect demo.snap (first lines)"
+"$snapvm" inspect "$dir/demo.snap" | head -6
+echo "\$ snapvm restore demo.snap --vsock demo2.vsock   (a new process; the first VM is gone)"
+"$snapvm" restore "$dir/demo.snap" --vsock "$dir/demo2.vsock" --console /dev/null &
+clone=$!
+i=0
+until "$snapvm" exec "$dir/demo2.vsock" -- true 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 100 ] || { echo "restored guest did not answer"; kill $clone; exit 1; }; sleep 0.1
+done
+echo "\$ snapvm exec demo2.vsock -- cat /tmp/note; uptime"
+"$snapvm" exec "$dir/demo2.vsock" -- sh -c 'cat /tmp/note; uptime'
+"$snapvm" exec "$dir/demo2.vsock" -- poweroff -f >/dev/null 2>&1
+wait $clone
+echo "the restored VM exited with status $? after its guest powered off"
 DEMO
 if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
   tools/testhost/prepare.sh >/dev/null
