@@ -61,16 +61,9 @@ TEST(Boot, GuestSeesVirtioDisksAndRng) {
 
 TEST(Boot, FourVcpuGuestReachesInitWithAllCpusOnline) { expect_boots(4, 512ull << 20); }
 
-// Runs the snapvm binary and returns its exit status and stderr.
 std::pair<int, std::string> run_cli(const std::string& args) {
-  std::string cmd = test::snapvm_binary() + " " + args + " 2>&1 >/dev/null";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string err;
-  char buf[512];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) err.append(buf, n);
-  int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, err};
+  auto r = test::snapvm_cli(args, /*stderr_only=*/true);
+  return {r.rc, r.out};
 }
 
 TEST(Boot, BadInputGivesOneClearError) {

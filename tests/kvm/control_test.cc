@@ -19,28 +19,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Cmd {
-  int rc;
-  std::string out;
-};
+test::CliResult sh(const std::string& args) { return test::snapvm_cli(args); }
 
-Cmd sh(const std::string& args) {
-  std::string cmd = test::snapvm_binary() + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string slurp(const std::string& path) { return test::read_text(path); }
 
 TEST(Control, PauseSnapshotInspectVerifyResumeFromTheCommandLine) {
   const std::string api = "/tmp/ctl.sock", vsock = "/tmp/ctl.vsock", console = "/tmp/ctl-console.log";

@@ -1,6 +1,11 @@
 #include "guest_env.h"
 
+#include <sys/wait.h>
+
 #include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -16,6 +21,24 @@ std::string guest_initrd() { return guest_dir() + "/initrd.cpio"; }
 std::string snapvm_binary() {
   const char* b = std::getenv("SNAPVM_BIN");
   return b != nullptr ? b : "/payload/snapvm";
+}
+
+CliResult snapvm_cli(const std::string& args, bool stderr_only) {
+  std::string cmd = snapvm_binary() + " " + args + (stderr_only ? " 2>&1 >/dev/null" : " 2>&1");
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds timeout,

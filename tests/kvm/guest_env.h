@@ -15,6 +15,17 @@ std::string guest_kernel();
 std::string guest_initrd();
 std::string snapvm_binary();  // $SNAPVM_BIN or /payload/snapvm
 
+// Runs the snapvm command line with `args` (shell words) and collects its
+// exit status and output: stdout and stderr, or stderr alone.
+struct CliResult {
+  int rc;
+  std::string out;
+};
+CliResult snapvm_cli(const std::string& args, bool stderr_only = false);
+
+// A whole text file ("" if it cannot be read).
+std::string read_text(const std::string& path);
+
 struct BootResult {
   bool created = false;
   std::string create_error;

@@ -23,27 +23,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string slurp(const std::string& path) { return test::read_text(path); }
 
-struct Cmd {
-  int rc;
-  std::string out;
-};
-
-Cmd snapvm_cli(const std::string& args) {
-  FILE* p = ::popen((test::snapvm_binary() + " " + args + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+test::CliResult snapvm_cli(const std::string& args) { return test::snapvm_cli(args); }
 
 // `snapvm restore` in its own process until the object dies.
 struct RestoredVm {
