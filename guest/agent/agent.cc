@@ -6,6 +6,8 @@
 #include <linux/vm_sockets.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -15,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -277,6 +280,34 @@ void serve_get(int conn, const json& req) {
   send_frame(conn, Frame::kDataEnd, {});
 }
 
+// After a restore the guest's wall clock is where the snapshot left it and
+// its random state is shared with every other clone: set the clock from
+// the host and mix in host entropy, then force the CRNG to reseed.
+void serve_sync(int conn, const json& req) {
+  json result = json::object();
+  if (req.contains("realtime_ns") && req["realtime_ns"].is_number_integer()) {
+    int64_t ns = req["realtime_ns"].get<int64_t>();
+    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    result["clock_set"] = ::clock_settime(CLOCK_REALTIME, &ts) == 0;
+  }
+  std::string hex = req.value("entropy", std::string());
+  if (!hex.empty() && hex.size() % 2 == 0 && hex.size() <= 1024) {
+    struct {
+      int entropy_count;
+      int buf_size;
+      uint8_t buf[512];
+    } pool{};
+    for (size_t i = 0; i < hex.size() / 2; ++i) pool.buf[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+    pool.buf_size = static_cast<int>(hex.size() / 2);
+    pool.entropy_count = pool.buf_size * 8;
+    int fd = ::open("/dev/urandom", O_RDWR | O_CLOEXEC);
+    bool ok = fd >= 0 && ::ioctl(fd, RNDADDENTROPY, &pool) == 0 && ::ioctl(fd, RNDRESEEDCRNG) == 0;
+    if (fd >= 0) ::close(fd);
+    result["reseeded"] = ok;
+  }
+  send_json(conn, Frame::kOk, result);
+}
+
 void serve(int conn) {
   agent::FrameReader reader;
   auto m = read_frame(conn, reader);
@@ -287,6 +318,7 @@ void serve(int conn) {
     case Frame::kExec: return serve_exec(conn, req, reader);
     case Frame::kPut: return serve_put(conn, req, reader);
     case Frame::kGet: return serve_get(conn, req);
+    case Frame::kSync: return serve_sync(conn, req);
     default: return fail(conn, "unknown request");
   }
 }

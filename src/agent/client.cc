@@ -4,10 +4,13 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -229,6 +232,43 @@ Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_
     return errno_error(fmt::format("write {}", host_path));
   }
   return bytes;
+}
+
+namespace {
+
+Result<SyncResult> sync_once(const std::string& uds_path) {
+  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort, std::chrono::seconds(2)));
+  uint8_t entropy[64];
+  if (::getrandom(entropy, sizeof entropy, 0) != sizeof entropy) return errno_error("getrandom");
+  std::string hex;
+  for (uint8_t b : entropy) hex += fmt::format("{:02x}", b);
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  int64_t ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kSync, {{"realtime_ns", ns}, {"entropy", hex}}));
+  FrameReader reader;
+  auto m = SNAPVM_TRY(read_frame(conn.get(), reader));
+  if (m.type == Frame::kError) return tl::unexpected(agent_error(m));
+  json j = json::parse(m.text(), nullptr, false);
+  SyncResult r;
+  if (j.is_object()) {
+    r.clock_set = j.value("clock_set", false);
+    r.reseeded = j.value("reseeded", false);
+  }
+  return r;
+}
+
+}  // namespace
+
+Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout) {
+  // Right after a restore the guest may still be processing the vsock
+  // transport reset, which drops connections made before it: retry.
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto r = sync_once(uds_path);
+    if (r || std::chrono::steady_clock::now() >= deadline) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 }  // namespace snapvm::agent

@@ -45,6 +45,15 @@ Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_p
 // Copies a guest file to the host (written atomically); returns its size.
 Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path);
 
+struct SyncResult {
+  bool clock_set = false;
+  bool reseeded = false;
+};
+// After a restore: sets the guest's wall clock to the host's and reseeds its
+// random generator with fresh host entropy. Waits up to `timeout` for the
+// agent to answer.
+Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout);
+
 // A VM named on the command line: a socket path as given, or a name under
 // /run/snapvm (NAME.vsock).
 std::string vsock_path_for(const std::string& vm);

@@ -26,6 +26,7 @@ enum class Frame : uint8_t {
   kGet = 5,        // JSON: path
   kData = 6,       // file bytes, either way
   kDataEnd = 7,    // end of a file, either way
+  kSync = 8,       // JSON: realtime_ns, entropy (hex): after a restore
   // guest -> host
   kStdout = 10,
   kStderr = 11,

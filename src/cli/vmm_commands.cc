@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <chrono>
+#include <thread>
 #include <optional>
 
 #include <cstdio>
@@ -168,6 +170,7 @@ struct RestoreCliOptions {
   std::string file, vsock, api, name, console;
   std::vector<std::string> disks, publish;
   bool paused = false;
+  bool no_sync = false;
 };
 
 int restore_vm(const RestoreCliOptions& o) {
@@ -201,6 +204,22 @@ int restore_vm(const RestoreCliOptions& o) {
              o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000, t.gic_us / 1000,
              t.devices_us / 1000);
   if (o.paused) (*machine)->start_paused();
+  std::string vsock = ro.vsock_path.empty() ? (*machine)->vsock_path() : ro.vsock_path;
+  if (!o.paused && !o.no_sync && !vsock.empty()) {
+    // The guest wakes with the snapshot's wall clock and random state: fix
+    // both through the agent as soon as it answers.
+    std::thread([vsock] {
+      auto start = std::chrono::steady_clock::now();
+      auto r = agent::sync_guest(vsock, std::chrono::seconds(30));
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      if (r && r->clock_set && r->reseeded) {
+        fmt::print(stderr, "snapvm: guest clock set and entropy reseeded {:.0f} ms after restore\n", ms);
+      } else {
+        fmt::print(stderr, "snapvm: warning: could not set the guest clock and reseed its entropy: {}\n",
+                   r ? "the agent refused" : r.error().describe());
+      }
+    }).detach();
+  }
   return run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
 }
 
@@ -217,6 +236,9 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   restore->add_option("--disk", ro->disks, "disk images replacing the snapshot's, in order; repeatable");
   restore->add_option("-p,--publish", ro->publish, "port forwards replacing the snapshot's: [ADDR:]HOSTPORT:GUESTPORT");
   restore->add_flag("--paused", ro->paused, "restore without running (resume through the control socket)");
+  restore->add_flag("--no-sync", ro->no_sync,
+                    "leave the guest's wall clock and random state as saved (by default the agent sets the clock "
+                    "and reseeds, so clones never share random numbers)");
 
   auto o = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::kArchName) + ")");

@@ -197,6 +197,7 @@ Machine::~Machine() {
 }
 
 uint64_t Machine::mem_bytes() const { return s_->ram.size(); }
+const std::string& Machine::vsock_path() const { return s_->config.vsock_path; }
 uint32_t Machine::vcpu_count() const { return static_cast<uint32_t>(s_->vcpus.size()); }
 std::vector<state::PortForward> Machine::port_forwards() const {
   return s_->vsock != nullptr ? s_->vsock->forwards() : std::vector<state::PortForward>{};

@@ -111,6 +111,7 @@ class Machine {
   Status restore_gic(const state::GicV3State& saved);
 
   uint64_t mem_bytes() const;
+  const std::string& vsock_path() const;
   uint32_t vcpu_count() const;
   // The forwards as listening (a requested port 0 shows the chosen port).
   std::vector<state::PortForward> port_forwards() const;

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <ctime>
 #include <cstdio>
 #include <algorithm>
 #include <fstream>
@@ -92,6 +94,35 @@ TEST(Restore, GuestCarriesOnInAFreshProcess) {
   std::string log = slurp("/tmp/restore-b.log");
   EXPECT_NE(log.find("restored " + snap + " in"), std::string::npos) << log;
   std::printf("FIGURE %s", log.substr(log.find("snapvm: restored")).c_str());
+}
+
+TEST(Restore, ClonesGetTheHostClockAndTheirOwnRandomNumbers) {
+  // Needs the snapshot of GuestCarriesOnInAFreshProcess, taken seconds ago:
+  // a guest clock left as saved would now be behind.
+  std::this_thread::sleep_for(3s);
+  RestoredVm a("/tmp/restore.snap", "/tmp/clone-a.vsock", "/tmp/clone-a.log");
+  RestoredVm b("/tmp/restore.snap", "/tmp/clone-b.vsock", "/tmp/clone-b.log");
+  auto rand_a = run_when_up("/tmp/clone-a.vsock", {"true"});
+  auto rand_b = run_when_up("/tmp/clone-b.vsock", {"true"});
+  ASSERT_TRUE(rand_a.error.empty() && rand_b.error.empty()) << rand_a.error << rand_b.error;
+  // The sync runs right after restore; wait until both clones report it.
+  for (int i = 0; i < 100; ++i) {
+    if (slurp("/tmp/clone-a.log").find("reseeded") != std::string::npos &&
+        slurp("/tmp/clone-b.log").find("reseeded") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_NE(slurp("/tmp/clone-a.log").find("guest clock set and entropy reseeded"), std::string::npos)
+      << slurp("/tmp/clone-a.log");
+  auto ra = test::run("/tmp/clone-a.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
+  auto rb = test::run("/tmp/clone-b.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
+  ASSERT_TRUE(ra.error.empty() && rb.error.empty());
+  EXPECT_NE(ra.out, rb.out) << "two clones produced the same random numbers";
+  auto date = test::run("/tmp/clone-a.vsock", {"date", "+%s"});
+  long guest = std::stol(date.out);
+  long host = static_cast<long>(std::time(nullptr));
+  EXPECT_LE(std::labs(guest - host), 1) << "guest wall clock " << guest << ", host " << host;
 }
 
 TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
