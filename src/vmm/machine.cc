@@ -77,8 +77,9 @@ struct Machine::State {
   std::vector<std::unique_ptr<virtio::MmioTransport>> virtio;
   std::vector<arch::VirtioMmioNode> virtio_nodes;
   virtio::Vsock* vsock = nullptr;  // owned by its transport
+  std::vector<std::string> virtio_backends;  // per virtio slot: image or socket path, for snapshots
 
-  Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device);
+  Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {});
 
   std::mutex mu;
   std::condition_variable cv;
@@ -94,7 +95,7 @@ struct Machine::State {
   void vcpu_loop(size_t index);
 };
 
-Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device) {
+Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend) {
   uint32_t slot = static_cast<uint32_t>(virtio.size());
   if (slot >= arch::kVirtioMmioSlots) {
     return make_error(ErrorCode::kInvalidArgument, "more than {} virtio devices", arch::kVirtioMmioSlots);
@@ -111,6 +112,7 @@ Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device) 
   virtio.push_back(std::make_unique<virtio::MmioTransport>(std::move(device), std::move(memory), irq));
   SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
   virtio_nodes.push_back(node);
+  virtio_backends.push_back(std::move(backend));
   return {};
 }
 
@@ -229,11 +231,13 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, M
       [raw](bool level) { (void)raw->vm->irq_line(arch::Platform::spi_line(arch::kUartSpi), level); });
   SNAPVM_CHECK_OK(s->bus.add(arch::kUartBase, arch::kUartSize, s->uart.get()));
   if (c.rng) SNAPVM_CHECK_OK(s->add_virtio(std::make_unique<virtio::Rng>()));
-  for (const auto& d : c.disks) SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only))));
+  for (const auto& d : c.disks) {
+    SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only)), d.path));
+  }
   if (!c.vsock_path.empty()) {
     auto vsock = SNAPVM_TRY(virtio::Vsock::create(c.guest_cid, c.vsock_path, c.publish));
     s->vsock = vsock.get();
-    SNAPVM_CHECK_OK(s->add_virtio(std::move(vsock)));
+    SNAPVM_CHECK_OK(s->add_virtio(std::move(vsock), c.vsock_path));
   } else if (!c.publish.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "--publish needs a vsock device (--vsock PATH or --name NAME)");
   }
@@ -304,15 +308,17 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   auto t2 = Clock::now();
   auto s = SNAPVM_TRY(build(c, std::move(*ram)));
   // Identity: a 6.1 snapshot loads only on the CPU model it was taken on.
-  for (const auto& reg : st.host.cpu_regs) {
+  if (!st.host.cpu_regs.empty()) {
+    const state::IdentityReg& midr = st.host.cpu_regs.front();  // MIDR_EL1 comes first
     uint8_t buf[8] = {};
-    auto now = s->vcpus.front().get_reg(reg.id, {buf, 8});
-    uint64_t v;
-    std::memcpy(&v, buf, 8);
-    if (now && v != reg.value && reg.id == st.host.cpu_regs.front().id) {
-      return make_error(ErrorCode::kFailedPrecondition,
-                        "{} was taken on another CPU model ({}, this host has MIDR {:#x}); it cannot be restored here",
-                        path, st.host.cpu_model, v);
+    if (s->vcpus.front().get_reg(midr.id, {buf, 8})) {
+      uint64_t here;
+      std::memcpy(&here, buf, 8);
+      if (here != midr.value) {
+        return make_error(ErrorCode::kFailedPrecondition,
+                          "{} was taken on another CPU model ({}, this host has MIDR {:#x}); it cannot be restored here",
+                          path, st.host.cpu_model, here);
+      }
     }
   }
   for (size_t i = 0; i < st.vcpus.size(); ++i) {
@@ -325,9 +331,10 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   for (const auto& d : st.devices) {
     if (!d.transport || d.slot == 0 || d.slot > s->virtio.size()) continue;
     auto& t = *s->virtio[d.slot - 1];
-    if (t.save().device_id != d.transport->device_id) {
-      return make_error(ErrorCode::kDataLoss, "device slot {} holds virtio type {}, the snapshot says {}", d.slot,
-                        t.save().device_id, d.transport->device_id);
+    uint32_t here = t.device().device_id();
+    if (here != d.transport->device_id) {
+      return make_error(ErrorCode::kDataLoss, "device slot {} holds virtio type {}, the snapshot says {}", d.slot, here,
+                        d.transport->device_id);
     }
     SNAPVM_CHECK_OK(t.restore(*d.transport));
   }
@@ -446,17 +453,10 @@ Result<WriteStats> Machine::snapshot(const std::string& path) const {
   st.machine.devices.push_back({state::DeviceKind::kPl011, 0, arch::kUartBase, arch::kUartSize, arch::kUartSpi, "console", ""});
   for (size_t i = 0; i < s_->virtio.size(); ++i) {
     const auto& node = s_->virtio_nodes[i];
-    uint32_t type = s_->virtio[i]->save().device_id;
-    std::string backend;
-    if (type == 19) backend = c.vsock_path;
-    if (type == 2) {
-      size_t disk = 0;
-      for (size_t j = 0; j < i; ++j) disk += s_->virtio[j]->save().device_id == 2 ? 1 : 0;
-      if (disk < c.disks.size()) backend = c.disks[disk].path;
-    }
-    st.machine.devices.push_back({state::DeviceKind::kVirtioMmio, type, node.base, node.size, node.spi,
-                                  fmt::format("virtio{}", i), backend});
-    st.devices.push_back(s_->virtio[i]->save_device(static_cast<uint32_t>(i + 1)));
+    state::DeviceState saved = s_->virtio[i]->save_device(static_cast<uint32_t>(i + 1));
+    st.machine.devices.push_back({state::DeviceKind::kVirtioMmio, saved.transport->device_id, node.base, node.size,
+                                  node.spi, fmt::format("virtio{}", i), s_->virtio_backends[i]});
+    st.devices.push_back(std::move(saved));
   }
   st.vcpus = SNAPVM_TRY(capture_vcpus());
   st.gic = SNAPVM_TRY(capture_gic());
