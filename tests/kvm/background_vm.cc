@@ -7,13 +7,13 @@ namespace snapvm::test {
 using namespace std::chrono_literals;
 
 BackgroundVm::BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks,
-                           std::vector<state::PortForward> publish) {
+                           std::vector<state::PortForward> publish, uint32_t vcpus) {
   MachineConfig c;
   c.kernel_path = guest_kernel();
   c.initrd_path = guest_initrd();
   c.cmdline = "console=ttyAMA0 quiet panic=-1";
   c.mem_bytes = 256ull << 20;
-  c.vcpus = 2;
+  c.vcpus = vcpus;
   c.disks = std::move(disks);
   c.vsock_path = vsock;
   c.publish = std::move(publish);

@@ -18,7 +18,7 @@ namespace snapvm::test {
 class BackgroundVm {
  public:
   explicit BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks = {},
-                        std::vector<state::PortForward> publish = {});
+                        std::vector<state::PortForward> publish = {}, uint32_t vcpus = 2);
   ~BackgroundVm();
   // Waits for the guest's readiness line.
   bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(600));

@@ -16,7 +16,9 @@
 #include <thread>
 
 #include "background_vm.h"
+#include "restored_vm.h"
 #include "guest_env.h"
+#include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
 
@@ -29,38 +31,8 @@ std::string slurp(const std::string& path) { return test::read_text(path); }
 
 test::CliResult snapvm_cli(const std::string& args) { return test::snapvm_cli(args); }
 
-// `snapvm restore` in its own process until the object dies.
-struct RestoredVm {
-  RestoredVm(const std::string& snap, const std::string& vsock, const std::string& log) {
-    ::unlink(log.c_str());
-    pid = ::fork();
-    if (pid == 0) {
-      std::string bin = test::snapvm_binary();
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 2);
-      ::execl(bin.c_str(), bin.c_str(), "restore", snap.c_str(), "--vsock", vsock.c_str(), "--console", "/dev/null",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-  }
-  ~RestoredVm() {
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, nullptr, 0);
-  }
-  pid_t pid;
-};
-
-// Retries until the restored guest's agent answers (the process needs a
-// moment to map, rebuild and start).
-test::Output run_when_up(const std::string& vsock, std::vector<std::string> argv) {
-  test::Output o;
-  for (int i = 0; i < 100; ++i) {
-    o = test::run(vsock, argv);
-    if (o.error.empty()) return o;
-    std::this_thread::sleep_for(200ms);
-  }
-  return o;
-}
+using test::RestoredVm;
+using test::run_when_up;
 
 TEST(Restore, GuestCarriesOnInAFreshProcess) {
   const std::string snap = "/tmp/restore.snap";
@@ -106,15 +78,8 @@ TEST(Restore, ClonesGetTheHostClockAndTheirOwnRandomNumbers) {
   auto rand_b = run_when_up("/tmp/clone-b.vsock", {"true"});
   ASSERT_TRUE(rand_a.error.empty() && rand_b.error.empty()) << rand_a.error << rand_b.error;
   // The sync runs right after restore; wait until both clones report it.
-  for (int i = 0; i < 100; ++i) {
-    if (slurp("/tmp/clone-a.log").find("reseeded") != std::string::npos &&
-        slurp("/tmp/clone-b.log").find("reseeded") != std::string::npos) {
-      break;
-    }
-    std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_NE(slurp("/tmp/clone-a.log").find("guest clock set and entropy reseeded"), std::string::npos)
-      << slurp("/tmp/clone-a.log");
+  ASSERT_TRUE(a.wait_log("guest clock set and entropy reseeded")) << a.log();
+  ASSERT_TRUE(b.wait_log("guest clock set and entropy reseeded")) << b.log();
   auto ra = test::run("/tmp/clone-a.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
   auto rb = test::run("/tmp/clone-b.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
   ASSERT_TRUE(ra.error.empty() && rb.error.empty());
@@ -163,6 +128,27 @@ TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
   auto foreign = snapvm_cli("restore /tmp/x86.snap --vsock /tmp/x.vsock");
   EXPECT_EQ(foreign.rc, 1);
   EXPECT_NE(foreign.out.find("x86_64 snapshot"), std::string::npos) << foreign.out;
+
+  // The same snapshot claiming another CPU model (MIDR part number changed):
+  // KVM would refuse its invariant registers half-way through; we refuse first.
+  {
+    auto file = SnapshotFile::open("/tmp/restore.snap");
+    ASSERT_TRUE(file) << file.error().describe();
+    auto st = state::load_state(*file);
+    ASSERT_TRUE(st);
+    ASSERT_FALSE(st->host.cpu_regs.empty());
+    st->host.cpu_regs.front().value ^= 0xfff0;
+    st->host.cpu_model = "another core";
+    auto ram = file->map_ram_cow(0);
+    ASSERT_TRUE(ram);
+    RamSource src{file->ram_regions()[0].gpa, ram->span()};
+    ASSERT_TRUE(write_full("/tmp/other-cpu.snap", state::to_contents(*st), {&src, 1}));
+  }
+  auto other_cpu = snapvm_cli("restore /tmp/other-cpu.snap --vsock /tmp/x.vsock");
+  EXPECT_EQ(other_cpu.rc, 1);
+  EXPECT_NE(other_cpu.out.find("taken on another CPU model (another core"), std::string::npos) << other_cpu.out;
+  EXPECT_EQ(std::count(other_cpu.out.begin(), other_cpu.out.end(), '\n'), 1) << other_cpu.out;
+  ::unlink("/tmp/other-cpu.snap");
 }
 
 }  // namespace
