@@ -58,6 +58,13 @@ else
   failed=$((failed + 1))
 fi
 
+echo "== restore benchmark inside the test host (256 MiB vs 2 GiB; target 1.2x)"
+if tools/testhost/bench-restore.sh --reps 3; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+
 echo "== benchmark smoke run (small sizes; see docs/benchmarks.md for real figures)"
 if build/bin/snapvm-bench-format --sizes 64M --densities 2,100 --dir build/bench-smoke; then
   passed=$((passed + 1))
