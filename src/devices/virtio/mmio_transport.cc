@@ -121,6 +121,7 @@ void MmioTransport::mmio_write(uint64_t offset, std::span<const uint8_t> data) {
     case kQueueNotify:
       if (v < queues_.size() && (status_ & kStatusDriverOk) != 0) {
         lock.unlock();  // the device may call back into signal_used
+        std::lock_guard serving(notify_mu_);
         device_->queue_notify(v);
       }
       break;

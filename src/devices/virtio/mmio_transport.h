@@ -45,6 +45,10 @@ class MmioTransport final : public MmioDevice, public Transport {
   void reset_locked();
 
   mutable std::mutex mu_;
+  // Several vCPUs may kick the same device at once (Linux notifies outside
+  // its queue lock): one notification is served at a time, so two threads
+  // never pop and return chains of one queue together.
+  std::mutex notify_mu_;
   std::unique_ptr<VirtioDevice> device_;
   GuestMemory memory_;
   IrqFn irq_;
