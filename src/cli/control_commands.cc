@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include <fmt/format.h>
@@ -79,17 +80,27 @@ std::function<int()> register_control_commands(CLI::App& app) {
   snap->add_option("VM", *vm, vm_help)->required();
   snap->add_option("FILE", *path, "snapshot file to write")->required();
   snap->add_flag("--resume", *resume, "resume the VM once the snapshot is written");
+  auto diff_from = std::make_shared<std::string>();
+  snap->add_option("--diff-from", *diff_from,
+                   "write BASE plus the pages dirtied since BASE was taken or restored (a standalone file; "
+                   "the VM must track dirty pages)");
 
   return [=]() -> int {
     if (*pause) return run_request(*vm, {{"op", "pause"}}, [](const json&) { fmt::print("paused\n"); });
     if (*res) return run_request(*vm, {{"op", "resume"}}, [](const json&) { fmt::print("running\n"); });
     if (*info) return run_request(*vm, {{"op", "info"}}, [](const json& j) { fmt::print("{}\n", j.dump(2)); });
     if (*snap) {
-      std::string abs = (*path)[0] == '/' ? *path : fmt::format("{}/{}", std::string(::get_current_dir_name()), *path);
-      return run_request(*vm, {{"op", "snapshot"}, {"path", abs}, {"resume", *resume}}, [](const json& j) {
-        fmt::print("wrote {}: {} MiB RAM, {} MiB data, guest paused {:.1f} ms{}\n", j.value("path", std::string()),
-                   j.value("ram_bytes", uint64_t{0}) >> 20, j.value("data_bytes", uint64_t{0}) >> 20,
-                   j.value("pause_ms", 0.0), j.value("state", std::string()) == "running" ? ", now running" : ", still paused");
+      // The VM resolves paths from its own working directory: send absolute ones.
+      json req{{"op", "snapshot"}, {"path", std::filesystem::absolute(*path).string()}, {"resume", *resume}};
+      if (!diff_from->empty()) req["diff_from"] = std::filesystem::absolute(*diff_from).string();
+      return run_request(*vm, req, [](const json& j) {
+        std::string kind = j.value("diff", false)
+                               ? fmt::format("diff, {} MiB of RAM written{}", j.value("written_bytes", uint64_t{0}) >> 20,
+                                             j.value("reflinked", false) ? ", base reflinked" : ", base copied")
+                               : fmt::format("{} MiB data", j.value("data_bytes", uint64_t{0}) >> 20);
+        fmt::print("wrote {}: {} MiB RAM, {}, guest paused {:.1f} ms{}\n", j.value("path", std::string()),
+                   j.value("ram_bytes", uint64_t{0}) >> 20, kind, j.value("pause_ms", 0.0),
+                   j.value("state", std::string()) == "running" ? ", now running" : ", still paused");
       });
     }
     return -1;

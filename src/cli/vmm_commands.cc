@@ -30,6 +30,7 @@ struct RunOptions {
   uint64_t cid = 3;
   std::vector<std::string> publish;
   uint32_t cpus = 1;
+  bool track_dirty = false;
 };
 
 // Where the guest console goes: stdout, or a file opened with `mode`.
@@ -133,6 +134,7 @@ int run_vm(const RunOptions& o) {
   c.cmdline = o.cmdline;
   c.mem_bytes = *mem;
   c.vcpus = o.cpus;
+  c.track_dirty = o.track_dirty;
   for (const auto& d : o.disks) {
     // PATH or PATH,ro (lkvm and cloud-hypervisor users write one or the other).
     auto comma = d.find(',');
@@ -171,6 +173,7 @@ struct RestoreCliOptions {
   std::vector<std::string> disks, publish;
   bool paused = false;
   bool no_sync = false;
+  bool track_dirty = false;
 };
 
 int restore_vm(const RestoreCliOptions& o) {
@@ -180,6 +183,7 @@ int restore_vm(const RestoreCliOptions& o) {
   ro.vsock_path = o.vsock.empty() && !o.name.empty() ? agent::vsock_path_for(o.name) : o.vsock;
   if (!o.name.empty()) ::mkdir("/run/snapvm", 0755);
   ro.disks = o.disks;
+  ro.track_dirty = o.track_dirty;
   if (!o.publish.empty()) {
     ro.publish.emplace();
     for (const auto& p : o.publish) {
@@ -239,6 +243,9 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   restore->add_flag("--no-sync", ro->no_sync,
                     "leave the guest's wall clock and random state as saved (by default the agent sets the clock "
                     "and reseeds, so clones never share random numbers)");
+  restore->add_flag("--track-dirty", ro->track_dirty,
+                    "track the pages the guest and devices write from now on, so `snapvm snapshot --diff-from FILE` "
+                    "can write only what changed since this snapshot");
 
   auto o = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::kArchName) + ")");
@@ -260,6 +267,8 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("--cid", o->cid, "the guest's vsock CID")->capture_default_str();
   run->add_option("-p,--publish", o->publish, "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener (127.0.0.1 by default) "
                   "forwarded to a guest vsock port; repeatable");
+  run->add_flag("--track-dirty", o->track_dirty,
+                "track the pages the guest and devices write from boot on, for diff snapshots after the first full one");
   return [run, o, restore, ro]() -> int {
     if (*run) return run_vm(*o);
     if (*restore) return restore_vm(*ro);

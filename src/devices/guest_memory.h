@@ -1,6 +1,8 @@
 // Guest physical memory as the VMM sees it. Every address a guest hands us
 // (descriptor tables, buffers, rings) goes through translate(), which checks
 // that the whole range lies in one region; nothing here trusts the guest.
+// When dirty tracking is on, writes the VMM makes are marked per 4 KiB page
+// (KVM's log sees only the guest's own writes).
 #pragma once
 
 #include <atomic>
@@ -9,13 +11,18 @@
 #include <span>
 #include <vector>
 
+#include "base/atomic_bitmap.h"
+
 namespace snapvm {
 
 class GuestMemory {
  public:
+  static constexpr uint64_t kDirtyPageBytes = 4096;
+
   struct Region {
     uint64_t gpa = 0;
     std::span<uint8_t> host;
+    AtomicBitmap* dirty = nullptr;  // one bit per 4 KiB page; null: not tracked
   };
 
   GuestMemory() = default;
@@ -44,7 +51,22 @@ class GuestMemory {
     uint8_t* p = translate(gpa, len);
     if (p == nullptr) return false;
     std::memcpy(p, in, len);
+    mark_written(p, len);
     return true;
+  }
+
+  // Records that the VMM wrote [host, host + len) (a host address that
+  // translate() returned).
+  void mark_written(const uint8_t* host, uint64_t len) const {
+    if (len == 0) return;
+    for (const auto& r : regions_) {
+      if (r.dirty == nullptr || host < r.host.data() || host >= r.host.data() + r.host.size()) continue;
+      uint64_t offset = static_cast<uint64_t>(host - r.host.data());
+      uint64_t first = offset / kDirtyPageBytes;
+      uint64_t last = (offset + len - 1) / kDirtyPageBytes;
+      r.dirty->set_range(first, last - first + 1);
+      return;
+    }
   }
 
   const std::vector<Region>& regions() const { return regions_; }

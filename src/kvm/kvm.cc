@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/file_io.h"
@@ -74,6 +75,47 @@ Status Vm::set_user_memory_region(uint32_t slot, uint64_t gpa, std::span<uint8_t
   r.userspace_addr = reinterpret_cast<uint64_t>(host.data());
   auto res = checked_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &r, "KVM_SET_USER_MEMORY_REGION");
   if (!res) return tl::unexpected(std::move(res.error()).context(fmt::format("slot {} at {:#x}", slot, gpa)));
+  return {};
+}
+
+Result<bool> Vm::enable_manual_dirty_protect() const {
+  int caps = check_extension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+  if (caps <= 0 || (caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) == 0) return false;
+  kvm_enable_cap cap{};
+  cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+  cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;  // not INITIALLY_SET: the first log would be all ones
+  SNAPVM_TRY(checked_ioctl(fd_.get(), KVM_ENABLE_CAP, &cap, "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)"));
+  return true;
+}
+
+Status Vm::get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap) const {
+  kvm_dirty_log log{};
+  log.slot = slot;
+  log.dirty_bitmap = bitmap.data();
+  SNAPVM_TRY(checked_ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG"));
+  return {};
+}
+
+Status Vm::clear_dirty_log(uint32_t slot, std::span<uint64_t> bitmap, uint64_t pages) const {
+  // KVM wants first_page and num_pages in multiples of 64 (the last chunk
+  // may end at the slot's end); clear only the 64-page words that have bits
+  // set, in runs, so a sparse log costs what is set.
+  uint64_t words = (pages + 63) / 64;
+  for (uint64_t w = 0; w < words && w < bitmap.size();) {
+    if (bitmap[w] == 0) {
+      ++w;
+      continue;
+    }
+    uint64_t end = w;
+    while (end < words && end < bitmap.size() && bitmap[end] != 0) ++end;
+    kvm_clear_dirty_log c{};
+    c.slot = slot;
+    c.first_page = w * 64;
+    c.num_pages = static_cast<uint32_t>(std::min<uint64_t>(end * 64, pages) - w * 64);
+    c.dirty_bitmap = bitmap.data() + w;
+    SNAPVM_TRY(checked_ioctl(fd_.get(), KVM_CLEAR_DIRTY_LOG, &c, "KVM_CLEAR_DIRTY_LOG"));
+    w = end;
+  }
   return {};
 }
 

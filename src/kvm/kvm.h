@@ -59,6 +59,18 @@ class Vm {
   int check_extension(long cap) const;
   int fd() const { return fd_.get(); }
 
+  // Dirty-page logging of a slot registered with KVM_MEM_LOG_DIRTY_PAGES.
+  // With manual protect (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, enable before
+  // any slot exists), fetching the log leaves pages writable until
+  // clear_dirty_log() re-protects them; without it, fetching also clears.
+  // Returns false when the kernel does not offer it.
+  Result<bool> enable_manual_dirty_protect() const;
+  // Fills `bitmap` (one bit per page of the slot, LSB first) with the pages
+  // written since the last clear.
+  Status get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap) const;
+  // Re-protects the pages set in `bitmap` (covering the whole slot).
+  Status clear_dirty_log(uint32_t slot, std::span<uint64_t> bitmap, uint64_t pages) const;
+
  private:
   UniqueFd fd_;
   int vcpu_mmap_size_;

@@ -100,26 +100,42 @@ void DirtyBitmap::merge(const DirtyBitmap& other) {
   for (size_t i = 0; i < words_.size() && i < other.words_.size(); ++i) words_[i] |= other.words_[i];
 }
 
-Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,
-                              const SnapshotContents& contents, std::span<const RamSource> ram,
-                              std::span<const DirtyBitmap> dirty, const WriteOptions& options) {
-  SNAPVM_CHECK_OK(internal::check_sources(ram));
+DiffInProgress::DiffInProgress(SnapshotFile base, PendingFile file, bool reflinked)
+    : base_(std::move(base)), file_(std::move(file)), reflinked_(reflinked) {}
+
+Result<DiffInProgress> DiffInProgress::prepare(const std::string& path, const std::string& base_path) {
   auto base = SnapshotFile::open(base_path);
   if (!base) return tl::unexpected(std::move(base.error()).context("diff base"));
-  SNAPVM_CHECK_OK(check_base_matches(*base, contents, ram, dirty));
-
-  std::vector<std::vector<uint64_t>> tables;
-  for (size_t i = 0; i < ram.size(); ++i) tables.push_back(SNAPVM_TRY(base->read_page_table(i)));
-
   auto file = SNAPVM_TRY(PendingFile::create(path));
-  WriteStats stats;
+  bool reflinked = false;
   if (::ioctl(file.fd(), FICLONE, base->fd()) == 0) {
-    stats.reflinked = true;
+    reflinked = true;
   } else if (errno == EOPNOTSUPP || errno == EXDEV || errno == EINVAL || errno == ENOTTY || errno == EPERM) {
     SNAPVM_CHECK_OK(copy_preserving_holes(base->fd(), file.fd(), base->header().file_size));
   } else {
     return errno_error(fmt::format("reflink {}", base_path));
   }
+  return DiffInProgress(std::move(*base), std::move(file), reflinked);
+}
+
+Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,
+                              const SnapshotContents& contents, std::span<const RamSource> ram,
+                              std::span<const DirtyBitmap> dirty, const WriteOptions& options) {
+  auto diff = SNAPVM_TRY(DiffInProgress::prepare(path, base_path));
+  return std::move(diff).finish(contents, ram, dirty, options);
+}
+
+Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std::span<const RamSource> ram,
+                                          std::span<const DirtyBitmap> dirty, const WriteOptions& options) && {
+  SNAPVM_CHECK_OK(internal::check_sources(ram));
+  const SnapshotFile* base = &base_;
+  PendingFile& file = file_;
+  SNAPVM_CHECK_OK(check_base_matches(*base, contents, ram, dirty));
+
+  std::vector<std::vector<uint64_t>> tables;
+  for (size_t i = 0; i < ram.size(); ++i) tables.push_back(SNAPVM_TRY(base->read_page_table(i)));
+  WriteStats stats;
+  stats.reflinked = reflinked_;
 
   RamPlan plan = replan_tables(base->ram_regions());
   std::vector<uint64_t> words;

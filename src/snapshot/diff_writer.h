@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "base/result.h"
+#include "snapshot/pending_file.h"
+#include "snapshot/reader.h"
 #include "snapshot/writer.h"
 
 namespace snapvm {
@@ -38,8 +40,28 @@ class DirtyBitmap {
   std::vector<uint64_t> words_;
 };
 
-// `ram` is the VM's current memory and `dirty[i]` marks the pages of ram[i]
-// that may differ from the base. The base must describe the same regions.
+// A diff in two steps, so that a running VM is paused only for the second:
+// prepare() reflinks or copies the base into the new (still temporary) file
+// while the guest runs; finish() writes the dirty pages and the metadata and
+// commits, while the guest is paused. Dropping it unfinished leaves nothing.
+class DiffInProgress {
+ public:
+  static Result<DiffInProgress> prepare(const std::string& path, const std::string& base_path);
+  // `ram` is the VM's current memory and `dirty[i]` marks the pages of
+  // ram[i] that may differ from the base. The base must describe the same
+  // regions.
+  Result<WriteStats> finish(const SnapshotContents& contents, std::span<const RamSource> ram,
+                            std::span<const DirtyBitmap> dirty, const WriteOptions& options = {}) &&;
+  const SnapshotFile& base() const { return base_; }
+
+ private:
+  DiffInProgress(SnapshotFile base, PendingFile file, bool reflinked);
+  SnapshotFile base_;
+  PendingFile file_;
+  bool reflinked_;
+};
+
+// Both steps at once.
 Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,
                               const SnapshotContents& contents, std::span<const RamSource> ram,
                               std::span<const DirtyBitmap> dirty, const WriteOptions& options = {});

@@ -102,6 +102,8 @@ std::string ControlServer::handle(const std::string& line) {
                 {"state", machine_.paused() ? "paused" : "running"},
                 {"vcpus", machine_.vcpu_count()},
                 {"mem_bytes", machine_.mem_bytes()},
+                {"dirty_tracking", machine_.tracking_dirty()},
+                {"dirty_base", machine_.dirty_base()},
                 {"port_forwards", fwds}}
         .dump();
   }
@@ -117,26 +119,29 @@ std::string ControlServer::handle(const std::string& line) {
     if (!req.contains("path") || !req["path"].is_string() || req["path"].get<std::string>().empty()) {
       return error_reply("snapshot: \"path\" is required").dump();
     }
-    bool was_paused = machine_.paused();
-    auto start = std::chrono::steady_clock::now();
-    if (!was_paused) {
-      auto p = machine_.pause();
-      if (!p) return error_reply(p.error().describe()).dump();
+    std::string diff_from;
+    if (req.contains("diff_from")) {
+      if (!req["diff_from"].is_string() || req["diff_from"].get<std::string>().empty()) {
+        return error_reply("snapshot: \"diff_from\" must be a snapshot path").dump();
+      }
+      diff_from = req["diff_from"].get<std::string>();
     }
-    auto paused_at = std::chrono::steady_clock::now();
-    auto stats = machine_.snapshot(req["path"].get<std::string>());
     bool resume = req.value("resume", false);
-    if (resume) (void)machine_.resume();
-    double pause_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - paused_at).count();
-    if (!stats) return error_reply(stats.error().describe()).dump();
+    auto live = machine_.snapshot_live(req["path"].get<std::string>(), diff_from, resume);
+    if (!live) return error_reply(live.error().describe()).dump();
+    const WriteStats& stats = live->stats;
     return json{{"ok", true},
                 {"path", req["path"]},
                 {"state", resume ? "running" : "paused"},
-                {"ram_bytes", stats->ram_bytes},
-                {"data_bytes", stats->data_bytes},
-                {"file_bytes", stats->file_bytes},
-                {"pause_ms", pause_ms},
-                {"total_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()}}
+                {"ram_bytes", stats.ram_bytes},
+                {"data_bytes", stats.data_bytes},
+                {"file_bytes", stats.file_bytes},
+                {"written_bytes", stats.written_bytes},
+                {"diff", !diff_from.empty()},
+                {"reflinked", stats.reflinked},
+                {"holes_punched_bytes", stats.holes_punched_bytes},
+                {"pause_ms", live->pause_ms},
+                {"total_ms", live->total_ms}}
         .dump();
   }
   return error_reply("unknown op '" + op + "' (info, pause, resume, snapshot)").dump();

@@ -21,6 +21,7 @@
 #include "devices/virtio/rng.h"
 #include "devices/virtio/vsock.h"
 #include "kvm/kvm.h"
+#include "snapshot/diff_writer.h"
 #include "snapshot/reader.h"
 #include "state/snapshot_state.h"
 
@@ -79,7 +80,27 @@ struct Machine::State {
   virtio::Vsock* vsock = nullptr;  // owned by its transport
   std::vector<std::string> virtio_backends;  // per virtio slot: image or socket path, for snapshots
 
+  // Dirty tracking: what KVM logs plus what the VMM marks, gathered at each
+  // snapshot into the pages written since `dirty_base`.
+  struct DirtyTracking {
+    bool manual_protect = false;     // KVM_CLEAR_DIRTY_LOG re-protects, GET does not
+    std::unique_ptr<AtomicBitmap> vmm;  // pages devices wrote, 4 KiB each
+    DirtyBitmap since_base;          // 4 KiB pages written since the base
+    std::string base_path;           // empty: no base yet (tracking from boot)
+    uint64_t base_checksum = 0;      // the base's metadata checksum: its identity
+  };
+  std::optional<DirtyTracking> dirty;
+  std::mutex snapshot_mu;  // one snapshot at a time
+
   Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {});
+  // Moves KVM's log and the VMM's marks into dirty->since_base and
+  // re-protects, so the next interval starts now. Only while paused.
+  Status collect_dirty();
+  Result<state::SnapshotState> capture_state() const;
+  // Refuses a diff base that is not the snapshot dirty pages count from.
+  Status check_diff_base(const std::string& diff_from) const;
+  // Captures the paused VM and writes it: in full, or finishing `diff`.
+  Result<WriteStats> write_snapshot(const std::string& path, std::optional<DiffInProgress> diff);
 
   std::mutex mu;
   std::condition_variable cv;
@@ -101,7 +122,7 @@ Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, 
     return make_error(ErrorCode::kInvalidArgument, "more than {} virtio devices", arch::kVirtioMmioSlots);
   }
   arch::VirtioMmioNode node = arch::Platform::virtio_slot(slot);
-  GuestMemory memory({{arch::kRamBase, ram.span()}});
+  GuestMemory memory({{arch::kRamBase, ram.span(), dirty ? dirty->vmm.get() : nullptr}});
   uint32_t line = arch::Platform::spi_line(node.spi);
   const kvm::Vm* vm_ptr = &*vm;
   // Edge-triggered SPI: a rising edge per notification.
@@ -113,6 +134,27 @@ Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, 
   SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
   virtio_nodes.push_back(node);
   virtio_backends.push_back(std::move(backend));
+  return {};
+}
+
+Status Machine::State::collect_dirty() {
+  const uint64_t host_page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t kvm_pages = ram.size() / host_page;
+  std::vector<uint64_t> log((kvm_pages + 63) / 64, 0);
+  SNAPVM_CHECK_OK(vm->get_dirty_log(0, log));
+  if (dirty->manual_protect) SNAPVM_CHECK_OK(vm->clear_dirty_log(0, log, kvm_pages));
+  auto& words = dirty->since_base.words();
+  if (host_page == GuestMemory::kDirtyPageBytes) {
+    for (size_t i = 0; i < log.size() && i < words.size(); ++i) words[i] |= log[i];
+  } else {  // a larger host page covers several 4 KiB pages
+    const uint64_t per = host_page / GuestMemory::kDirtyPageBytes;
+    for (uint64_t p = 0; p < kvm_pages; ++p) {
+      if ((log[p / 64] >> (p % 64)) & 1) {
+        for (uint64_t q = p * per; q < (p + 1) * per; ++q) dirty->since_base.set(q);
+      }
+    }
+  }
+  dirty->vmm->drain_into(words);
   return {};
 }
 
@@ -140,14 +182,32 @@ void Machine::State::finish(std::optional<ExitReason> reason, std::optional<Erro
 void Machine::State::vcpu_loop(size_t index) {
   const kvm::Vcpu& vcpu = vcpus[index];
   kvm_run* run = vcpu.run_data();
+  bool mmio_pending = false;
   while (!stopping.load()) {
     if (pausing.load()) {
+      if (mmio_pending) {
+        // KVM completes an MMIO access (loads a read's value, steps past the
+        // instruction) only on the next KVM_RUN. Do that now, with
+        // immediate_exit so no guest instruction runs, or the registers a
+        // snapshot captures would be half-way through an instruction.
+        run->immediate_exit = 1;
+        auto r = vcpu.run();
+        if (!r) {
+          finish(std::nullopt, std::move(r.error()));
+          return;
+        }
+        mmio_pending = false;
+      }
       std::unique_lock lock(mu);
-      run->immediate_exit = 0;
       ++parked;
       cv.notify_all();
       cv.wait(lock, [&] { return !pausing.load() || stopping.load(); });
       --parked;
+      // A pause that came while this thread slept (resume then pause at
+      // once) set immediate_exit again; leaving it set would make every
+      // KVM_RUN return at once and the guest never run. Cleared under the
+      // lock, so a pause from now on sets it after this and is seen.
+      if (!stopping.load()) run->immediate_exit = 0;
       continue;
     }
     auto r = vcpu.run();
@@ -155,9 +215,11 @@ void Machine::State::vcpu_loop(size_t index) {
       finish(std::nullopt, std::move(r.error()));
       return;
     }
+    mmio_pending = false;
     if (!*r) continue;  // kicked: the loop condition decides
     switch (run->exit_reason) {
       case KVM_EXIT_MMIO: {
+        mmio_pending = true;
         auto& m = run->mmio;
         if (m.is_write) {
           bus.write(m.phys_addr, {m.data, m.len});
@@ -217,7 +279,19 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, M
   }
   s->vm.emplace(SNAPVM_TRY(s->kvm.create_vm()));
   s->ram = std::move(ram);
-  SNAPVM_CHECK_OK(s->vm->set_user_memory_region(0, arch::kRamBase, s->ram.span()));
+  uint32_t slot_flags = 0;
+  if (c.track_dirty) {
+    if (s->ram.size() % GuestMemory::kDirtyPageBytes != 0 || ::sysconf(_SC_PAGESIZE) % GuestMemory::kDirtyPageBytes != 0) {
+      return make_error(ErrorCode::kUnsupported, "dirty tracking needs RAM and host pages in multiples of 4 KiB");
+    }
+    State::DirtyTracking d;
+    d.manual_protect = SNAPVM_TRY(s->vm->enable_manual_dirty_protect());
+    d.vmm = std::make_unique<AtomicBitmap>(s->ram.size() / GuestMemory::kDirtyPageBytes);
+    d.since_base = DirtyBitmap(s->ram.size() / GuestMemory::kDirtyPageBytes);
+    s->dirty = std::move(d);
+    slot_flags = KVM_MEM_LOG_DIRTY_PAGES;
+  }
+  SNAPVM_CHECK_OK(s->vm->set_user_memory_region(0, arch::kRamBase, s->ram.span(), slot_flags));
   s->platform.emplace(SNAPVM_TRY(arch::Platform::create(*s->vm, c.vcpus)));
   for (uint32_t i = 0; i < c.vcpus; ++i) s->vcpus.push_back(SNAPVM_TRY(s->vm->create_vcpu(i)));
   for (const auto& v : s->vcpus) SNAPVM_CHECK_OK(s->platform->init_vcpu(*s->vm, v));
@@ -302,11 +376,17 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
     }
   }
   c.publish = o.publish ? *o.publish : st.port_forwards;
+  c.track_dirty = o.track_dirty;
   auto t1 = Clock::now();
   auto ram = file.map_ram_cow(0);
   if (!ram) return tl::unexpected(std::move(ram.error()));
   auto t2 = Clock::now();
   auto s = SNAPVM_TRY(build(c, std::move(*ram)));
+  if (s->dirty) {
+    // RAM is the file's until the guest writes: diffs count from it.
+    s->dirty->base_path = path;
+    s->dirty->base_checksum = file.header().metadata_checksum;
+  }
   // Identity: a 6.1 snapshot loads only on the CPU model it was taken on.
   if (!st.host.cpu_regs.empty()) {
     const state::IdentityReg& midr = st.host.cpu_regs.front();  // MIDR_EL1 comes first
@@ -442,25 +522,26 @@ Status Machine::restore_vcpus(const std::vector<state::VcpuState>& saved) {
   return {};
 }
 
-Result<WriteStats> Machine::snapshot(const std::string& path) const {
-  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "snapshot needs a paused VM");
-  const MachineConfig& c = s_->config;
+Result<state::SnapshotState> Machine::State::capture_state() const {
+  const MachineConfig& c = config;
   state::SnapshotState st;
   st.arch = arch::kSnapshotArch;
-  st.machine.vcpu_count = static_cast<uint32_t>(s_->vcpus.size());
-  st.machine.memory.push_back({arch::kRamBase, s_->ram.size()});
+  st.machine.vcpu_count = static_cast<uint32_t>(vcpus.size());
+  st.machine.memory.push_back({arch::kRamBase, ram.size()});
   st.machine.kernel_cmdline = c.cmdline;
   st.machine.devices.push_back({state::DeviceKind::kPl011, 0, arch::kUartBase, arch::kUartSize, arch::kUartSpi, "console", ""});
-  for (size_t i = 0; i < s_->virtio.size(); ++i) {
-    const auto& node = s_->virtio_nodes[i];
-    state::DeviceState saved = s_->virtio[i]->save_device(static_cast<uint32_t>(i + 1));
+  for (size_t i = 0; i < virtio.size(); ++i) {
+    const auto& node = virtio_nodes[i];
+    state::DeviceState saved = virtio[i]->save_device(static_cast<uint32_t>(i + 1));
     st.machine.devices.push_back({state::DeviceKind::kVirtioMmio, saved.transport->device_id, node.base, node.size,
-                                  node.spi, fmt::format("virtio{}", i), s_->virtio_backends[i]});
+                                  node.spi, fmt::format("virtio{}", i), virtio_backends[i]});
     st.devices.push_back(std::move(saved));
   }
-  st.vcpus = SNAPVM_TRY(capture_vcpus());
-  st.gic = SNAPVM_TRY(capture_gic());
-  st.port_forwards = port_forwards();
+  for (const auto& v : vcpus) st.vcpus.push_back(SNAPVM_TRY(arch::capture_vcpu(v)));
+  std::vector<uint64_t> mpidrs;
+  for (const auto& v : vcpus) mpidrs.push_back(SNAPVM_TRY(arch::vcpu_affinity(v)));
+  st.gic = SNAPVM_TRY(arch::capture_gic(platform->gic(), mpidrs));
+  st.port_forwards = vsock != nullptr ? vsock->forwards() : std::vector<state::PortForward>{};
   st.clock = arch::clock_of(st.vcpus.front());
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME, &now);
@@ -473,8 +554,89 @@ Result<WriteStats> Machine::snapshot(const std::string& path) const {
   st.host.kernel_release = u.release;
   st.host.host_page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
   st.creator = state::Creator{"snapvm 0.1.0", st.clock.host_realtime_ns};
-  RamSource ram{arch::kRamBase, s_->ram.span()};
-  return write_full(path, state::to_contents(st), {&ram, 1});
+  return st;
+}
+
+Status Machine::State::check_diff_base(const std::string& diff_from) const {
+  if (!dirty) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "a diff snapshot needs dirty-page tracking: start the VM with --track-dirty");
+  }
+  if (dirty->base_path.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "this VM has no snapshot to diff against yet: take a full snapshot first");
+  }
+  auto b = SnapshotFile::open(diff_from);
+  if (!b) return tl::unexpected(std::move(b.error()).context("diff base"));
+  if (b->header().metadata_checksum != dirty->base_checksum) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "{} is not the snapshot this VM's dirty pages count from ({}); diff against that one", diff_from,
+                      dirty->base_path);
+  }
+  return {};
+}
+
+Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::optional<DiffInProgress> diff) {
+  state::SnapshotState st = SNAPVM_TRY(capture_state());
+  if (dirty) SNAPVM_CHECK_OK(collect_dirty());
+  RamSource source{arch::kRamBase, ram.span()};
+  WriteStats stats;
+  if (diff) {
+    stats = SNAPVM_TRY(std::move(*diff).finish(state::to_contents(st), {&source, 1}, {&dirty->since_base, 1}));
+  } else {
+    stats = SNAPVM_TRY(write_full(path, state::to_contents(st), {&source, 1}));
+  }
+  if (dirty) {
+    // On failure the pages stay counted against the old base; only a
+    // written snapshot becomes the new one.
+    auto written = SnapshotFile::open(path);
+    if (!written) return tl::unexpected(std::move(written.error()).context("reopen the new snapshot"));
+    dirty->base_path = path;
+    dirty->base_checksum = written->header().metadata_checksum;
+    std::fill(dirty->since_base.words().begin(), dirty->since_base.words().end(), 0);
+  }
+  return stats;
+}
+
+Result<WriteStats> Machine::snapshot(const std::string& path, const std::string& diff_from) {
+  std::lock_guard one_at_a_time(s_->snapshot_mu);
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "snapshot needs a paused VM");
+  std::optional<DiffInProgress> diff;
+  if (!diff_from.empty()) {
+    SNAPVM_CHECK_OK(s_->check_diff_base(diff_from));
+    diff.emplace(SNAPVM_TRY(DiffInProgress::prepare(path, diff_from)));
+  }
+  return s_->write_snapshot(path, std::move(diff));
+}
+
+Result<Machine::LiveSnapshot> Machine::snapshot_live(const std::string& path, const std::string& diff_from,
+                                                     bool resume_after) {
+  using Clock = std::chrono::steady_clock;
+  std::lock_guard one_at_a_time(s_->snapshot_mu);
+  auto start = Clock::now();
+  std::optional<DiffInProgress> diff;
+  if (!diff_from.empty()) {
+    SNAPVM_CHECK_OK(s_->check_diff_base(diff_from));
+    diff.emplace(SNAPVM_TRY(DiffInProgress::prepare(path, diff_from)));  // the guest still runs
+  }
+  auto paused_at = Clock::now();
+  if (!paused()) SNAPVM_CHECK_OK(pause());
+  auto stats = s_->write_snapshot(path, std::move(diff));
+  if (resume_after) (void)resume();
+  auto end = Clock::now();
+  if (!stats) return tl::unexpected(std::move(stats.error()));
+  LiveSnapshot live;
+  live.stats = *stats;
+  live.pause_ms = std::chrono::duration<double, std::milli>(end - paused_at).count();
+  live.total_ms = std::chrono::duration<double, std::milli>(end - start).count();
+  return live;
+}
+
+bool Machine::tracking_dirty() const { return s_->dirty.has_value(); }
+
+std::string Machine::dirty_base() const {
+  std::lock_guard lock(s_->snapshot_mu);
+  return s_->dirty ? s_->dirty->base_path : std::string();
 }
 
 Result<state::GicV3State> Machine::capture_gic() const {

@@ -42,6 +42,9 @@ struct MachineConfig {
   std::vector<state::PortForward> publish;
   // Where the guest console goes: every chunk the UART emits.
   std::function<void(std::string_view)> console;
+  // Dirty-page tracking from boot: KVM logs the guest's writes, the VMM
+  // marks its own; diff snapshots need it.
+  bool track_dirty = false;
 };
 
 enum class ExitReason {
@@ -59,6 +62,7 @@ struct RestoreOptions {
   std::vector<std::string> disks;                          // per disk, in order; missing: the snapshot's
   std::optional<std::vector<state::PortForward>> publish;  // unset: the snapshot's
   std::function<void(std::string_view)> console;
+  bool track_dirty = false;  // dirty-page tracking from the restore on
 };
 
 struct RestoreTimings {
@@ -104,7 +108,27 @@ class Machine {
   // Writes a complete snapshot of the paused VM to `path`: vCPUs, GIC,
   // devices, port forwards, clock, host identity, then RAM (streamed from
   // guest memory, sparse). Crash-safe; returns the write statistics.
-  Result<WriteStats> snapshot(const std::string& path) const;
+  //
+  // With `diff_from`, the RAM comes from that snapshot plus the pages written
+  // since it was taken or restored (dirty tracking must be on, and it must be
+  // the snapshot this VM last wrote or was restored from); the result is
+  // still standalone. Either way, with tracking on, the new snapshot becomes
+  // the base that later diffs count from.
+  Result<WriteStats> snapshot(const std::string& path, const std::string& diff_from = {});
+
+  // The same for a running VM with the shortest pause: what does not depend
+  // on guest state (a diff's copy of its base) is done while the guest runs,
+  // then it pauses for capture and writing, and resumes if `resume`.
+  struct LiveSnapshot {
+    WriteStats stats;
+    double pause_ms = 0;  // guest stopped: pause to resume (or to the end)
+    double total_ms = 0;
+  };
+  Result<LiveSnapshot> snapshot_live(const std::string& path, const std::string& diff_from, bool resume);
+
+  bool tracking_dirty() const;
+  // The snapshot dirty pages are counted from (empty: none yet).
+  std::string dirty_base() const;
 
   // The interrupt controller's complete state; only while paused.
   Result<state::GicV3State> capture_gic() const;

@@ -32,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!chain) break;
     chain->read(i, scratch);
     chain->write(i * 3, scratch);
-    q.push_used(mem, chain->head, static_cast<uint32_t>(chain->writable_bytes()));
+    q.push_used(mem, *chain, static_cast<uint32_t>(chain->writable_bytes()));
   }
   (void)q.should_notify(mem);
   return 0;

@@ -6,17 +6,17 @@ namespace snapvm::test {
 
 using namespace std::chrono_literals;
 
-BackgroundVm::BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks,
-                           std::vector<state::PortForward> publish, uint32_t vcpus) {
+BackgroundVm::BackgroundVm(const std::string& vsock, const VmOptions& o) {
   MachineConfig c;
   c.kernel_path = guest_kernel();
   c.initrd_path = guest_initrd();
-  c.cmdline = "console=ttyAMA0 quiet panic=-1";
-  c.mem_bytes = 256ull << 20;
-  c.vcpus = vcpus;
-  c.disks = std::move(disks);
+  c.cmdline = "console=ttyAMA0 quiet panic=-1 " + o.extra_cmdline;
+  c.mem_bytes = o.mem_bytes;
+  c.vcpus = o.vcpus;
+  c.disks = o.disks;
+  c.track_dirty = o.track_dirty;
   c.vsock_path = vsock;
-  c.publish = std::move(publish);
+  c.publish = o.publish;
   c.console = [this](std::string_view s) {
     std::lock_guard lock(mu_);
     console_.append(s);

@@ -15,10 +15,22 @@
 
 namespace snapvm::test {
 
+// What a test VM has beyond the test guest itself.
+struct VmOptions {
+  std::vector<MachineConfig::Disk> disks;
+  std::vector<state::PortForward> publish;
+  uint32_t vcpus = 2;
+  uint64_t mem_bytes = 256ull << 20;
+  bool track_dirty = false;
+  std::string extra_cmdline;  // appended to the guest kernel's command line
+};
+
 class BackgroundVm {
  public:
+  BackgroundVm(const std::string& vsock, const VmOptions& options);
   explicit BackgroundVm(const std::string& vsock, std::vector<MachineConfig::Disk> disks = {},
-                        std::vector<state::PortForward> publish = {}, uint32_t vcpus = 2);
+                        std::vector<state::PortForward> publish = {})
+      : BackgroundVm(vsock, with(std::move(disks), std::move(publish))) {}
   ~BackgroundVm();
   // Waits for the guest's readiness line.
   bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(600));
@@ -28,6 +40,12 @@ class BackgroundVm {
   std::string console();
 
  private:
+  static VmOptions with(std::vector<MachineConfig::Disk> disks, std::vector<state::PortForward> publish) {
+    VmOptions o;
+    o.disks = std::move(disks);
+    o.publish = std::move(publish);
+    return o;
+  }
   std::unique_ptr<Machine> machine_;
   std::thread runner_;
   std::atomic<bool> exited_{false};

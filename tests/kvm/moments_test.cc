@@ -51,9 +51,10 @@ while :; do
   [ $tries -lt 120 ] || { echo "worker $stalled stopped"; exit 1; }
   sleep 0.5
 done
-echo probe-$$ | dd of=/dev/vda bs=512 seek=6000 conv=fsync 2>/dev/null
+w=$(echo probe-$$ | dd of=/dev/vda bs=512 seek=6000 conv=fsync 2>&1) || { echo "disk write failed: $w"; exit 1; }
 echo 3 > /proc/sys/vm/drop_caches
-[ "$(dd if=/dev/vda bs=512 skip=6000 count=1 2>/dev/null | head -n 1)" = probe-$$ ] || { echo "disk read-back failed"; exit 1; }
+got=$(dd if=/dev/vda bs=512 skip=6000 count=1 2>/dev/null | head -n 1)
+[ "$got" = probe-$$ ] || { echo "disk read-back failed: got '$got' for probe-$$"; dmesg | tail -n 5; exit 1; }
 [ "$(dd if=/dev/hwrng bs=16 count=1 2>/dev/null | wc -c | tr -d " ")" = 16 ] || { echo "no entropy"; exit 1; }
 echo healthy
 )sh";
@@ -65,7 +66,10 @@ int moments() {
 
 TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
   ASSERT_EQ(0, std::system("rm -f /tmp/moments.img && truncate -s 4M /tmp/moments.img"));
-  test::BackgroundVm vm("/tmp/moments.vsock", {{"/tmp/moments.img", false}}, {}, 4);
+  test::VmOptions options;
+  options.disks = {{"/tmp/moments.img", false}};
+  options.vcpus = 4;
+  test::BackgroundVm vm("/tmp/moments.vsock", options);
   ASSERT_TRUE(vm.wait_ready()) << vm.error() << vm.console();
   auto start = test::run("/tmp/moments.vsock", {"sh", "-c", kWorkload});
   ASSERT_EQ(start.out, "started\n") << start.error << start.err;

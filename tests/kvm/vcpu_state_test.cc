@@ -118,6 +118,16 @@ TEST(GicState, CaptureRestoreRoundTripsWhilePaused) {
   auto after = test::run(vsock, {"echo", "interrupts still flow"});
   ASSERT_TRUE(after.error.empty()) << after.error;
   EXPECT_EQ(after.out, "interrupts still flow\n");
+
+  // Pause right after resume, before the vCPU threads even woke: the guest
+  // must still run afterwards (a kick left armed once froze it for good).
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(vm.machine().pause()) << i;
+    ASSERT_TRUE(vm.machine().resume()) << i;
+  }
+  auto after_many = test::run(vsock, {"echo", "runs after back-to-back pauses"});
+  ASSERT_TRUE(after_many.error.empty()) << after_many.error;
+  EXPECT_EQ(after_many.out, "runs after back-to-back pauses\n");
 }
 
 }  // namespace

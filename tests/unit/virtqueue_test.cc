@@ -27,8 +27,8 @@ TEST(Virtqueue, PopsChainsInOrderAndPublishesUsed) {
   auto c2 = d.queue.pop(d.mem);
   ASSERT_TRUE(c2);
   EXPECT_FALSE(d.queue.pop(d.mem));
-  d.queue.push_used(d.mem, c2->head, 7);
-  d.queue.push_used(d.mem, c1->head, 3);
+  d.queue.push_used(d.mem, *c2, 7);
+  d.queue.push_used(d.mem, *c1, 3);
   EXPECT_EQ(d.used_idx(), 2);
   EXPECT_EQ(d.used_elem(0), std::make_pair(uint32_t{c2->head}, uint32_t{7}));
   EXPECT_EQ(d.used_elem(1), std::make_pair(uint32_t{c1->head}, uint32_t{3}));
@@ -85,7 +85,7 @@ TEST(Virtqueue, HostileDescriptorsBreakOnlyTheQueue) {
     // Once broken, it stays quiet: nothing more is popped or published.
     d.add_chain({{0x1000, 8, false}});
     EXPECT_FALSE(d.queue.pop(d.mem)) << c.name;
-    d.queue.push_used(d.mem, 0, 1);
+    d.queue.push_used(d.mem, Chain{}, 1);
     EXPECT_EQ(d.used_idx(), 0) << c.name;
   }
 }
@@ -111,10 +111,45 @@ TEST(Virtqueue, IndicesWrapAround) {
     d.add_chain({{0x1000, 8, false}});
     auto c = d.queue.pop(d.mem);
     ASSERT_TRUE(c) << "round " << round << ": " << d.queue.error();
-    d.queue.push_used(d.mem, c->head, 0);
+    d.queue.push_used(d.mem, *c, 0);
     d.recycle();
   }
   EXPECT_TRUE(d.queue.error().empty());
+}
+
+}  // namespace
+}  // namespace snapvm::virtio
+
+namespace snapvm::virtio {
+namespace {
+
+std::vector<uint64_t> drained_pages(AtomicBitmap& bits) {
+  std::vector<uint64_t> words(bits.words(), 0), pages;
+  bits.drain_into(words);
+  for (uint64_t p = 0; p < bits.bits(); ++p) {
+    if ((words[p / 64] >> (p % 64)) & 1) pages.push_back(p);
+  }
+  return pages;
+}
+
+// KVM's dirty log never sees what the VMM writes into guest memory, so the
+// queue must mark it: every writable buffer of a returned chain and the used
+// ring, and nothing the device only read.
+TEST(Virtqueue, ReturningAChainMarksWhatTheVmmWroteForDirtyTracking) {
+  test::FakeDriver d(16);
+  AtomicBitmap dirty(test::FakeDriver::kRamSize / GuestMemory::kDirtyPageBytes);
+  d.mem = GuestMemory({{0, {d.ram.data(), d.ram.size()}, &dirty}});
+  d.add_chain({{0x10000, 100, false}, {0x20ff0, 0x20, true}, {0x30000, 0x2001, true}});
+  auto c = d.queue.pop(d.mem);
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(drained_pages(dirty).empty()) << "popping writes nothing";
+  d.queue.push_used(d.mem, *c, 0x21);
+  // 0x20ff0+0x20 spans pages 0x20 and 0x21; 0x30000+0x2001 spans 0x30..0x32;
+  // the used ring is page 0x82. Page 0x10 was only read.
+  EXPECT_EQ(drained_pages(dirty), (std::vector<uint64_t>{0x20, 0x21, 0x30, 0x31, 0x32, 0x82}));
+  EXPECT_TRUE(drained_pages(dirty).empty()) << "draining clears";
+  ASSERT_TRUE(d.mem.write(0x45ffe, "abcd", 4));
+  EXPECT_EQ(drained_pages(dirty), (std::vector<uint64_t>{0x45, 0x46}));
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ void serve_queue(Transport& transport, size_t index, Handle handle) {
   const GuestMemory& mem = transport.memory();
   bool any = false;
   while (auto chain = q.pop(mem)) {
-    q.push_used(mem, chain->head, handle(*chain));
+    q.push_used(mem, *chain, handle(*chain));
     any = true;
   }
   if (any || !q.error().empty()) transport.signal_used(index);

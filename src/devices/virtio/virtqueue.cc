@@ -166,8 +166,10 @@ std::optional<Chain> Virtqueue::pop(const GuestMemory& mem) {
   return chain;
 }
 
-void Virtqueue::push_used(const GuestMemory& mem, uint16_t head, uint32_t written) {
+void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t written) {
   if (!error_.empty()) return;
+  for (const auto& b : chain.writable) mem.mark_written(b.data, b.len);
+  uint16_t head = chain.head;
   uint8_t* used = mem.translate(config_.used_addr, 4 + 8ull * config_.size);
   if (used == nullptr) {
     fail("used ring outside guest RAM");
@@ -179,6 +181,8 @@ void Virtqueue::push_used(const GuestMemory& mem, uint16_t head, uint32_t writte
   std::memcpy(elem + 4, &written, 4);
   ++next_used_;
   store_u16(used + 2, next_used_);  // publishes the element written above
+  mem.mark_written(elem, 8);
+  mem.mark_written(used + 2, 2);
 }
 
 bool Virtqueue::should_notify(const GuestMemory& mem) const {

@@ -67,7 +67,9 @@ class Virtqueue {
   // The next available chain, or nullopt if none (or the queue is broken).
   std::optional<Chain> pop(const GuestMemory& mem);
   // Returns a chain to the driver with `written` bytes in its writable part.
-  void push_used(const GuestMemory& mem, uint16_t head, uint32_t written);
+  // Its writable buffers and the used ring count as written by the VMM for
+  // dirty tracking: devices write them before returning the chain.
+  void push_used(const GuestMemory& mem, const Chain& chain, uint32_t written);
   // False when the driver asked not to be interrupted.
   bool should_notify(const GuestMemory& mem) const;
 

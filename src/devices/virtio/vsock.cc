@@ -253,7 +253,7 @@ class VsockWorker {
       any = true;
       uint8_t raw[kHeaderBytes];
       if (chain->read(0, raw) == kHeaderBytes) handle_packet(Header::decode(raw), *chain);
-      q.push_used(mem, chain->head, 0);
+      q.push_used(mem, *chain, 0);
     }
     return any || !q.error().empty();
   }
@@ -376,7 +376,7 @@ class VsockWorker {
         auto chain = q.pop(mem);
         if (!chain) break;
         chain->write(0, {v_.control_.data() + ctl, kHeaderBytes});
-        q.push_used(mem, chain->head, kHeaderBytes);
+        q.push_used(mem, *chain, kHeaderBytes);
         ctl += kHeaderBytes;
         any = true;
         continue;
@@ -411,7 +411,7 @@ class VsockWorker {
       uint8_t raw[kHeaderBytes];
       h.encode(raw);
       chain->write(0, raw);
-      q.push_used(mem, chain->head, kHeaderBytes + n);
+      q.push_used(mem, *chain, kHeaderBytes + n);
       any = true;
     }
     v_.control_.erase(v_.control_.begin(), v_.control_.begin() + static_cast<long>(ctl));
@@ -649,7 +649,7 @@ void Vsock::run() {
         if (auto chain = eq.pop(transport_->memory())) {
           uint8_t event[4] = {0, 0, 0, 0};
           chain->write(0, event);
-          eq.push_used(transport_->memory(), chain->head, 4);
+          eq.push_used(transport_->memory(), *chain, 4);
           send_reset_ = false;
           signal_event = true;
         }
