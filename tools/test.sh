@@ -65,6 +65,13 @@ else
   failed=$((failed + 1))
 fi
 
+echo "== diff snapshot benchmark inside the test host (1 GiB guest, 1% dirty; docs/benchmarks.md has 2 GiB)"
+if tools/testhost/bench-diff.sh --mem 1G --percents 1; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+
 echo "== benchmark smoke run (small sizes; see docs/benchmarks.md for real figures)"
 if build/bin/snapvm-bench-format --sizes 64M --densities 2,100 --dir build/bench-smoke; then
   passed=$((passed + 1))

@@ -25,6 +25,7 @@
 
 #include "agent/client.h"
 #include "base/units.h"
+#include "tools/bench/bench_guest.h"
 #include "vmm/machine.h"
 
 namespace snapvm {
@@ -76,36 +77,10 @@ struct Options {
 };
 
 void make_snapshot(const Options& o, uint64_t mem, const std::string& path) {
-  MachineConfig c;
-  c.kernel_path = o.kernel;
-  c.initrd_path = o.initrd;
-  c.cmdline = "console=ttyAMA0 quiet panic=-1";
-  c.mem_bytes = mem;
-  c.vcpus = o.cpus;
-  c.vsock_path = o.dir + "/bench-boot.vsock";
-  std::mutex mu;
-  std::string console;
-  c.console = [&](std::string_view s) {
-    std::lock_guard lock(mu);
-    console.append(s);
-  };
-  auto m = Machine::create(c);
-  if (!m) die(m.error().describe());
-  std::thread runner([&] { (void)(*m)->run(); });
-  auto deadline = Clock::now() + std::chrono::minutes(10);
-  for (;;) {
-    {
-      std::lock_guard lock(mu);
-      if (console.find("SNAPVM-GUEST-READY") != std::string::npos) break;
-    }
-    if (Clock::now() > deadline) die("the guest did not boot");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (!(*m)->pause()) die("pause failed");
-  auto stats = (*m)->snapshot(path);
+  bench::BenchGuest guest(o.kernel, o.initrd, mem, o.cpus, o.dir + "/bench-boot.vsock");
+  if (!guest.machine().pause()) die("pause failed");
+  auto stats = guest.machine().snapshot(path);
   if (!stats) die(stats.error().describe());
-  (*m)->request_stop();
-  runner.join();
 }
 
 struct Sample {

@@ -4,7 +4,7 @@
 # reports the result. On an arm64 machine with /dev/kvm, runs them natively.
 #
 #   KVM_TEST_FILTER=Boot.*    a gtest filter
-#   TESTHOST_TIMEOUT=1500     seconds before a hung test host is killed
+#   TESTHOST_TIMEOUT=2400     seconds before a hung test host is killed
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 filter=${KVM_TEST_FILTER:-*}
@@ -17,5 +17,5 @@ if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
     exec build/bin/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
 fi
 tools/testhost/build-aarch64.sh
-exec tools/testhost/run.sh --timeout "${TESTHOST_TIMEOUT:-1500}" --payload "$out/payload" --log "$out/kvm-tests.log" \
+exec tools/testhost/run.sh --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" --log "$out/kvm-tests.log" \
   -- /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"

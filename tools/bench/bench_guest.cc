@@ -1,0 +1,64 @@
+#include "tools/bench/bench_guest.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "agent/client.h"
+
+namespace snapvm::bench {
+
+void die(const std::string& program, const std::string& what) {
+  fmt::print(stderr, "{}: {}\n", program, what);
+  std::exit(1);
+}
+
+BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uint64_t mem, uint32_t cpus,
+                       const std::string& vsock, bool track_dirty)
+    : vsock_(vsock) {
+  MachineConfig c;
+  c.kernel_path = kernel;
+  c.initrd_path = initrd;
+  c.cmdline = "console=ttyAMA0 quiet panic=-1";
+  c.mem_bytes = mem;
+  c.vcpus = cpus;
+  c.vsock_path = vsock;
+  c.track_dirty = track_dirty;
+  c.console = [this](std::string_view s) {
+    std::lock_guard lock(mu_);
+    console_.append(s);
+  };
+  auto m = Machine::create(c);
+  if (!m) die("bench", m.error().describe());
+  machine_ = std::move(*m);
+  runner_ = std::thread([this] { (void)machine_->run(); });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (console_.find("SNAPVM-GUEST-READY") != std::string::npos) break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) die("bench", "the guest did not boot");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+BenchGuest::~BenchGuest() {
+  machine_->request_stop();
+  runner_.join();
+}
+
+double BenchGuest::run(const std::string& script) {
+  agent::ExecRequest req;
+  req.argv = {"sh", "-c", script};
+  auto t0 = std::chrono::steady_clock::now();
+  std::string err;
+  auto r = agent::exec(vsock_, req, [](std::string_view) {}, [&](std::string_view s) { err.append(s); });
+  if (!r) die("bench", r.error().describe());
+  if (r->exit_code != 0) die("bench", fmt::format("guest command failed ({}): {}", r->exit_code, err));
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace snapvm::bench

@@ -1,0 +1,38 @@
+// A guest booted for a benchmark: the test guest (kernel, initramfs with the
+// snapvm agent), running on a background thread until the object dies.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vmm/machine.h"
+
+namespace snapvm::bench {
+
+[[noreturn]] void die(const std::string& program, const std::string& what);
+
+class BenchGuest {
+ public:
+  // Boots and waits for the guest's readiness line; exits the program with
+  // one line on failure.
+  BenchGuest(const std::string& kernel, const std::string& initrd, uint64_t mem, uint32_t cpus,
+             const std::string& vsock, bool track_dirty = false);
+  ~BenchGuest();
+  Machine& machine() { return *machine_; }
+  const std::string& vsock() const { return vsock_; }
+  // Runs `sh -c script` through the agent; returns the host seconds it took.
+  double run(const std::string& script);
+
+ private:
+  std::string vsock_;
+  std::mutex mu_;
+  std::string console_;
+  std::unique_ptr<Machine> machine_;
+  std::thread runner_;
+};
+
+}  // namespace snapvm::bench
