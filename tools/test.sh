@@ -59,14 +59,14 @@ else
 fi
 
 echo "== restore benchmark inside the test host (256 MiB vs 2 GiB; target 1.2x)"
-if tools/testhost/bench-restore.sh --reps 3; then
+if tools/testhost/bench.sh restore --reps 3; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))
 fi
 
 echo "== diff snapshot benchmark inside the test host (1 GiB guest, 1% dirty; docs/benchmarks.md has 2 GiB)"
-if tools/testhost/bench-diff.sh --mem 1G --percents 1; then
+if tools/testhost/bench.sh diff --mem 1G --percents 1; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))

@@ -100,8 +100,9 @@ void DirtyBitmap::merge(const DirtyBitmap& other) {
   for (size_t i = 0; i < words_.size() && i < other.words_.size(); ++i) words_[i] |= other.words_[i];
 }
 
-DiffInProgress::DiffInProgress(SnapshotFile base, PendingFile file, bool reflinked)
-    : base_(std::move(base)), file_(std::move(file)), reflinked_(reflinked) {}
+DiffInProgress::DiffInProgress(SnapshotFile base, PendingFile file, bool reflinked,
+                               std::vector<std::vector<uint64_t>> tables)
+    : base_(std::move(base)), file_(std::move(file)), reflinked_(reflinked), tables_(std::move(tables)) {}
 
 Result<DiffInProgress> DiffInProgress::prepare(const std::string& path, const std::string& base_path) {
   auto base = SnapshotFile::open(base_path);
@@ -115,7 +116,10 @@ Result<DiffInProgress> DiffInProgress::prepare(const std::string& path, const st
   } else {
     return errno_error(fmt::format("reflink {}", base_path));
   }
-  return DiffInProgress(std::move(*base), std::move(file), reflinked);
+  // The base's page checksums too: the diff updates them in place.
+  std::vector<std::vector<uint64_t>> tables;
+  for (size_t i = 0; i < base->ram_regions().size(); ++i) tables.push_back(SNAPVM_TRY(base->read_page_table(i)));
+  return DiffInProgress(std::move(*base), std::move(file), reflinked, std::move(tables));
 }
 
 Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,
@@ -132,8 +136,7 @@ Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std:
   PendingFile& file = file_;
   SNAPVM_CHECK_OK(check_base_matches(*base, contents, ram, dirty));
 
-  std::vector<std::vector<uint64_t>> tables;
-  for (size_t i = 0; i < ram.size(); ++i) tables.push_back(SNAPVM_TRY(base->read_page_table(i)));
+  std::vector<std::vector<uint64_t>>& tables = tables_;
   WriteStats stats;
   stats.reflinked = reflinked_;
 

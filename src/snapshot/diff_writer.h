@@ -55,10 +55,11 @@ class DiffInProgress {
   const SnapshotFile& base() const { return base_; }
 
  private:
-  DiffInProgress(SnapshotFile base, PendingFile file, bool reflinked);
+  DiffInProgress(SnapshotFile base, PendingFile file, bool reflinked, std::vector<std::vector<uint64_t>> tables);
   SnapshotFile base_;
   PendingFile file_;
   bool reflinked_;
+  std::vector<std::vector<uint64_t>> tables_;  // the base's page checksums, per region
 };
 
 // Both steps at once.

@@ -141,6 +141,8 @@ std::string ControlServer::handle(const std::string& line) {
                 {"reflinked", stats.reflinked},
                 {"holes_punched_bytes", stats.holes_punched_bytes},
                 {"pause_ms", live->pause_ms},
+                {"pause_breakdown_ms",
+                 {{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"write", live->write_ms}}},
                 {"total_ms", live->total_ms}}
         .dump();
   }

@@ -100,7 +100,8 @@ struct Machine::State {
   // Refuses a diff base that is not the snapshot dirty pages count from.
   Status check_diff_base(const std::string& diff_from) const;
   // Captures the paused VM and writes it: in full, or finishing `diff`.
-  Result<WriteStats> write_snapshot(const std::string& path, std::optional<DiffInProgress> diff);
+  Result<WriteStats> write_snapshot(const std::string& path, std::optional<DiffInProgress> diff,
+                                    LiveSnapshot* timing = nullptr);
 
   std::mutex mu;
   std::condition_variable cv;
@@ -258,6 +259,9 @@ Machine::~Machine() {
   if (!s_) return;
   s_->stop_all();
   for (pthread_t t : s_->threads) ::pthread_join(t, nullptr);
+  // Devices first: their threads write guest memory and mark dirty pages
+  // until joined, so RAM and the dirty bitmap must outlive them.
+  s_->virtio.clear();
 }
 
 uint64_t Machine::mem_bytes() const { return s_->ram.size(); }
@@ -576,9 +580,17 @@ Status Machine::State::check_diff_base(const std::string& diff_from) const {
   return {};
 }
 
-Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::optional<DiffInProgress> diff) {
+Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::optional<DiffInProgress> diff,
+                                                  LiveSnapshot* timing) {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  auto t0 = Clock::now();
   state::SnapshotState st = SNAPVM_TRY(capture_state());
+  auto t1 = Clock::now();
   if (dirty) SNAPVM_CHECK_OK(collect_dirty());
+  auto t2 = Clock::now();
   RamSource source{arch::kRamBase, ram.span()};
   WriteStats stats;
   if (diff) {
@@ -594,6 +606,11 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
     dirty->base_path = path;
     dirty->base_checksum = written->header().metadata_checksum;
     std::fill(dirty->since_base.words().begin(), dirty->since_base.words().end(), 0);
+  }
+  if (timing != nullptr) {
+    timing->capture_ms = ms(t0, t1);
+    timing->dirty_log_ms = ms(t1, t2);
+    timing->write_ms = ms(t2, Clock::now());
   }
   return stats;
 }
@@ -621,11 +638,11 @@ Result<Machine::LiveSnapshot> Machine::snapshot_live(const std::string& path, co
   }
   auto paused_at = Clock::now();
   if (!paused()) SNAPVM_CHECK_OK(pause());
-  auto stats = s_->write_snapshot(path, std::move(diff));
+  LiveSnapshot live;
+  auto stats = s_->write_snapshot(path, std::move(diff), &live);
   if (resume_after) (void)resume();
   auto end = Clock::now();
   if (!stats) return tl::unexpected(std::move(stats.error()));
-  LiveSnapshot live;
   live.stats = *stats;
   live.pause_ms = std::chrono::duration<double, std::milli>(end - paused_at).count();
   live.total_ms = std::chrono::duration<double, std::milli>(end - start).count();

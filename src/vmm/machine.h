@@ -123,6 +123,9 @@ class Machine {
     WriteStats stats;
     double pause_ms = 0;  // guest stopped: pause to resume (or to the end)
     double total_ms = 0;
+    // Within the pause: vCPUs, GIC and devices captured; KVM's dirty log
+    // read and re-protected; the file written and committed.
+    double capture_ms = 0, dirty_log_ms = 0, write_ms = 0;
   };
   Result<LiveSnapshot> snapshot_live(const std::string& path, const std::string& diff_from, bool resume);
 

@@ -94,3 +94,4 @@ BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds t
 }
 
 }  // namespace snapvm::test
+

@@ -51,6 +51,8 @@ void set_high(uint64_t& v, uint32_t high) { v = (v & 0xffffffffull) | (uint64_t{
 
 }  // namespace
 
+MmioTransport::~MmioTransport() { device_.reset(); }
+
 MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory memory, IrqFn irq)
     : device_(std::move(device)), memory_(std::move(memory)), irq_(std::move(irq)) {
   for (uint16_t max : device_->queue_max_sizes()) queues_.emplace_back(max);

@@ -21,6 +21,9 @@ class MmioTransport final : public MmioDevice, public Transport {
   using IrqFn = std::function<void()>;  // raises the device's edge-triggered interrupt
 
   MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory memory, IrqFn irq);
+  // Destroys the device first: a device with its own thread (vsock) may be
+  // using the queues until its destructor has joined that thread.
+  ~MmioTransport();
 
   void mmio_read(uint64_t offset, std::span<uint8_t> data) override;
   void mmio_write(uint64_t offset, std::span<const uint8_t> data) override;
