@@ -1,6 +1,7 @@
 #include "devices/virtio/virtqueue.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include <fmt/format.h>
 
@@ -169,10 +170,21 @@ std::optional<Chain> Virtqueue::pop(const GuestMemory& mem) {
 void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t written) {
   if (!error_.empty()) return;
   for (const auto& b : chain.writable) mem.mark_written(b.data, b.len);
+  // Reset (or never set up) since the chain was popped: it went with the
+  // old queue, and the ring registers may be half rewritten.
+  if (!config_.ready || config_.size == 0) return;
   uint16_t head = chain.head;
   uint8_t* used = mem.translate(config_.used_addr, 4 + 8ull * config_.size);
   if (used == nullptr) {
     fail("used ring outside guest RAM");
+    return;
+  }
+  if (reinterpret_cast<uintptr_t>(used) % 4 != 0) {
+    // activate() checked this; an atomic store here would fault (SIGBUS).
+    std::fprintf(stderr, "virtqueue %p: used ring %#llx misaligned at push (size %u, ready %d)\n",
+                 static_cast<void*>(this), static_cast<unsigned long long>(config_.used_addr), config_.size,
+                 config_.ready);
+    fail("used ring misaligned");
     return;
   }
   uint8_t* elem = used + 4 + 8 * (next_used_ % config_.size);
