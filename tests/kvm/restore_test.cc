@@ -157,51 +157,26 @@ TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
 namespace snapvm {
 namespace {
 
-// Restores `snap` in this process and runs it in the background.
-struct InProcessRestore {
-  InProcessRestore(const std::string& snap, const std::string& vsock) {
-    RestoreOptions o;
-    o.vsock_path = vsock;
-    auto m = Machine::restore(snap, o);
-    if (!m) {
-      error = m.error().describe();
-      return;
-    }
-    machine = std::move(*m);
-    runner = std::thread([this] { (void)machine->run(); });
-  }
-  ~InProcessRestore() {
-    if (machine) machine->request_stop();
-    if (runner.joinable()) runner.join();
-  }
-  std::unique_ptr<Machine> machine;
-  std::thread runner;
-  std::string error;
-};
-
 TEST(Restore, ThreeGenerations) {
   // Generation 0 is the snapshot of GuestCarriesOnInAFreshProcess. Each
-  // generation appends to a file, is snapshotted, and the next one restores
-  // from that snapshot.
+  // generation is restored in a fresh process, appends to a file, and is
+  // snapshotted through its control socket; the next one restores from that.
   std::string snap = "/tmp/restore.snap";
   for (int gen = 1; gen <= 3; ++gen) {
-    std::string vsock = "/tmp/gen" + std::to_string(gen) + ".vsock";
-    InProcessRestore vm(snap, vsock);
-    ASSERT_TRUE(vm.error.empty()) << "generation " << gen << ": " << vm.error;
-    auto w = run_when_up(vsock, {"sh", "-c", "echo gen" + std::to_string(gen) + " >> /tmp/generations; cat /tmp/generations"});
-    ASSERT_TRUE(w.error.empty()) << "generation " << gen << ": " << w.error;
+    std::string name = "/tmp/gen" + std::to_string(gen);
+    RestoredVm vm(snap, name + ".vsock", name + ".log", {"--api", name + ".sock"});
+    auto w = run_when_up(vm.vsock(), {"sh", "-c", "echo gen" + std::to_string(gen) + " >> /tmp/generations; cat /tmp/generations"});
+    ASSERT_TRUE(w.error.empty()) << "generation " << gen << ": " << w.error << vm.log();
     std::string expect;
     for (int g = 1; g <= gen; ++g) expect += "gen" + std::to_string(g) + "\n";
     EXPECT_EQ(w.out, expect) << "generation " << gen;
-    ASSERT_TRUE(vm.machine->pause());
-    snap = "/tmp/gen" + std::to_string(gen) + ".snap";
-    auto stats = vm.machine->snapshot(snap);
-    ASSERT_TRUE(stats) << "generation " << gen << ": " << stats.error().describe();
+    auto taken = snapvm_cli("snapshot " + name + ".sock " + name + ".snap");
+    ASSERT_EQ(taken.rc, 0) << "generation " << gen << ": " << taken.out;
+    snap = name + ".snap";
   }
-  InProcessRestore last(snap, "/tmp/gen4.vsock");
-  ASSERT_TRUE(last.error.empty()) << last.error;
-  auto r = run_when_up("/tmp/gen4.vsock", {"cat", "/tmp/generations"});
-  EXPECT_EQ(r.out, "gen1\ngen2\ngen3\n");
+  RestoredVm last(snap, "/tmp/gen4.vsock", "/tmp/gen4.log");
+  auto r = run_when_up(last.vsock(), {"cat", "/tmp/generations"});
+  EXPECT_EQ(r.out, "gen1\ngen2\ngen3\n") << r.error << last.log();
 }
 
 }  // namespace
