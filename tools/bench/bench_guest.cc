@@ -15,6 +15,34 @@ void die(const std::string& program, const std::string& what) {
   std::exit(1);
 }
 
+namespace {
+const auto program_start = std::chrono::steady_clock::now();
+}
+
+void progress(const std::string& what) {
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - program_start).count();
+  fmt::print(stderr, "[{:7.1f} s] {}\n", s, what);
+}
+
+StepWatchdog::StepWatchdog(std::string step, std::chrono::seconds limit) {
+  thread_ = std::thread([this, step = std::move(step), limit] {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, limit, [&] { return done_; })) {
+      progress(fmt::format("stuck: {} did not finish within {} s", step, limit.count()));
+      std::_Exit(3);
+    }
+  });
+}
+
+StepWatchdog::~StepWatchdog() {
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
 BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uint64_t mem, uint32_t cpus,
                        const std::string& vsock, bool track_dirty)
     : vsock_(vsock) {
@@ -30,6 +58,7 @@ BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uin
     std::lock_guard lock(mu_);
     console_.append(s);
   };
+  progress(fmt::format("booting a {} MiB, {}-vCPU guest", mem >> 20, cpus));
   auto m = Machine::create(c);
   if (!m) die("bench", m.error().describe());
   machine_ = std::move(*m);
@@ -43,6 +72,7 @@ BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uin
     if (std::chrono::steady_clock::now() > deadline) die("bench", "the guest did not boot");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  progress("guest booted");
 }
 
 BenchGuest::~BenchGuest() {

@@ -2,6 +2,8 @@
 // snapvm agent), running on a background thread until the object dies.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -14,6 +16,26 @@
 namespace snapvm::bench {
 
 [[noreturn]] void die(const std::string& program, const std::string& what);
+
+// One progress line on stderr, "[  12.3 s] what", timed from program start,
+// so a benchmark killed by a timeout shows the step it was in.
+void progress(const std::string& what);
+
+// Names a step that must end within `limit`; if it does not, prints the step
+// and exits, instead of hanging until an outer timeout says nothing.
+class StepWatchdog {
+ public:
+  StepWatchdog(std::string step, std::chrono::seconds limit);
+  ~StepWatchdog();
+  StepWatchdog(const StepWatchdog&) = delete;
+  StepWatchdog& operator=(const StepWatchdog&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 class BenchGuest {
  public:

@@ -31,8 +31,11 @@ struct Options {
 [[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-diff", what); }
 
 Machine::LiveSnapshot snap(Machine& m, const std::string& path, const std::string& base) {
+  std::string step = base.empty() ? fmt::format("full snapshot {}", path) : fmt::format("diff snapshot {}", path);
+  bench::StepWatchdog watchdog(step, std::chrono::minutes(10));
   auto r = m.snapshot_live(path, base, /*resume=*/true);
   if (!r) die(r.error().describe());
+  bench::progress(fmt::format("{}: pause {:.0f} ms", step, r->pause_ms));
   return *r;
 }
 
@@ -86,6 +89,7 @@ int main(int argc, char** argv) {
     uint64_t bytes = static_cast<uint64_t>(static_cast<double>(*mem) * pct / 100) & ~uint64_t{4095};
     // The base for this round: a full snapshot of the current state.
     snap(guest.machine(), base, {});
+    bench::progress(fmt::format("the guest writes {} MiB", bytes >> 20));
     guest.run(dirty_script(bytes, round));
     std::string diff_path = o.dir + "/bench-diff.snap", full_path = o.dir + "/bench-full.snap";
     auto diff = snap(guest.machine(), diff_path, base);

@@ -78,9 +78,11 @@ struct Options {
 
 void make_snapshot(const Options& o, uint64_t mem, const std::string& path) {
   bench::BenchGuest guest(o.kernel, o.initrd, mem, o.cpus, o.dir + "/bench-boot.vsock");
+  bench::StepWatchdog watchdog("snapshot of the booted guest", std::chrono::minutes(10));
   if (!guest.machine().pause()) die("pause failed");
   auto stats = guest.machine().snapshot(path);
   if (!stats) die(stats.error().describe());
+  bench::progress(fmt::format("snapshot written: {} MiB of RAM data", stats->data_bytes >> 20));
 }
 
 struct Sample {
@@ -102,10 +104,11 @@ Sample restore_once(const Options& o, const std::string& path) {
   std::thread runner([&] { (void)(*m)->run(); });
   agent::ExecRequest req;
   req.argv = {"true"};
-  for (int tries = 0;; ++tries) {
+  auto deadline = Clock::now() + std::chrono::minutes(2);
+  for (;;) {
     auto r = agent::exec(ro.vsock_path, req, [](std::string_view) {}, [](std::string_view) {});
     if (r && r->exit_code == 0) break;
-    if (tries > 3000) die("the restored guest's agent never answered");
+    if (Clock::now() > deadline) die("the restored guest's agent did not answer within 2 minutes");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   s.first_exec_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -148,7 +151,11 @@ int main(int argc, char** argv) {
     std::vector<double> total, open, map, vcpus, gic, devices, first;
     Sample last;
     for (int i = 0; i < o.reps; ++i) {
+      std::string step = fmt::format("restore {} of {} at {}", i + 1, o.reps, size_text);
+      bench::StepWatchdog watchdog(step, std::chrono::minutes(5));
       last = restore_once(o, path);
+      bench::progress(fmt::format("{}: {:.2f} ms, first exec reply {:.1f} ms", step, last.t.total_us / 1000,
+                                  last.first_exec_ms));
       total.push_back(last.t.total_us / 1000);
       open.push_back(last.t.open_us / 1000);
       map.push_back(last.t.map_ram_us / 1000);

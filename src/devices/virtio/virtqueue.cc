@@ -197,6 +197,13 @@ void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t w
   mem.mark_written(used + 2, 2);
 }
 
+std::optional<uint16_t> Virtqueue::driver_avail_idx(const GuestMemory& mem) const {
+  if (!ready()) return std::nullopt;
+  const uint8_t* avail = mem.translate(config_.avail_addr, 4);
+  if (avail == nullptr) return std::nullopt;
+  return load_u16(avail + 2);
+}
+
 bool Virtqueue::should_notify(const GuestMemory& mem) const {
   const uint8_t* avail = mem.translate(config_.avail_addr, 2);
   if (avail == nullptr) return true;

@@ -70,6 +70,9 @@ class Virtqueue {
   // Its writable buffers and the used ring count as written by the VMM for
   // dirty tracking: devices write them before returning the chain.
   void push_used(const GuestMemory& mem, const Chain& chain, uint32_t written);
+  // The driver's avail index as it is now (how many buffers it has ever
+  // made available), or nullopt while the queue is not usable.
+  std::optional<uint16_t> driver_avail_idx(const GuestMemory& mem) const;
   // False when the driver asked not to be interrupted.
   bool should_notify(const GuestMemory& mem) const;
 

@@ -77,6 +77,7 @@ struct Vsock::Conn {
 
 struct Vsock::Pending {
   UniqueFd fd;
+  bool reply_ok = true;  // a Unix client (answered "OK <port>"), not a TCP forward
   std::string line;
   bool has_port = false;
   uint32_t port = 0;
@@ -107,11 +108,21 @@ class VsockWorker {
     for (;;) {
       int fd = ::accept4(v_.forward_listeners_[index].second.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) return;
-      if (v_.transport_ == nullptr || v_.conns_.size() >= kMaxConnections) {
+      if (v_.transport_ == nullptr || v_.pending_.size() + v_.conns_.size() >= kMaxConnections) {
         ::close(fd);  // no guest driver yet: refuse rather than hang
         continue;
       }
-      start_host_connection(UniqueFd(fd), v_.forward_listeners_[index].first.guest_port, false);
+      uint32_t guest_port = v_.forward_listeners_[index].first.guest_port;
+      if (v_.reset_event_ == Vsock::ResetEvent::kNone) {
+        start_host_connection(UniqueFd(fd), guest_port, false);
+        continue;
+      }
+      auto p = std::make_unique<Vsock::Pending>();  // until the guest has handled the reset
+      p->fd.reset(fd);
+      p->reply_ok = false;
+      p->has_port = true;
+      p->port = guest_port;
+      v_.pending_[fd] = std::move(p);
     }
   }
 
@@ -144,16 +155,17 @@ class VsockWorker {
   }
 
   void start_pending() {
-    if (v_.transport_ == nullptr) return;
+    if (v_.transport_ == nullptr || v_.reset_event_ != Vsock::ResetEvent::kNone) return;
     for (auto it = v_.pending_.begin(); it != v_.pending_.end();) {
       if (!it->second->has_port) {
         ++it;
         continue;
       }
       uint32_t port = it->second->port;
+      bool reply_ok = it->second->reply_ok;
       UniqueFd fd = std::move(it->second->fd);
       it = v_.pending_.erase(it);
-      start_host_connection(std::move(fd), port, true);
+      start_host_connection(std::move(fd), port, reply_ok);
     }
   }
 
@@ -175,6 +187,37 @@ class VsockWorker {
       if (v_.next_local_port_ == 0) v_.next_local_port_ = 1u << 30;
       if (v_.conns_.count(conn_key(p, peer)) == 0) return p;
     }
+  }
+
+  // Sends the transport-reset event once the guest has posted a buffer for
+  // it, then watches for the guest to re-post one (it does after handling
+  // the event). Returns whether the event queue needs an interrupt.
+  bool advance_reset_event() {
+    Virtqueue& eq = v_.transport_->queue(2);
+    const GuestMemory& mem = v_.transport_->memory();
+    switch (v_.reset_event_) {
+      case Vsock::ResetEvent::kNone: return false;
+      case Vsock::ResetEvent::kToSend: {
+        auto chain = eq.pop(mem);
+        if (!chain) {
+          if (!eq.error().empty()) v_.reset_event_ = Vsock::ResetEvent::kNone;  // nothing to wait for
+          return !eq.error().empty();
+        }
+        uint8_t event[4] = {0, 0, 0, 0};  // struct virtio_vsock_event { le32 id; }, id 0: transport reset
+        chain->write(0, event);
+        eq.push_used(mem, *chain, 4);
+        v_.reset_avail_idx_ = eq.driver_avail_idx(mem).value_or(0);
+        v_.reset_event_ = Vsock::ResetEvent::kAwaitingAck;
+        return true;
+      }
+      case Vsock::ResetEvent::kAwaitingAck: {
+        auto idx = eq.driver_avail_idx(mem);
+        // A broken event queue will never acknowledge: stop waiting for it.
+        if (!idx || *idx != v_.reset_avail_idx_) v_.reset_event_ = Vsock::ResetEvent::kNone;
+        return false;
+      }
+    }
+    return false;
   }
 
   void drop_pending(int fd) {
@@ -597,12 +640,13 @@ void Vsock::reset() {
   }
   conns_.clear();
   control_.clear();
+  reset_event_ = ResetEvent::kNone;  // the driver starts over with no sockets
 }
 
 void Vsock::restored() {
   {
     std::lock_guard lock(mu_);
-    send_reset_ = true;
+    reset_event_ = ResetEvent::kToSend;
   }
   kick();
 }
@@ -643,17 +687,7 @@ void Vsock::run() {
           case kTagConn: w.on_conn(static_cast<int>(value), events[i].events); break;
         }
       }
-      if (transport_ != nullptr && !paused_ && send_reset_) {
-        // struct virtio_vsock_event { le32 id; }, id 0: transport reset.
-        Virtqueue& eq = transport_->queue(2);
-        if (auto chain = eq.pop(transport_->memory())) {
-          uint8_t event[4] = {0, 0, 0, 0};
-          chain->write(0, event);
-          eq.push_used(transport_->memory(), *chain, 4);
-          send_reset_ = false;
-          signal_event = true;
-        }
-      }
+      if (transport_ != nullptr && !paused_) signal_event = w.advance_reset_event();
       if (transport_ != nullptr && !paused_) {
         w.start_pending();
         signal_tx = w.process_tx();

@@ -79,7 +79,15 @@ class Vsock final : public VirtioDevice {
   uint32_t next_local_port_ = 1u << 30;
   bool rx_starved_ = false;
   bool paused_ = false;
-  bool send_reset_ = false;
+  // A restored guest still holds sockets of connections that did not
+  // survive; the transport-reset event makes it drop them. Host-initiated
+  // connections wait until the guest has handled that event (it re-posts
+  // the event buffer, moving the event queue's avail index past
+  // reset_avail_idx_): a CONNECT forwarded earlier could be accepted and
+  // then torn down by the reset without a word to the host.
+  enum class ResetEvent { kNone, kToSend, kAwaitingAck };
+  ResetEvent reset_event_ = ResetEvent::kNone;
+  uint16_t reset_avail_idx_ = 0;
 
   std::atomic<bool> stop_{false};
   std::thread worker_;
