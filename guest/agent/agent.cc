@@ -1,4 +1,5 @@
 #include "agent.h"
+#include "base/json_fields.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -86,8 +87,8 @@ void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
       if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
     }
   }
-  std::string cwd = req.value("cwd", std::string("/"));
-  int64_t timeout_ms = req.value("timeout_ms", int64_t{0});
+  std::string cwd = json_field_or(req, "cwd", std::string("/"));
+  int64_t timeout_ms = json_field_or(req, "timeout_ms", int64_t{0});
 
   int in[2], out[2], err[2], status_pipe[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
@@ -229,8 +230,8 @@ void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
 }
 
 void serve_put(int conn, const json& req, agent::FrameReader& reader) {
-  std::string path = req.value("path", std::string());
-  int mode = req.value("mode", 0644);
+  std::string path = json_field_or(req, "path", std::string());
+  int mode = json_field_or(req, "mode", 0644);
   if (path.empty()) return fail(conn, "put: no path");
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 07777);
   if (fd < 0) return fail(conn, "put " + path + ": " + std::strerror(errno));
@@ -262,7 +263,7 @@ void serve_put(int conn, const json& req, agent::FrameReader& reader) {
 }
 
 void serve_get(int conn, const json& req) {
-  std::string path = req.value("path", std::string());
+  std::string path = json_field_or(req, "path", std::string());
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return fail(conn, "get " + path + ": " + std::strerror(errno));
   uint8_t buf[kChunk];
@@ -290,7 +291,7 @@ void serve_sync(int conn, const json& req) {
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
     result["clock_set"] = ::clock_settime(CLOCK_REALTIME, &ts) == 0;
   }
-  std::string hex = req.value("entropy", std::string());
+  std::string hex = json_field_or(req, "entropy", std::string());
   if (!hex.empty() && hex.size() % 2 == 0 && hex.size() <= 1024) {
     struct {
       int entropy_count;

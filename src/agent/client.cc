@@ -1,4 +1,5 @@
 #include "agent/client.h"
+#include "base/json_fields.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -61,7 +62,7 @@ Result<FrameReader::Message> read_frame(int fd, FrameReader& r) {
 
 Error agent_error(const FrameReader::Message& m) {
   json j = json::parse(m.text(), nullptr, false);
-  std::string msg = j.is_object() ? j.value("message", std::string("unknown error")) : m.text();
+  std::string msg = j.is_object() ? json_field_or(j, "message", std::string("unknown error")) : m.text();
   return Error(ErrorCode::kFailedPrecondition, "guest: " + msg);
 }
 
@@ -165,9 +166,9 @@ Result<ExecResult> exec(const std::string& uds_path, const ExecRequest& req, con
             json e = json::parse(m->text(), nullptr, false);
             ExecResult res;
             if (e.is_object()) {
-              res.exit_code = e.value("code", -1);
-              res.signal = e.value("signal", 0);
-              res.timed_out = e.value("timed_out", false);
+              res.exit_code = json_field_or(e, "code", -1);
+              res.signal = json_field_or(e, "signal", 0);
+              res.timed_out = json_field_or(e, "timed_out", false);
             }
             return res;
           }
@@ -199,7 +200,7 @@ Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_p
   auto m = SNAPVM_TRY(read_frame(conn.get(), reader));
   if (m.type == Frame::kError) return tl::unexpected(agent_error(m));
   json j = json::parse(m.text(), nullptr, false);
-  return j.is_object() ? j.value("bytes", uint64_t{0}) : 0;
+  return j.is_object() ? json_field_or(j, "bytes", uint64_t{0}) : 0;
 }
 
 Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path) {
@@ -252,8 +253,8 @@ Result<SyncResult> sync_once(const std::string& uds_path) {
   json j = json::parse(m.text(), nullptr, false);
   SyncResult r;
   if (j.is_object()) {
-    r.clock_set = j.value("clock_set", false);
-    r.reseeded = j.value("reseeded", false);
+    r.clock_set = json_field_or(j, "clock_set", false);
+    r.reseeded = json_field_or(j, "reseeded", false);
   }
   return r;
 }

@@ -1,4 +1,5 @@
 #include "cli/control_commands.h"
+#include "base/json_fields.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -44,7 +45,7 @@ Result<json> request(const std::string& path, const json& req) {
   }
   json j = json::parse(reply, nullptr, false);
   if (!j.is_object()) return make_error(ErrorCode::kDataLoss, "unreadable reply from the control socket");
-  if (!j.value("ok", false)) return make_error(ErrorCode::kFailedPrecondition, "{}", j.value("error", std::string("failed")));
+  if (!json_field_or(j, "ok", false)) return make_error(ErrorCode::kFailedPrecondition, "{}", json_field_or(j, "error", std::string("failed")));
   return j;
 }
 
@@ -94,13 +95,13 @@ std::function<int()> register_control_commands(CLI::App& app) {
       json req{{"op", "snapshot"}, {"path", std::filesystem::absolute(*path).string()}, {"resume", *resume}};
       if (!diff_from->empty()) req["diff_from"] = std::filesystem::absolute(*diff_from).string();
       return run_request(*vm, req, [](const json& j) {
-        std::string kind = j.value("diff", false)
-                               ? fmt::format("diff, {} MiB of RAM written{}", j.value("written_bytes", uint64_t{0}) >> 20,
-                                             j.value("reflinked", false) ? ", base reflinked" : ", base copied")
-                               : fmt::format("{} MiB data", j.value("data_bytes", uint64_t{0}) >> 20);
-        fmt::print("wrote {}: {} MiB RAM, {}, guest paused {:.1f} ms{}\n", j.value("path", std::string()),
-                   j.value("ram_bytes", uint64_t{0}) >> 20, kind, j.value("pause_ms", 0.0),
-                   j.value("state", std::string()) == "running" ? ", now running" : ", still paused");
+        std::string kind = json_field_or(j, "diff", false)
+                               ? fmt::format("diff, {} MiB of RAM written{}", json_field_or(j, "written_bytes", uint64_t{0}) >> 20,
+                                             json_field_or(j, "reflinked", false) ? ", base reflinked" : ", base copied")
+                               : fmt::format("{} MiB data", json_field_or(j, "data_bytes", uint64_t{0}) >> 20);
+        fmt::print("wrote {}: {} MiB RAM, {}, guest paused {:.1f} ms{}\n", json_field_or(j, "path", std::string()),
+                   json_field_or(j, "ram_bytes", uint64_t{0}) >> 20, kind, json_field_or(j, "pause_ms", 0.0),
+                   json_field_or(j, "state", std::string()) == "running" ? ", now running" : ", still paused");
       });
     }
     return -1;

@@ -9,14 +9,18 @@
 
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "api/control_protocol.h"
 
 namespace snapvm {
 namespace {
 
 using nlohmann::json;
-constexpr size_t kMaxRequestBytes = 64 * 1024;
+// Connections served at once; more are told so and closed.
+constexpr size_t kMaxControlClients = 16;
 
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
@@ -55,98 +59,123 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::serve() {
-  for (;;) {
-    pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) continue;
-    if (fds[1].revents) return;
-    int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    UniqueFd conn(c);
-    // One client at a time, one request per line, until it hangs up.
+  // Every client is served from this one thread, each with its own buffer:
+  // a client that connects and says nothing (or never reads) holds up no
+  // other. Requests run one at a time, in arrival order.
+  struct Client {
+    UniqueFd fd;
     std::string buf;
-    char chunk[4096];
-    for (;;) {
-      pollfd p[2] = {{c, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) continue;
-      if (p[1].revents) return;
-      ssize_t n = ::recv(c, chunk, sizeof chunk, 0);
-      if (n <= 0) break;
-      buf.append(chunk, static_cast<size_t>(n));
-      size_t nl;
-      while ((nl = buf.find('\n')) != std::string::npos) {
-        std::string reply = handle(buf.substr(0, nl)) + "\n";
-        buf.erase(0, nl + 1);
-        (void)!::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+  };
+  std::vector<Client> clients;
+  char chunk[4096];
+  for (;;) {
+    std::vector<pollfd> fds = {{stop_fd_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+    for (const auto& c : clients) fds.push_back({c.fd.get(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) continue;
+    if (fds[0].revents) return;
+    std::vector<bool> drop(clients.size(), false);
+    for (size_t i = 0; i < clients.size(); ++i) {
+      if (!fds[i + 2].revents) continue;
+      Client& c = clients[i];
+      ssize_t n = ::recv(c.fd.get(), chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n <= 0) {
+        drop[i] = true;
+        continue;
       }
-      if (buf.size() > kMaxRequestBytes) {
-        std::string reply = error_reply("request too long").dump() + "\n";
-        (void)!::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
-        break;
+      c.buf.append(chunk, static_cast<size_t>(n));
+      size_t nl;
+      while (!drop[i] && (nl = c.buf.find('\n')) != std::string::npos) {
+        std::string reply = handle(c.buf.substr(0, nl)) + "\n";
+        c.buf.erase(0, nl + 1);
+        // Replies are small; a client that does not read them is dropped
+        // rather than allowed to block the server.
+        if (::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+            static_cast<ssize_t>(reply.size())) {
+          drop[i] = true;
+        }
+      }
+      if (!drop[i] && c.buf.size() > kMaxControlRequestBytes) {
+        std::string reply = error_reply(fmt::format("request over {} bytes", kMaxControlRequestBytes)).dump() + "\n";
+        (void)!::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        drop[i] = true;
+      }
+    }
+    for (size_t i = clients.size(); i-- > 0;) {
+      if (drop[i]) clients.erase(clients.begin() + static_cast<ptrdiff_t>(i));
+    }
+    if (fds[1].revents) {
+      int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c >= 0) {
+        UniqueFd conn(c);
+        if (clients.size() < kMaxControlClients) {
+          clients.push_back({std::move(conn), {}});
+        } else {
+          std::string reply = error_reply("too many control clients").dump() + "\n";
+          (void)!::send(c, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
       }
     }
   }
 }
 
 std::string ControlServer::handle(const std::string& line) {
-  json req = json::parse(line, nullptr, false);
-  if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
-    return error_reply("expected a JSON object with \"op\"").dump();
+  try {
+    return handle_request(line);
+  } catch (const std::exception& e) {
+    // A request must never take the VM down with it.
+    return error_reply(fmt::format("internal error: {}", e.what())).dump();
   }
-  std::string op = req["op"];
-  if (op == "info") {
-    json fwds = json::array();
-    for (const auto& f : machine_.port_forwards()) {
-      fwds.push_back({{"host_address", f.host_address}, {"host_port", f.host_port}, {"guest_port", f.guest_port}});
-    }
-    return json{{"ok", true},
-                {"state", machine_.paused() ? "paused" : "running"},
-                {"vcpus", machine_.vcpu_count()},
-                {"mem_bytes", machine_.mem_bytes()},
-                {"dirty_tracking", machine_.tracking_dirty()},
-                {"dirty_base", machine_.dirty_base()},
-                {"port_forwards", fwds}}
-        .dump();
-  }
-  if (op == "pause") {
-    auto r = machine_.pause();
-    return r ? json{{"ok", true}, {"state", "paused"}}.dump() : error_reply(r.error().describe()).dump();
-  }
-  if (op == "resume") {
-    auto r = machine_.resume();
-    return r ? json{{"ok", true}, {"state", "running"}}.dump() : error_reply(r.error().describe()).dump();
-  }
-  if (op == "snapshot") {
-    if (!req.contains("path") || !req["path"].is_string() || req["path"].get<std::string>().empty()) {
-      return error_reply("snapshot: \"path\" is required").dump();
-    }
-    std::string diff_from;
-    if (req.contains("diff_from")) {
-      if (!req["diff_from"].is_string() || req["diff_from"].get<std::string>().empty()) {
-        return error_reply("snapshot: \"diff_from\" must be a snapshot path").dump();
+}
+
+std::string ControlServer::handle_request(const std::string& line) {
+  auto req = parse_control_request(line);
+  if (!req) return error_reply(req.error().describe()).dump();
+  switch (req->op) {
+    case ControlRequest::Op::kInfo: {
+      json fwds = json::array();
+      for (const auto& f : machine_.port_forwards()) {
+        fwds.push_back({{"host_address", f.host_address}, {"host_port", f.host_port}, {"guest_port", f.guest_port}});
       }
-      diff_from = req["diff_from"].get<std::string>();
+      return json{{"ok", true},
+                  {"state", machine_.paused() ? "paused" : "running"},
+                  {"vcpus", machine_.vcpu_count()},
+                  {"mem_bytes", machine_.mem_bytes()},
+                  {"dirty_tracking", machine_.tracking_dirty()},
+                  {"dirty_base", machine_.dirty_base()},
+                  {"port_forwards", fwds}}
+          .dump();
     }
-    bool resume = req.value("resume", false);
-    auto live = machine_.snapshot_live(req["path"].get<std::string>(), diff_from, resume);
-    if (!live) return error_reply(live.error().describe()).dump();
-    const WriteStats& stats = live->stats;
-    return json{{"ok", true},
-                {"path", req["path"]},
-                {"state", resume ? "running" : "paused"},
-                {"ram_bytes", stats.ram_bytes},
-                {"data_bytes", stats.data_bytes},
-                {"file_bytes", stats.file_bytes},
-                {"written_bytes", stats.written_bytes},
-                {"diff", !diff_from.empty()},
-                {"reflinked", stats.reflinked},
-                {"holes_punched_bytes", stats.holes_punched_bytes},
-                {"pause_ms", live->pause_ms},
-                {"pause_breakdown_ms",
-                 {{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"write", live->write_ms}}},
-                {"total_ms", live->total_ms}}
-        .dump();
+    case ControlRequest::Op::kPause: {
+      auto r = machine_.pause();
+      return r ? json{{"ok", true}, {"state", "paused"}}.dump() : error_reply(r.error().describe()).dump();
+    }
+    case ControlRequest::Op::kResume: {
+      auto r = machine_.resume();
+      return r ? json{{"ok", true}, {"state", "running"}}.dump() : error_reply(r.error().describe()).dump();
+    }
+    case ControlRequest::Op::kSnapshot: {
+      auto live = machine_.snapshot_live(req->path, req->diff_from, req->resume);
+      if (!live) return error_reply(live.error().describe()).dump();
+      const WriteStats& stats = live->stats;
+      return json{{"ok", true},
+                  {"path", req->path},
+                  {"state", req->resume ? "running" : "paused"},
+                  {"ram_bytes", stats.ram_bytes},
+                  {"data_bytes", stats.data_bytes},
+                  {"file_bytes", stats.file_bytes},
+                  {"written_bytes", stats.written_bytes},
+                  {"diff", !req->diff_from.empty()},
+                  {"reflinked", stats.reflinked},
+                  {"holes_punched_bytes", stats.holes_punched_bytes},
+                  {"pause_ms", live->pause_ms},
+                  {"pause_breakdown_ms",
+                   {{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"write", live->write_ms}}},
+                  {"total_ms", live->total_ms}}
+          .dump();
+    }
   }
-  return error_reply("unknown op '" + op + "' (info, pause, resume, snapshot)").dump();
+  return error_reply("unknown request").dump();
 }
 
 }  // namespace snapvm

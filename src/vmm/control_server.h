@@ -19,11 +19,13 @@ class ControlServer {
   ~ControlServer();
 
   // Handles one request line; public so tests can drive it without a socket.
+  // Never throws: any failure becomes an error reply.
   std::string handle(const std::string& request_line);
 
  private:
   ControlServer(std::string path, Machine& machine) : path_(std::move(path)), machine_(machine) {}
   void serve();
+  std::string handle_request(const std::string& request_line);
 
   std::string path_;
   Machine& machine_;

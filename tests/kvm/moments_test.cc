@@ -108,6 +108,9 @@ TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
       EXPECT_EQ(check.out, "healthy\n") << "moment " << i << ", seed " << seed << ": " << check.err;
       if (check.out == "healthy\n") ++healthy;
     }
+    std::printf("moment %d of %d: snapshot %llu MiB data, clone %s\n", i + 1, count,
+                static_cast<unsigned long long>(stats->data_bytes >> 20), healthy == i + 1 ? "healthy" : "NOT healthy");
+    std::fflush(stdout);
     ASSERT_TRUE(vm.machine().resume());
   }
   streaming = false;

@@ -95,3 +95,50 @@ TEST_F(VsockTest, HostConnectsWaitUntilTheGuestHandledTheResetEvent) {
 
 }  // namespace
 }  // namespace snapvm::virtio
+
+namespace snapvm::virtio {
+namespace {
+
+// A guest that sends REQUESTs to a host port nobody listens on provokes one
+// RST each; if it posts no rx buffers those RSTs used to pile up in host
+// memory without bound. Now the device stops taking tx packets once
+// kMaxQueuedControlPackets replies wait, and goes on when rx buffers come.
+TEST(VsockBounds, ReplyBacklogStopsTxInsteadOfGrowingHostMemory) {
+  snapvm::test::TempDir dir;
+  auto v = Vsock::create(3, dir.file("vm.vsock"));
+  ASSERT_TRUE(v) << v.error().describe();
+  MmioGuest guest(std::move(*v));
+  vsock::Header h;
+  h.src_cid = 3;
+  h.dst_cid = vsock::kHostCid;
+  h.src_port = 5000;
+  h.dst_port = 9;  // no host listener: every request is answered with RST
+  h.op = vsock::kOpRequest;
+  h.buf_alloc = 4096;
+  uint64_t pkt = MmioGuest::kData + 0x180000;
+  h.encode(guest.host(pkt));
+
+  const uint16_t batch = 32;  // half the queue, so descriptors are reused only once returned
+  uint16_t sent = 0;
+  for (int round = 0; round < 40; ++round) {
+    for (uint16_t i = 0; i < batch; ++i) guest.add_chain(kTx, {{pkt, vsock::kHeaderBytes, false}});
+    sent = static_cast<uint16_t>(sent + batch);
+    guest.notify(kTx);
+    if (!MmioGuest::wait_for([&] { return guest.used_idx(kTx) == sent; }, 200ms)) break;
+  }
+  uint16_t taken = guest.used_idx(kTx);
+  EXPECT_LT(sent, 40 * batch) << "the device kept taking packets nobody could receive replies to";
+  EXPECT_LE(taken, Vsock::kMaxQueuedControlPackets + batch);
+  EXPECT_GE(taken, Vsock::kMaxQueuedControlPackets);
+
+  // Rx buffers drain the backlog (RSTs) and the device takes tx again.
+  for (uint64_t i = 0; i < 32; ++i) guest.add_chain(kRx, {{kRxBuffers + i * 4096, 4096, true}});
+  guest.notify(kRx);
+  ASSERT_TRUE(MmioGuest::wait_for([&] { return guest.used_idx(kRx) == 32; }));
+  auto [id, len] = guest.used_elem(kRx, 0);
+  EXPECT_EQ(vsock::Header::decode(guest.host(guest.desc_addr(kRx, id))).op, vsock::kOpRst);
+  EXPECT_TRUE(MmioGuest::wait_for([&] { return guest.used_idx(kTx) > taken; }));
+}
+
+}  // namespace
+}  // namespace snapvm::virtio

@@ -50,7 +50,11 @@ qemu_rc=${PIPESTATUS[0]}
 set -e
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
-  echo "testhost: timed out after ${timeout_s}s; console log kept in $log" >&2
+  # Name where it stopped: the last test started or benchmark step.
+  step=$(grep -aE '^\[ RUN +\]|^\[ *[0-9.]+ s\]' "$log" | tail -n 1 || true)
+  echo "testhost: timed out after ${timeout_s}s; last step: ${step:-none seen}; the console's last lines:" >&2
+  tail -n 15 "$log" >&2
+  echo "testhost: console log kept in $log" >&2
   exit 124
 fi
 rc=$(sed -n 's/.*SNAPVM-TESTHOST-EXIT \([0-9]*\).*/\1/p' "$log" | tail -n 1)

@@ -286,13 +286,19 @@ class VsockWorker {
     if (c.to_host.empty() && c.guest_done_sending) ::shutdown(c.fd.get(), SHUT_WR);
   }
 
-  // Guest -> host: every packet on the tx queue.
+  // Guest -> host: the packets on the tx queue, while the replies they may
+  // provoke (RST, RESPONSE, credit updates) have room. A guest that sends
+  // without posting rx buffers fills that room and then its own tx queue:
+  // back-pressure instead of host memory.
+  bool tx_throttled() const { return v_.control_.size() >= Vsock::kMaxQueuedControlPackets * kHeaderBytes; }
   bool process_tx() {
     Transport& t = *v_.transport_;
     Virtqueue& q = t.queue(1);
     const GuestMemory& mem = t.memory();
     bool any = false;
-    while (auto chain = q.pop(mem)) {
+    while (!tx_throttled()) {
+      auto chain = q.pop(mem);
+      if (!chain) break;
       any = true;
       uint8_t raw[kHeaderBytes];
       if (chain->read(0, raw) == kHeaderBytes) handle_packet(Header::decode(raw), *chain);
@@ -690,8 +696,14 @@ void Vsock::run() {
       if (transport_ != nullptr && !paused_) signal_event = w.advance_reset_event();
       if (transport_ != nullptr && !paused_) {
         w.start_pending();
-        signal_tx = w.process_tx();
-        signal_rx = w.fill_rx();
+        // Replies drained into rx buffers make room for more tx packets.
+        for (;;) {
+          bool was_throttled = w.tx_throttled();
+          bool tx = w.process_tx(), rx = w.fill_rx();
+          signal_tx |= tx;
+          signal_rx |= rx;
+          if (!rx || !(tx || was_throttled) || w.tx_throttled()) break;
+        }
         signal_to = transport_;
       }
       w.update_interest();

@@ -50,6 +50,10 @@ class Vsock final : public VirtioDevice {
   // counters (restore resets them with a transport-reset event).
   std::vector<uint8_t> save_specific() const override;
 
+  // Header-only packets (replies, resets, credit updates) waiting for guest
+  // rx buffers at most; past it the device stops taking tx packets.
+  static constexpr size_t kMaxQueuedControlPackets = 256;
+
   uint64_t guest_cid() const { return guest_cid_; }
   const std::string& uds_path() const { return uds_path_; }
   // The TCP ports the forwards actually listen on (port 0 asks the kernel).
