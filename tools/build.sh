@@ -2,7 +2,8 @@
 # Configures and builds one snapvm build tree.
 #   tools/build.sh            release build in build/
 #   tools/build.sh asan       ASan+UBSan build in build-asan/
-#   tools/build.sh fuzz       clang-14 libFuzzer build in build-fuzz/
+#   tools/build.sh tsan       ThreadSanitizer build in build-tsan/
+#   tools/build.sh fuzz       clang-14 libFuzzer build in build-fuzz/ (checks thread-safety annotations)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-release}
@@ -10,8 +11,9 @@ jobs=$(nproc)
 case "$kind" in
   release) dir=build; args=() ;;
   asan) dir=build-asan; args=(-DSNAPVM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug) ;;
+  tsan) dir=build-tsan; args=(-DSNAPVM_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
   fuzz) dir=build-fuzz; args=(-DSNAPVM_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14) ;;
-  *) echo "build.sh: unknown build kind '$kind' (release, asan, fuzz)" >&2; exit 2 ;;
+  *) echo "build.sh: unknown build kind '$kind' (release, asan, tsan, fuzz)" >&2; exit 2 ;;
 esac
 cmake -S . -B "$dir" -G Ninja "${args[@]}" >/dev/null
 ninja -C "$dir" -j "$jobs" | { grep -v '^\[' || true; }

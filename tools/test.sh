@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs dependencies, builds,
-# runs the native tests (plain and under ASan+UBSan), fuzzes every parser of
+# runs the native tests (plain, ASan+UBSan, ThreadSanitizer), fuzzes every parser of
 # untrusted input for a bounded time, runs the KVM tests inside the emulated
 # arm64 test host, the VM benchmarks there at CI sizes, and smoke-runs the
 # format benchmark. Ends with the time each suite took.
@@ -30,6 +30,8 @@ suite "build (release)" tools/build.sh release
 suite "native tests" ctest_in build
 suite "build (ASan+UBSan)" tools/build.sh asan
 suite "native tests under ASan+UBSan" ctest_in build-asan
+suite "build (ThreadSanitizer)" tools/build.sh tsan
+suite "native tests under ThreadSanitizer" ctest_in build-tsan
 
 fuzz_all() {
   tools/build.sh fuzz

@@ -239,6 +239,10 @@ namespace {
 
 Result<SyncResult> sync_once(const std::string& uds_path) {
   auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort, std::chrono::seconds(2)));
+  // A reply that never comes (the guest dropped the connection without a
+  // word) must not hang the caller: the retry loop tries again.
+  timeval limit{5, 0};
+  ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   uint8_t entropy[64];
   if (::getrandom(entropy, sizeof entropy, 0) != sizeof entropy) return errno_error("getrandom");
   std::string hex;

@@ -169,7 +169,7 @@ int run_vm(const RunOptions& o) {
 }
 
 struct RestoreCliOptions {
-  std::string file, vsock, api, name, console;
+  std::string file, vsock, api, name, console, allow_dir;
   std::vector<std::string> disks, publish;
   bool paused = false;
   bool no_sync = false;
@@ -184,16 +184,14 @@ int restore_vm(const RestoreCliOptions& o) {
   if (!o.name.empty()) ::mkdir("/run/snapvm", 0755);
   ro.disks = o.disks;
   ro.track_dirty = o.track_dirty;
-  if (!o.publish.empty()) {
-    ro.publish.emplace();
-    for (const auto& p : o.publish) {
-      auto f = parse_publish(p);
-      if (!f) {
-        fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
-        return 1;
-      }
-      ro.publish->push_back(*f);
+  ro.allowed_dir = o.allow_dir;
+  for (const auto& p : o.publish) {
+    auto f = parse_publish(p);
+    if (!f) {
+      fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
+      return 1;
     }
+    ro.publish.push_back(*f);
   }
   ro.console = console->sink();
   RestoreTimings t;
@@ -233,12 +231,18 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   auto ro = std::make_shared<RestoreCliOptions>();
   auto* restore = app.add_subcommand("restore", "Start a VM from a snapshot in this process (RAM mapped copy-on-write)");
   restore->add_option("FILE", ro->file, "snapshot file")->required();
-  restore->add_option("--vsock", ro->vsock, "this clone's vsock socket (default: the snapshot's)");
+  restore->add_option("--vsock", ro->vsock, "this clone's vsock socket (default: the snapshot's, if inside --allow-dir)");
   restore->add_option("--name", ro->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock");
   restore->add_option("--api", ro->api, "control socket");
   restore->add_option("--console", ro->console, "append the guest console to this file instead of stdout");
-  restore->add_option("--disk", ro->disks, "disk images replacing the snapshot's, in order; repeatable");
-  restore->add_option("-p,--publish", ro->publish, "port forwards replacing the snapshot's: [ADDR:]HOSTPORT:GUESTPORT");
+  restore->add_option("--disk", ro->disks, "disk images replacing the snapshot's, in order; repeatable "
+                      "(a disk saved read-only stays read-only)");
+  restore->add_option("--allow-dir", ro->allow_dir,
+                      "the snapshot's own disk and socket paths are used only inside this directory "
+                      "(default: the snapshot's directory)");
+  restore->add_option("-p,--publish", ro->publish,
+                      "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener forwarded to a guest vsock port; repeatable "
+                      "(the snapshot's forwards are not re-bound)");
   restore->add_flag("--paused", ro->paused, "restore without running (resume through the control socket)");
   restore->add_flag("--no-sync", ro->no_sync,
                     "leave the guest's wall clock and random state as saved (by default the agent sets the clock "

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "base/byte_codec.h"
+
 namespace snapvm {
 namespace {
 
@@ -37,6 +39,33 @@ void store(std::span<uint8_t> d, uint32_t v) {
 }
 
 }  // namespace
+
+// Record: u32 version (1), then IBRD, FBRD, LCR_H, CR, IFLS, IMSC, DMACR.
+constexpr uint32_t kStateVersion = 1;
+constexpr size_t kStateBytes = 8 * 4;
+
+std::vector<uint8_t> Pl011::save() const {
+  std::lock_guard lock(mu_);
+  ByteWriter w;
+  w.u32(kStateVersion);
+  for (uint32_t r : {ibrd_, fbrd_, lcr_h_, cr_, ifls_, imsc_, dmacr_}) w.u32(r);
+  return w.take();
+}
+
+Status Pl011::restore(std::span<const uint8_t> saved) {
+  ByteReader r(saved, 0, "PL011 state");
+  uint32_t version = r.u32();
+  if (!r.ok() || version != kStateVersion || saved.size() != kStateBytes) {
+    return make_error(ErrorCode::kDataLoss, "PL011 state: {} bytes of version {}, expected {} bytes of version {}",
+                      saved.size(), version, kStateBytes, kStateVersion);
+  }
+  std::lock_guard lock(mu_);
+  for (uint32_t* reg : {&ibrd_, &fbrd_, &lcr_h_, &cr_, &ifls_, &imsc_, &dmacr_}) *reg = r.u32();
+  imsc_ &= 0x7ff;
+  irq_level_ = !((raw_interrupts() & imsc_) != 0);  // force the line to be driven
+  update_irq();
+  return {};
+}
 
 uint32_t Pl011::raw_interrupts() const {
   // Characters leave at once, so the transmit FIFO is always below its level.

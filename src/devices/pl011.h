@@ -8,6 +8,9 @@
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <vector>
+
+#include "base/result.h"
 
 #include "devices/mmio_bus.h"
 
@@ -23,11 +26,17 @@ class Pl011 final : public MmioDevice {
   void mmio_read(uint64_t offset, std::span<uint8_t> data) override;
   void mmio_write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // The registers a guest programs (line control, interrupt mask, ...), as
+  // a snapshot keeps them; restore() refuses a record of another shape and
+  // sets the interrupt line to match.
+  std::vector<uint8_t> save() const;
+  Status restore(std::span<const uint8_t> saved);
+
  private:
   uint32_t raw_interrupts() const;
   void update_irq();  // with mu_ held
 
-  std::mutex mu_;
+  mutable std::mutex mu_;  // the registers below and the irq level
   OutputFn output_;
   IrqFn irq_;
   uint32_t ibrd_ = 0, fbrd_ = 0, lcr_h_ = 0, cr_ = 0x300, ifls_ = 0x12, imsc_ = 0, dmacr_ = 0;

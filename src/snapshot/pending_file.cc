@@ -25,7 +25,8 @@ Result<PendingFile> PendingFile::create(const std::string& target) {
   buf.push_back('\0');
   int fd = ::mkostemp(buf.data(), O_CLOEXEC);
   if (fd < 0) return errno_error(fmt::format("create temporary file in {}", dir));
-  ::fchmod(fd, 0644);
+  // mkostemp's 0600 stays: a snapshot holds guest RAM (keys, tokens), so
+  // only its owner may read it, whatever the umask.
   return PendingFile(target, std::string(buf.data()), UniqueFd(fd));
 }
 

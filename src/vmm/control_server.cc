@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/control_protocol.h"
+#include "base/unix_socket.h"
 
 namespace snapvm {
 namespace {
@@ -28,21 +29,7 @@ json error_reply(const std::string& message) { return {{"ok", false}, {"error", 
 
 Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& path, Machine& machine) {
   std::unique_ptr<ControlServer> s(new ControlServer(path, machine));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    return make_error(ErrorCode::kInvalidArgument, "control socket path {} is too long", path);
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno_error("socket(AF_UNIX)");
-  s->listener_.reset(fd);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 16) != 0) {
-    return errno_error(fmt::format("control socket {}", path));
-  }
-  ::chmod(path.c_str(), 0600);  // the VM's owner only
+  s->listener_ = SNAPVM_TRY(listen_unix(path, 16, 0600, "control socket"));  // the VM's owner only
   int stop = ::eventfd(0, EFD_CLOEXEC);
   if (stop < 0) return errno_error("eventfd");
   s->stop_fd_.reset(stop);
@@ -55,7 +42,7 @@ ControlServer::~ControlServer() {
   uint64_t one = 1;
   (void)!::write(stop_fd_.get(), &one, sizeof one);
   if (thread_.joinable()) thread_.join();
-  ::unlink(path_.c_str());
+  if (listener_.valid()) ::unlink(path_.c_str());  // never a path this server did not take
 }
 
 void ControlServer::serve() {

@@ -14,6 +14,7 @@
 #include "arch/platform.h"
 #include "arch/vcpu_state.h"
 #include "base/file_io.h"
+#include "base/paths.h"
 #include "devices/mmio_bus.h"
 #include "devices/pl011.h"
 #include "devices/virtio/block.h"
@@ -105,7 +106,10 @@ struct Machine::State {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<pthread_t> threads;
+  std::vector<pthread_t> threads;  // guarded by mu
+  // Per thread, set under mu when its loop has returned: it takes no more
+  // signals, and pthread_kill must not reach it once joined.
+  std::vector<bool> exited;
   std::atomic<bool> stopping{false};
   std::atomic<bool> pausing{false};
   size_t parked = 0;
@@ -163,6 +167,7 @@ void Machine::State::stop_all() {
   stopping = true;
   std::lock_guard lock(mu);
   for (size_t i = 0; i < threads.size(); ++i) {
+    if (exited[i]) continue;
     vcpus[i].run_data()->immediate_exit = 1;
     ::pthread_kill(threads[i], kick_signal());
   }
@@ -217,7 +222,14 @@ void Machine::State::vcpu_loop(size_t index) {
       return;
     }
     mmio_pending = false;
-    if (!*r) continue;  // kicked: the loop condition decides
+    if (!*r) {
+      // Kicked. A pause that was rolled back (it timed out) left
+      // immediate_exit set; clear it unless a pause or stop wants it now.
+      // Under mu, so a pause that sets it concurrently is not undone.
+      std::lock_guard lock(mu);
+      if (!pausing.load() && !stopping.load()) run->immediate_exit = 0;
+      continue;
+    }
     switch (run->exit_reason) {
       case KVM_EXIT_MMIO: {
         mmio_pending = true;
@@ -363,23 +375,43 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   c.cmdline = st.machine.kernel_cmdline;
   c.console = o.console;
   c.rng = false;
-  std::vector<uint32_t> expected_types;
-  for (const auto& d : st.machine.devices) {
+  std::string allowed = SNAPVM_TRY(o.allowed_dir.empty() ? directory_of(path) : resolve_within(o.allowed_dir, "/"));
+  // A path the snapshot recorded, accepted only inside `allowed`.
+  auto recorded = [&](const std::string& stored, const std::string& what, const char* flag) -> Result<std::string> {
+    auto inside = resolve_within(stored, allowed);
+    if (!inside) {
+      return make_error(ErrorCode::kFailedPrecondition, "{}: the snapshot's {} {} is not inside {}: give {}", path,
+                        what, stored, allowed, flag);
+    }
+    return *inside;
+  };
+  for (size_t slot = 0; slot < st.machine.devices.size(); ++slot) {
+    const auto& d = st.machine.devices[slot];
     if (d.kind != state::DeviceKind::kVirtioMmio) continue;
-    expected_types.push_back(d.virtio_type);
     if (d.virtio_type == 4) c.rng = true;
     if (d.virtio_type == 2) {
       size_t index = c.disks.size();
-      c.disks.push_back({index < o.disks.size() ? o.disks[index] : d.backend, false});
+      // Read-only stays read-only: the guest negotiated VIRTIO_BLK_F_RO.
+      bool read_only = false;
+      for (const auto& saved : st.devices) {
+        if (saved.slot == slot && saved.transport) read_only = (saved.transport->device_features >> 5) & 1;
+      }
+      std::string disk = index < o.disks.size()
+                             ? o.disks[index]
+                             : SNAPVM_TRY(recorded(d.backend, fmt::format("disk {}", index), "--disk PATH"));
+      c.disks.push_back({disk, read_only});
     }
-    if (d.virtio_type == 19) c.vsock_path = o.vsock_path.empty() ? d.backend : o.vsock_path;
+    if (d.virtio_type == 19) {
+      c.vsock_path = !o.vsock_path.empty() ? o.vsock_path
+                                           : SNAPVM_TRY(recorded(d.backend, "vsock socket", "--vsock PATH or --name"));
+    }
   }
   for (const auto& d : st.devices) {
     if (d.transport && d.transport->device_id == 19 && d.device_specific.size() >= 8) {
       std::memcpy(&c.guest_cid, d.device_specific.data(), 8);
     }
   }
-  c.publish = o.publish ? *o.publish : st.port_forwards;
+  c.publish = o.publish;
   c.track_dirty = o.track_dirty;
   auto t1 = Clock::now();
   auto ram = file.map_ram_cow(0);
@@ -413,6 +445,10 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   SNAPVM_CHECK_OK(arch::restore_gic(s->platform->gic(), *st.gic));
   auto t4 = Clock::now();
   for (const auto& d : st.devices) {
+    if (!d.transport && d.slot == 0) {
+      SNAPVM_CHECK_OK(s->uart->restore(d.device_specific));
+      continue;
+    }
     if (!d.transport || d.slot == 0 || d.slot > s->virtio.size()) continue;
     auto& t = *s->virtio[d.slot - 1];
     uint32_t here = t.device().device_id();
@@ -446,6 +482,10 @@ Result<ExitReason> Machine::run() {
           [](void* p) -> void* {
             auto* a = static_cast<std::pair<State*, size_t>*>(p);
             a->first->vcpu_loop(a->second);
+            {
+              std::lock_guard lock(a->first->mu);
+              a->first->exited[a->second] = true;
+            }
             delete a;
             return nullptr;
           },
@@ -456,6 +496,7 @@ Result<ExitReason> Machine::run() {
         break;
       }
       s_->threads.push_back(t);
+      s_->exited.push_back(false);
     }
   }
   if (s_->error) s_->stop_all();
@@ -464,13 +505,17 @@ Result<ExitReason> Machine::run() {
     s_->cv.wait(lock, [&] { return s_->exit.has_value() || s_->error.has_value() || s_->stopping.load(); });
   }
   s_->stop_all();
-  for (pthread_t t : s_->threads) ::pthread_join(t, nullptr);
-  s_->threads.clear();
+  for (pthread_t t : s_->threads) ::pthread_join(t, nullptr);  // each marked exited before it ends
+  {
+    std::lock_guard lock(s_->mu);
+    s_->threads.clear();
+    s_->exited.clear();
+  }
   if (s_->error) return tl::unexpected(*s_->error);
   return s_->exit.value_or(ExitReason::kStopped);
 }
 
-Status Machine::pause() {
+Status Machine::pause(std::chrono::milliseconds timeout) {
   std::unique_lock lock(s_->mu);
   if (s_->threads.empty()) return make_error(ErrorCode::kFailedPrecondition, "the VM is not running");
   if (s_->pausing) return {};
@@ -479,11 +524,19 @@ Status Machine::pause() {
     s_->vcpus[i].run_data()->immediate_exit = 1;
     ::pthread_kill(s_->threads[i], kick_signal());
   }
-  bool all = s_->cv.wait_for(lock, std::chrono::seconds(10), [&] {
+  bool all = s_->cv.wait_for(lock, timeout, [&] {
     return s_->parked == s_->threads.size() || s_->stopping.load();
   });
-  if (!all) return make_error(ErrorCode::kIo, "pause: only {} of {} vCPUs left KVM_RUN within 10 s", s_->parked,
-                              s_->threads.size());
+  if (!all) {
+    // Roll back rather than leave some vCPUs parked and the rest running:
+    // the VM is as it was before the request.
+    size_t parked = s_->parked;
+    s_->pausing = false;
+    lock.unlock();
+    s_->cv.notify_all();
+    return make_error(ErrorCode::kIo, "pause: only {} of {} vCPUs left KVM_RUN within {} ms; the VM keeps running",
+                      parked, s_->threads.size(), timeout.count());
+  }
   if (s_->stopping) return make_error(ErrorCode::kFailedPrecondition, "the VM stopped while pausing");
   lock.unlock();
   for (auto& t : s_->virtio) t->device().set_paused(true);
@@ -541,6 +594,7 @@ Result<state::SnapshotState> Machine::State::capture_state() const {
                                   node.spi, fmt::format("virtio{}", i), virtio_backends[i]});
     st.devices.push_back(std::move(saved));
   }
+  st.devices.push_back({0, std::nullopt, uart->save()});  // slot 0, no transport: the PL011
   for (const auto& v : vcpus) st.vcpus.push_back(SNAPVM_TRY(arch::capture_vcpu(v)));
   std::vector<uint64_t> mpidrs;
   for (const auto& v : vcpus) mpidrs.push_back(SNAPVM_TRY(arch::vcpu_affinity(v)));

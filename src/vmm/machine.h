@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -55,12 +56,17 @@ enum class ExitReason {
 };
 std::string_view to_string(ExitReason r);
 
-// What a restored VM may take from the host instead of the snapshot: each
-// clone needs its own sockets and ports.
+// The host resources a restored VM takes. A snapshot is untrusted input, so
+// the host paths it recorded are used only inside `allowed_dir`; anything
+// else must come from here. Each clone needs its own sockets and ports.
 struct RestoreOptions {
-  std::string vsock_path;                                  // empty: the snapshot's
-  std::vector<std::string> disks;                          // per disk, in order; missing: the snapshot's
-  std::optional<std::vector<state::PortForward>> publish;  // unset: the snapshot's
+  std::string vsock_path;          // empty: the snapshot's, if inside allowed_dir
+  std::vector<std::string> disks;  // per disk, in order; missing: the snapshot's, if inside allowed_dir
+  // Where the snapshot's own paths may lie; empty: the snapshot file's directory.
+  std::string allowed_dir;
+  // Host TCP forwards to guest ports; the snapshot's are never re-bound
+  // (their addresses and ports belong to the VM it was taken from).
+  std::vector<state::PortForward> publish;
   std::function<void(std::string_view)> console;
   bool track_dirty = false;  // dirty-page tracking from the restore on
 };
@@ -96,7 +102,9 @@ class Machine {
 
   // Parks every vCPU outside KVM_RUN (the guest stops; devices keep their
   // host sides), and lets them run again. Only while run() is running.
-  Status pause();
+  // A pause that does not complete within `timeout` is rolled back: the VM
+  // runs on and the error says so.
+  Status pause(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   Status resume();
   // Before run(): its vCPUs start parked, as if paused (restore --paused).
   void start_paused();

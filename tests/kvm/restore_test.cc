@@ -183,3 +183,52 @@ TEST(Restore, ThreeGenerations) {
 
 }  // namespace
 }  // namespace snapvm
+
+namespace snapvm {
+namespace {
+
+// A snapshot is untrusted input: the host resources it names (disks, the
+// vsock socket) are used only inside the snapshot's directory, a read-only
+// disk stays read-only, and a socket a live VM serves is never taken over.
+TEST(RestorePolicy, HostResourcesComeFromTheCommandLineOrTheSnapshotsDirectory) {
+  ASSERT_EQ(0, std::system("rm -rf /tmp/policy && mkdir -p /tmp/policy/elsewhere && "
+                           "head -c 1048576 /dev/urandom > /tmp/policy/ro.img && cp /tmp/policy/ro.img /tmp/policy/ro-copy.img"));
+  const std::string snap = "/tmp/policy/vm.snap";
+  test::VmOptions options;
+  options.disks = {{"/tmp/policy/ro.img", true}};
+  test::BackgroundVm vm("/tmp/policy/vm.vsock", options);
+  ASSERT_TRUE(vm.wait_ready()) << vm.error() << vm.console();
+  ASSERT_TRUE(vm.machine().pause());
+  auto stats = vm.machine().snapshot(snap);
+  ASSERT_TRUE(stats) << stats.error().describe();
+  ASSERT_TRUE(vm.machine().resume());
+
+  // The original still serves its vsock socket: a restore without --vsock
+  // would take it over; it is refused, and the original keeps answering.
+  auto steal = snapvm_cli("restore " + snap + " --console /dev/null");
+  EXPECT_EQ(steal.rc, 1) << steal.out;
+  EXPECT_NE(steal.out.find("in use by a running process"), std::string::npos) << steal.out;
+  EXPECT_EQ(test::run("/tmp/policy/vm.vsock", {"echo", "still mine"}).out, "still mine\n");
+
+  // The same snapshot in another directory may not name /tmp/policy paths.
+  ASSERT_EQ(0, std::system(("cp " + snap + " /tmp/policy/elsewhere/vm.snap").c_str()));
+  auto outside = snapvm_cli("restore /tmp/policy/elsewhere/vm.snap --vsock /tmp/policy/x.vsock --console /dev/null");
+  EXPECT_EQ(outside.rc, 1) << outside.out;
+  EXPECT_NE(outside.out.find("disk 0 /tmp/policy/ro.img is not inside /tmp/policy/elsewhere: give --disk PATH"),
+            std::string::npos)
+      << outside.out;
+
+  // Given a disk on the command line, the clone still sees it read-only.
+  RestoredVm clone(snap, "/tmp/policy/clone.vsock", "/tmp/policy/clone.log", {"--disk", "/tmp/policy/ro-copy.img"});
+  auto ro = run_when_up("/tmp/policy/clone.vsock", {"cat", "/sys/block/vda/ro"});
+  ASSERT_TRUE(ro.error.empty()) << ro.error << clone.log();
+  EXPECT_EQ(ro.out, "1\n");
+  auto write = test::run("/tmp/policy/clone.vsock",
+                         {"sh", "-c", "head -c 4096 /dev/zero | dd of=/dev/vda bs=4096 count=1 conv=fsync 2>&1"});
+  EXPECT_NE(write.result.exit_code, 0) << write.out;
+  EXPECT_EQ(0, std::system("cmp -s /tmp/policy/ro.img /tmp/policy/ro-copy.img")) << "the read-only disk was written";
+  std::system("rm -rf /tmp/policy");
+}
+
+}  // namespace
+}  // namespace snapvm

@@ -128,6 +128,26 @@ TEST(GicState, CaptureRestoreRoundTripsWhilePaused) {
   auto after_many = test::run(vsock, {"echo", "runs after back-to-back pauses"});
   ASSERT_TRUE(after_many.error.empty()) << after_many.error;
   EXPECT_EQ(after_many.out, "runs after back-to-back pauses\n");
+
+  // A pause that times out is rolled back, not left half-done with some
+  // vCPUs parked (0 ms: the vCPUs cannot all park that fast).
+  bool timed_out = false;
+  for (int i = 0; i < 20 && !timed_out; ++i) {
+    auto p = vm.machine().pause(std::chrono::milliseconds(0));
+    if (p) {
+      ASSERT_TRUE(vm.machine().resume());
+      continue;
+    }
+    timed_out = true;
+    EXPECT_NE(p.error().describe().find("the VM keeps running"), std::string::npos) << p.error().describe();
+    EXPECT_FALSE(vm.machine().paused());
+  }
+  ASSERT_TRUE(timed_out) << "a 0 ms pause completed 20 times";
+  auto after_timeout = test::run(vsock, {"echo", "runs after a timed-out pause"});
+  ASSERT_TRUE(after_timeout.error.empty()) << after_timeout.error;
+  EXPECT_EQ(after_timeout.out, "runs after a timed-out pause\n");
+  ASSERT_TRUE(vm.machine().pause());
+  ASSERT_TRUE(vm.machine().resume());
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Every record survives a write and a read unchanged, through every writer.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
 
 #include "base/checksum.h"
@@ -133,6 +135,31 @@ TEST(RoundTrip, SparseFileAllocatesOnlyDataPages) {
   ASSERT_TRUE(exact_stats);
   EXPECT_EQ(exact_stats->written_bytes, expected);
   EXPECT_LE(test::allocated_bytes(dir.file("b.snap")), expected + (256 << 10));
+}
+
+}  // namespace
+}  // namespace snapvm
+
+namespace snapvm {
+namespace {
+
+// A snapshot holds guest RAM: other local users must not read it, whatever
+// the umask (the writer used to force 0644).
+TEST(Permissions, SnapshotsAreReadableByTheirOwnerOnly) {
+  TempDir dir;
+  SampleVm vm(1 << 20, 0.5, 5);
+  auto src = vm.source();
+  mode_t old = ::umask(0);
+  auto full = write_full(dir.file("full.snap"), vm.contents(), {&src, 1});
+  auto captured = capture_compact({&src, 1});
+  auto compact = captured ? write_compact(dir.file("compact.snap"), vm.contents(), *captured) : tl::unexpected(captured.error());
+  ::umask(old);
+  ASSERT_TRUE(full && compact);
+  for (const char* name : {"full.snap", "compact.snap"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(dir.file(name).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << name;
+  }
 }
 
 }  // namespace

@@ -100,8 +100,9 @@ uint8_t Block::handle(const Chain& chain, uint32_t* written) {
 }
 
 void Block::queue_notify(size_t index) {
-  if (transport_ == nullptr || index != 0) return;
-  serve_queue(*transport_, 0, [this](const Chain& chain) -> uint32_t {
+  Transport* transport = transport_.load();
+  if (transport == nullptr || index != 0) return;
+  serve_queue(*transport, 0, [this](const Chain& chain) -> uint32_t {
     uint32_t written = 0;
     uint8_t status = kStatusIoErr;
     if (!chain.writable.empty() && chain.writable.back().len >= 1) status = handle(chain, &written);

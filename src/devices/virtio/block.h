@@ -3,6 +3,7 @@
 // the disk.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -35,7 +36,9 @@ class Block final : public VirtioDevice {
   uint64_t sectors_;
   bool read_only_;
   std::string id_;
-  Transport* transport_ = nullptr;
+  // Set on activate, cleared on reset (register writes) and read by the
+  // notifying vCPU: the queues themselves are guarded by the transport.
+  std::atomic<Transport*> transport_{nullptr};
 };
 
 }  // namespace snapvm::virtio

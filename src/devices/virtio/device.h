@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "devices/guest_memory.h"
 #include "devices/virtio/virtqueue.h"
 
@@ -14,13 +15,20 @@ namespace snapvm::virtio {
 inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
 
 // What the device may use from the transport while it is active.
+//
+// One lock owns the state of every queue of a device (configuration,
+// indices, errors): the transport's register writes and reset, and the
+// device's queue processing on any thread, all hold queues_mutex(). It is
+// taken after the transport's register lock and after a device's own lock,
+// and never held across signal_used(), which takes the register lock.
 class Transport {
  public:
   virtual ~Transport() = default;
   virtual const GuestMemory& memory() const = 0;
-  virtual Virtqueue& queue(size_t index) = 0;
+  virtual Mutex& queues_mutex() = 0;
+  virtual Virtqueue& queue(size_t index) REQUIRES(queues_mutex()) = 0;
   // Tells the driver that used buffers are waiting (a used-buffer interrupt).
-  virtual void signal_used(size_t queue) = 0;
+  virtual void signal_used(size_t queue) EXCLUDES(queues_mutex()) = 0;
   virtual void signal_config_change() = 0;
 };
 
@@ -29,14 +37,18 @@ class Transport {
 // driver, and one interrupt covers the batch (or reports a broken queue).
 template <typename Handle>
 void serve_queue(Transport& transport, size_t index, Handle handle) {
-  Virtqueue& q = transport.queue(index);
   const GuestMemory& mem = transport.memory();
-  bool any = false;
-  while (auto chain = q.pop(mem)) {
-    q.push_used(mem, *chain, handle(*chain));
-    any = true;
+  bool any = false, broken = false;
+  {
+    MutexLock lock(transport.queues_mutex());
+    Virtqueue& q = transport.queue(index);
+    while (auto chain = q.pop(mem)) {
+      q.push_used(mem, *chain, handle(*chain));
+      any = true;
+    }
+    broken = !q.error().empty();
   }
-  if (any || !q.error().empty()) transport.signal_used(index);
+  if (any || broken) transport.signal_used(index);
 }
 
 class VirtioDevice {
@@ -60,7 +72,8 @@ class VirtioDevice {
   // The driver reset the device: drop everything in flight.
   virtual void reset() = 0;
   // While paused, a device with its own threads must not touch the queues or
-  // guest memory (the VM is being captured). Devices that act only when a
+  // guest memory, nor raise interrupts (the VM is being captured): when
+  // set_paused(true) returns, it has stopped. Devices that act only when a
   // vCPU kicks them need nothing: paused vCPUs kick nobody.
   virtual void set_paused(bool paused) { (void)paused; }
   // Called after activate() when the device comes back from a snapshot.

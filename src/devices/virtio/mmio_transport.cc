@@ -55,6 +55,7 @@ MmioTransport::~MmioTransport() { device_.reset(); }
 
 MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory memory, IrqFn irq)
     : device_(std::move(device)), memory_(std::move(memory)), irq_(std::move(irq)) {
+  MutexLock lock(queues_mu_);
   for (uint16_t max : device_->queue_max_sizes()) queues_.emplace_back(max);
 }
 
@@ -70,8 +71,9 @@ void MmioTransport::mmio_read(uint64_t offset, std::span<uint8_t> data) {
     return;
   }
   uint32_t v = 0;
-  Virtqueue* q = queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
   uint64_t features = device_->device_features() | kFeatureVersion1;
+  MutexLock queues(queues_mu_);
+  Virtqueue* q = queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
   switch (offset) {
     case kMagic: v = kMagicValue; break;
     case kVersion: v = 2; break;
@@ -96,9 +98,6 @@ void MmioTransport::mmio_write(uint64_t offset, std::span<const uint8_t> data) {
     return;
   }
   uint32_t v = load32(data);
-  Virtqueue* q = queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
-  // Queue registers may only change while the queue is not live.
-  bool queue_writable = q != nullptr && !q->config().ready && (status_ & kStatusDriverOk) == 0;
   switch (offset) {
     case kDeviceFeaturesSel: device_features_sel_ = v; break;
     case kDriverFeatures:
@@ -109,32 +108,55 @@ void MmioTransport::mmio_write(uint64_t offset, std::span<const uint8_t> data) {
       break;
     case kDriverFeaturesSel: driver_features_sel_ = v; break;
     case kQueueSel: queue_sel_ = v; break;
-    case kQueueNum: if (queue_writable) q->config().size = static_cast<uint16_t>(std::min<uint32_t>(v, 0xffff)); break;
+    case kQueueNum:
     case kQueueReady:
-      if (q != nullptr) {
-        if (v == 1 && !q->config().ready) {
-          q->config().ready = true;
-          q->activate(memory_);
-        } else if (v == 0) {
-          q->config().ready = false;
-        }
-      }
+    case kQueueDescLow:
+    case kQueueDescHigh:
+    case kQueueDriverLow:
+    case kQueueDriverHigh:
+    case kQueueDeviceLow:
+    case kQueueDeviceHigh: {
+      // The spec forbids rewriting a queue once the driver is running; a
+      // guest that tries is ignored rather than allowed to move a ring
+      // under a device thread.
+      if (status_ & kStatusDriverOk) break;
+      MutexLock queues(queues_mu_);
+      write_queue_register(offset, v);
       break;
+    }
     case kQueueNotify:
-      if (v < queues_.size() && (status_ & kStatusDriverOk) != 0) {
-        lock.unlock();  // the device may call back into signal_used
-        std::lock_guard serving(notify_mu_);
+      if (v < device_->queue_max_sizes().size() && (status_ & kStatusDriverOk) != 0) {
+        lock.unlock();  // the device calls back into signal_used
         device_->queue_notify(v);
       }
       break;
     case kInterruptAck: interrupt_status_ &= ~v; break;
     case kStatus: write_status(v); break;
-    case kQueueDescLow: if (queue_writable) set_low(q->config().desc_addr, v); break;
-    case kQueueDescHigh: if (queue_writable) set_high(q->config().desc_addr, v); break;
-    case kQueueDriverLow: if (queue_writable) set_low(q->config().avail_addr, v); break;
-    case kQueueDriverHigh: if (queue_writable) set_high(q->config().avail_addr, v); break;
-    case kQueueDeviceLow: if (queue_writable) set_low(q->config().used_addr, v); break;
-    case kQueueDeviceHigh: if (queue_writable) set_high(q->config().used_addr, v); break;
+    default: break;
+  }
+}
+
+void MmioTransport::write_queue_register(uint64_t offset, uint32_t v) {
+  if (queue_sel_ >= queues_.size()) return;
+  Virtqueue& q = queues_[queue_sel_];
+  if (offset == kQueueReady) {
+    if (v == 1 && !q.config().ready) {
+      q.config().ready = true;
+      q.activate(memory_);
+    } else if (v == 0) {
+      q.config().ready = false;
+    }
+    return;
+  }
+  if (q.config().ready) return;  // a live queue keeps its size and rings
+  switch (offset) {
+    case kQueueNum: q.config().size = static_cast<uint16_t>(std::min<uint32_t>(v, 0xffff)); break;
+    case kQueueDescLow: set_low(q.config().desc_addr, v); break;
+    case kQueueDescHigh: set_high(q.config().desc_addr, v); break;
+    case kQueueDriverLow: set_low(q.config().avail_addr, v); break;
+    case kQueueDriverHigh: set_high(q.config().avail_addr, v); break;
+    case kQueueDeviceLow: set_low(q.config().used_addr, v); break;
+    case kQueueDeviceHigh: set_high(q.config().used_addr, v); break;
     default: break;
   }
 }
@@ -157,8 +179,11 @@ void MmioTransport::write_status(uint32_t value) {
 }
 
 void MmioTransport::reset_locked() {
-  device_->reset();
-  for (auto& q : queues_) q.reset();
+  device_->reset();  // a device with a thread stops using the queues first
+  {
+    MutexLock queues(queues_mu_);
+    for (auto& q : queues_) q.reset();
+  }
   status_ = 0;
   interrupt_status_ = 0;
   driver_features_ = 0;
@@ -168,6 +193,7 @@ void MmioTransport::reset_locked() {
 void MmioTransport::signal_used(size_t index) {
   {
     std::lock_guard lock(mu_);
+    MutexLock queues(queues_mu_);
     if (index < queues_.size() && !queues_[index].error().empty()) {
       // The guest broke this queue: ask the driver for a reset instead.
       status_ |= kStatusNeedsReset;
@@ -200,6 +226,7 @@ state::VirtioMmioState MmioTransport::save() const {
   s.status = status_;
   s.interrupt_status = interrupt_status_;
   s.config_generation = config_generation_;
+  MutexLock queues(queues_mu_);
   for (const auto& q : queues_) {
     s.queues.push_back({q.config().max_size, q.config().size, q.config().ready, q.config().desc_addr,
                         q.config().avail_addr, q.config().used_addr, q.last_avail_idx(), q.next_used_idx()});
@@ -217,9 +244,9 @@ state::DeviceState MmioTransport::save_device(uint32_t slot) const {
 
 Status MmioTransport::restore(const state::VirtioMmioState& saved) {
   std::lock_guard lock(mu_);
-  if (saved.queues.size() != queues_.size()) {
+  if (saved.queues.size() != device_->queue_max_sizes().size()) {
     return make_error(ErrorCode::kDataLoss, "virtio device {} has {} queues, the snapshot {}", saved.device_id,
-                      queues_.size(), saved.queues.size());
+                      device_->queue_max_sizes().size(), saved.queues.size());
   }
   driver_features_ = saved.driver_features;
   device_features_sel_ = saved.device_features_sel;
@@ -228,20 +255,23 @@ Status MmioTransport::restore(const state::VirtioMmioState& saved) {
   status_ = saved.status;
   interrupt_status_ = saved.interrupt_status;
   config_generation_ = saved.config_generation;
-  for (size_t i = 0; i < queues_.size(); ++i) {
-    const auto& q = saved.queues[i];
-    Virtqueue& vq = queues_[i];
-    vq.reset();
-    if (q.size > vq.config().max_size) {
-      return make_error(ErrorCode::kDataLoss, "queue {} size {} exceeds {}", i, q.size, vq.config().max_size);
+  {
+    MutexLock queues(queues_mu_);
+    for (size_t i = 0; i < queues_.size(); ++i) {
+      const auto& q = saved.queues[i];
+      Virtqueue& vq = queues_[i];
+      vq.reset();
+      if (q.size > vq.config().max_size) {
+        return make_error(ErrorCode::kDataLoss, "queue {} size {} exceeds {}", i, q.size, vq.config().max_size);
+      }
+      vq.config().size = q.size;
+      vq.config().desc_addr = q.desc_addr;
+      vq.config().avail_addr = q.avail_addr;
+      vq.config().used_addr = q.used_addr;
+      vq.config().ready = q.ready;
+      vq.set_indices(q.last_avail_idx, q.next_used_idx);
+      if (q.ready) vq.activate(memory_);
     }
-    vq.config().size = q.size;
-    vq.config().desc_addr = q.desc_addr;
-    vq.config().avail_addr = q.avail_addr;
-    vq.config().used_addr = q.used_addr;
-    vq.config().ready = q.ready;
-    vq.set_indices(q.last_avail_idx, q.next_used_idx);
-    if (q.ready) vq.activate(memory_);
   }
   if (status_ & kStatusDriverOk) {
     device_->activate(*this, driver_features_);

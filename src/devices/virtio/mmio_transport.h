@@ -1,6 +1,6 @@
 // virtio-mmio, version 2 (virtio 1.1, section 4.2.2), serving any
-// VirtioDevice. Register accesses arrive on vCPU threads; one lock orders
-// them against each other and against the device's own threads.
+// VirtioDevice. Register accesses arrive on vCPU threads: mu_ orders them
+// against each other; queues_mu_ owns the queues (see Transport).
 #pragma once
 
 #include <cstdint>
@@ -29,8 +29,9 @@ class MmioTransport final : public MmioDevice, public Transport {
   void mmio_write(uint64_t offset, std::span<const uint8_t> data) override;
 
   const GuestMemory& memory() const override { return memory_; }
-  Virtqueue& queue(size_t index) override { return queues_.at(index); }
-  void signal_used(size_t queue) override;
+  Mutex& queues_mutex() override RETURN_CAPABILITY(queues_mu_) { return queues_mu_; }
+  Virtqueue& queue(size_t index) override REQUIRES(queues_mu_) { return queues_.at(index); }
+  void signal_used(size_t queue) override EXCLUDES(queues_mu_);
   void signal_config_change() override;
 
   VirtioDevice& device() { return *device_; }
@@ -46,16 +47,17 @@ class MmioTransport final : public MmioDevice, public Transport {
  private:
   void write_status(uint32_t value);
   void reset_locked();
+  void write_queue_register(uint64_t offset, uint32_t value) REQUIRES(queues_mu_);
 
-  mutable std::mutex mu_;
+  mutable std::mutex mu_;  // the registers below (not the queues)
   // Several vCPUs may kick the same device at once (Linux notifies outside
-  // its queue lock): one notification is served at a time, so two threads
-  // never pop and return chains of one queue together.
-  std::mutex notify_mu_;
+  // its queue lock), and devices with threads use queues concurrently with
+  // register writes: every queue access holds this.
+  mutable Mutex queues_mu_;  // taken after mu_, never before
   std::unique_ptr<VirtioDevice> device_;
   GuestMemory memory_;
   IrqFn irq_;
-  std::vector<Virtqueue> queues_;
+  std::vector<Virtqueue> queues_ GUARDED_BY(queues_mu_);
   uint32_t device_features_sel_ = 0;
   uint32_t driver_features_sel_ = 0;
   uint64_t driver_features_ = 0;

@@ -7,8 +7,9 @@
 namespace snapvm::virtio {
 
 void Rng::queue_notify(size_t index) {
-  if (transport_ == nullptr || index != 0) return;
-  serve_queue(*transport_, 0, [](const Chain& chain) {
+  Transport* transport = transport_.load();
+  if (transport == nullptr || index != 0) return;
+  serve_queue(*transport, 0, [](const Chain& chain) {
     uint32_t written = 0;
     for (const auto& b : chain.writable) {
       uint32_t done = 0;

@@ -2,6 +2,8 @@
 // getrandom(). Each clone restored from one snapshot draws its own bytes.
 #pragma once
 
+#include <atomic>
+
 #include "devices/virtio/device.h"
 
 namespace snapvm::virtio {
@@ -16,7 +18,9 @@ class Rng final : public VirtioDevice {
   void reset() override { transport_ = nullptr; }
 
  private:
-  Transport* transport_ = nullptr;
+  // Set on activate, cleared on reset (register writes) and read by the
+  // notifying vCPU: the queues themselves are guarded by the transport.
+  std::atomic<Transport*> transport_{nullptr};
 };
 
 }  // namespace snapvm::virtio

@@ -16,6 +16,7 @@
 #include <charconv>
 
 #include "base/byte_codec.h"
+#include "base/unix_socket.h"
 #include "devices/virtio/vsock_packet.h"
 
 namespace snapvm::virtio {
@@ -87,8 +88,51 @@ struct Vsock::Pending {
 class VsockWorker {
  public:
   explicit VsockWorker(Vsock& v) : v_(v) {}
+  Mutex& mu() RETURN_CAPABILITY(v_.mu_) { return v_.mu_; }
 
-  void on_listener() {
+  // Which used-buffer interrupts a round owes the guest.
+  struct Signals {
+    Transport* transport = nullptr;
+    bool rx = false, tx = false, event = false;
+  };
+
+  // One round of the worker: host events, then the queues.
+  Signals round(std::span<const epoll_event> events) REQUIRES(v_.mu_) {
+    for (const auto& e : events) {
+      uint64_t kind = e.data.u64 >> 56, value = e.data.u64 & ((1ull << 56) - 1);
+      switch (kind) {
+        case kTagKick: {
+          uint64_t drain;
+          (void)!::read(v_.kick_fd_.get(), &drain, sizeof drain);
+          break;
+        }
+        case kTagListener: on_listener(); break;
+        case kTagForward: on_forward(value); break;
+        case kTagPending: on_pending(static_cast<int>(value)); break;
+        case kTagConn: on_conn(static_cast<int>(value), e.events); break;
+      }
+    }
+    Signals out;
+    if (v_.transport_ != nullptr && !v_.paused_) {
+      MutexLock queues(v_.transport_->queues_mutex());
+      Virtqueue &rxq = v_.transport_->queue(0), &txq = v_.transport_->queue(1), &evq = v_.transport_->queue(2);
+      out.event = advance_reset_event(evq);
+      start_pending();
+      // Replies drained into rx buffers make room for more tx packets.
+      for (;;) {
+        bool was_throttled = tx_throttled();
+        bool tx = process_tx(txq), rx = fill_rx(rxq);
+        out.tx |= tx;
+        out.rx |= rx;
+        if (!rx || !(tx || was_throttled) || tx_throttled()) break;
+      }
+      out.transport = v_.transport_;
+    }
+    update_interest();
+    return out;
+  }
+
+  void on_listener() REQUIRES(v_.mu_) {
     for (;;) {
       int fd = ::accept4(v_.listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) return;
@@ -104,7 +148,7 @@ class VsockWorker {
     }
   }
 
-  void on_forward(size_t index) {
+  void on_forward(size_t index) REQUIRES(v_.mu_) {
     for (;;) {
       int fd = ::accept4(v_.forward_listeners_[index].second.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) return;
@@ -126,7 +170,7 @@ class VsockWorker {
     }
   }
 
-  void on_pending(int fd) {
+  void on_pending(int fd) REQUIRES(v_.mu_) {
     auto it = v_.pending_.find(fd);
     if (it == v_.pending_.end()) return;
     Vsock::Pending& p = *it->second;
@@ -154,7 +198,7 @@ class VsockWorker {
     }
   }
 
-  void start_pending() {
+  void start_pending() REQUIRES(v_.mu_) {
     if (v_.transport_ == nullptr || v_.reset_event_ != Vsock::ResetEvent::kNone) return;
     for (auto it = v_.pending_.begin(); it != v_.pending_.end();) {
       if (!it->second->has_port) {
@@ -169,7 +213,7 @@ class VsockWorker {
     }
   }
 
-  void start_host_connection(UniqueFd fd, uint32_t guest_port, bool reply_ok) {
+  void start_host_connection(UniqueFd fd, uint32_t guest_port, bool reply_ok) REQUIRES(v_.mu_) {
     uint32_t local = allocate_port(guest_port);
     auto c = std::make_unique<Vsock::Conn>();
     c->fd = std::move(fd);
@@ -181,7 +225,7 @@ class VsockWorker {
     control(conn, kOpRequest);
   }
 
-  uint32_t allocate_port(uint32_t peer) {
+  uint32_t allocate_port(uint32_t peer) REQUIRES(v_.mu_) {
     for (;;) {
       uint32_t p = v_.next_local_port_++;
       if (v_.next_local_port_ == 0) v_.next_local_port_ = 1u << 30;
@@ -192,8 +236,7 @@ class VsockWorker {
   // Sends the transport-reset event once the guest has posted a buffer for
   // it, then watches for the guest to re-post one (it does after handling
   // the event). Returns whether the event queue needs an interrupt.
-  bool advance_reset_event() {
-    Virtqueue& eq = v_.transport_->queue(2);
+  bool advance_reset_event(Virtqueue& eq) REQUIRES(v_.mu_) {
     const GuestMemory& mem = v_.transport_->memory();
     switch (v_.reset_event_) {
       case Vsock::ResetEvent::kNone: return false;
@@ -220,12 +263,12 @@ class VsockWorker {
     return false;
   }
 
-  void drop_pending(int fd) {
+  void drop_pending(int fd) REQUIRES(v_.mu_) {
     ::epoll_ctl(v_.epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
     v_.pending_.erase(fd);
   }
 
-  void on_conn(int fd, uint32_t events) {
+  void on_conn(int fd, uint32_t events) REQUIRES(v_.mu_) {
     for (auto& [key, c] : v_.conns_) {
       if (c->fd.get() != fd) continue;
       if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) c->readable = true;
@@ -235,10 +278,10 @@ class VsockWorker {
   }
 
   // Queues a header-only packet from the host side of `c` to the guest.
-  void control(Vsock::Conn& c, uint16_t op, uint32_t flags = 0) {
+  void control(Vsock::Conn& c, uint16_t op, uint32_t flags = 0) REQUIRES(v_.mu_) {
     control_to(c.local_port, c.peer_port, op, flags, &c);
   }
-  void control_to(uint32_t local, uint32_t peer, uint16_t op, uint32_t flags, Vsock::Conn* c) {
+  void control_to(uint32_t local, uint32_t peer, uint16_t op, uint32_t flags, Vsock::Conn* c) REQUIRES(v_.mu_) {
     Header h;
     h.src_cid = kHostCid;
     h.dst_cid = v_.guest_cid_;
@@ -256,21 +299,21 @@ class VsockWorker {
     v_.control_.insert(v_.control_.end(), raw, raw + kHeaderBytes);
   }
 
-  void remove(uint64_t key) {
+  void remove(uint64_t key) REQUIRES(v_.mu_) {
     auto it = v_.conns_.find(key);
     if (it == v_.conns_.end()) return;
     if (it->second->events != 0) ::epoll_ctl(v_.epoll_.get(), EPOLL_CTL_DEL, it->second->fd.get(), nullptr);
     v_.conns_.erase(it);
   }
 
-  void reset_conn(uint64_t key) {
+  void reset_conn(uint64_t key) REQUIRES(v_.mu_) {
     auto it = v_.conns_.find(key);
     if (it == v_.conns_.end()) return;
     control(*it->second, kOpRst);
     remove(key);
   }
 
-  void flush_to_host(Vsock::Conn& c) {
+  void flush_to_host(Vsock::Conn& c) REQUIRES(v_.mu_) {
     while (!c.to_host.empty()) {
       ssize_t n = ::send(c.fd.get(), c.to_host.data(), c.to_host.size(), MSG_NOSIGNAL);
       if (n < 0) {
@@ -290,11 +333,9 @@ class VsockWorker {
   // provoke (RST, RESPONSE, credit updates) have room. A guest that sends
   // without posting rx buffers fills that room and then its own tx queue:
   // back-pressure instead of host memory.
-  bool tx_throttled() const { return v_.control_.size() >= Vsock::kMaxQueuedControlPackets * kHeaderBytes; }
-  bool process_tx() {
-    Transport& t = *v_.transport_;
-    Virtqueue& q = t.queue(1);
-    const GuestMemory& mem = t.memory();
+  bool tx_throttled() const REQUIRES(v_.mu_) { return v_.control_.size() >= Vsock::kMaxQueuedControlPackets * kHeaderBytes; }
+  bool process_tx(Virtqueue& q) REQUIRES(v_.mu_) {
+    const GuestMemory& mem = v_.transport_->memory();
     bool any = false;
     while (!tx_throttled()) {
       auto chain = q.pop(mem);
@@ -307,7 +348,7 @@ class VsockWorker {
     return any || !q.error().empty();
   }
 
-  void handle_packet(const Header& h, const Chain& chain) {
+  void handle_packet(const Header& h, const Chain& chain) REQUIRES(v_.mu_) {
     uint64_t payload = chain.readable_bytes() - kHeaderBytes;
     if (h.src_cid != v_.guest_cid_ || h.dst_cid != kHostCid || h.type != kTypeStream || h.len > payload ||
         h.len > kBufAlloc) {
@@ -403,7 +444,7 @@ class VsockWorker {
     }
   }
 
-  UniqueFd connect_host_listener(uint32_t port) {
+  UniqueFd connect_host_listener(uint32_t port) REQUIRES(v_.mu_) {
     sockaddr_un addr;
     if (!fill_sockaddr(v_.uds_path_ + "_" + std::to_string(port), addr)) return {};
     auto fd = unix_socket();
@@ -413,10 +454,8 @@ class VsockWorker {
   }
 
   // Host -> guest: control packets first, then data, while rx buffers last.
-  bool fill_rx() {
-    Transport& t = *v_.transport_;
-    Virtqueue& q = t.queue(0);
-    const GuestMemory& mem = t.memory();
+  bool fill_rx(Virtqueue& q) REQUIRES(v_.mu_) {
+    const GuestMemory& mem = v_.transport_->memory();
     bool any = false;
     v_.rx_starved_ = false;
     size_t ctl = 0;
@@ -470,7 +509,7 @@ class VsockWorker {
 
   // A connection with something for the guest: data within credit, or a
   // shutdown once its host side ended and everything read was delivered.
-  Vsock::Conn* next_sender() {
+  Vsock::Conn* next_sender() REQUIRES(v_.mu_) {
     for (auto& [key, c] : v_.conns_) {
       if (!c->established || c->closing) continue;
       if (c->readable && !c->host_eof && c->from_host.size() < kStashBytes) read_ahead(*c);
@@ -480,7 +519,7 @@ class VsockWorker {
     return nullptr;
   }
 
-  void read_ahead(Vsock::Conn& c) {
+  void read_ahead(Vsock::Conn& c) REQUIRES(v_.mu_) {
     size_t at = c.from_host.size();
     c.from_host.resize(kStashBytes);
     ssize_t n = ::recv(c.fd.get(), c.from_host.data() + at, kStashBytes - at, 0);
@@ -493,7 +532,7 @@ class VsockWorker {
     c.readable = false;
   }
 
-  void update_interest() {
+  void update_interest() REQUIRES(v_.mu_) {
     std::vector<uint64_t> dead;
     for (auto& [key, c] : v_.conns_) {
       if (c->dead || (c->closing && c->to_host.empty())) dead.push_back(key);
@@ -523,18 +562,8 @@ Result<std::unique_ptr<Vsock>> Vsock::create(uint64_t guest_cid, const std::stri
     return make_error(ErrorCode::kInvalidArgument, "vsock guest CID {} is not in 3..2^32-1", guest_cid);
   }
   std::unique_ptr<Vsock> v(new Vsock(guest_cid, uds_path));
-  sockaddr_un addr;
-  if (!fill_sockaddr(uds_path, addr)) {
-    return make_error(ErrorCode::kInvalidArgument, "vsock socket path {} is too long", uds_path);
-  }
-  // A socket left by an earlier run of the same VM would block bind.
-  struct stat st {};
-  if (::stat(uds_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(uds_path.c_str());
-  v->listener_ = SNAPVM_TRY(unix_socket());
-  if (::bind(v->listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(v->listener_.get(), 128) != 0) {
-    return errno_error(fmt::format("vsock socket {}", uds_path));
-  }
+  // The VM's owner only: whoever connects can talk to every guest port.
+  v->listener_ = SNAPVM_TRY(listen_unix(uds_path, 128, 0600, "vsock socket"));
   for (auto& f : forwards) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return errno_error("socket(AF_INET)");
@@ -601,7 +630,7 @@ std::vector<state::PortForward> Vsock::forwards() const {
 }
 
 std::vector<uint8_t> Vsock::save_specific() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ByteWriter w;
   w.u64(guest_cid_);
   w.u32(static_cast<uint32_t>(conns_.size()));
@@ -618,7 +647,7 @@ std::vector<uint8_t> Vsock::save_specific() const {
 }
 
 size_t Vsock::connection_count() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return conns_.size();
 }
 
@@ -630,7 +659,7 @@ void Vsock::read_config(uint64_t offset, std::span<uint8_t> data) const {
 
 void Vsock::activate(Transport& transport, uint64_t) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     transport_ = &transport;
   }
   kick();
@@ -639,7 +668,7 @@ void Vsock::activate(Transport& transport, uint64_t) {
 void Vsock::queue_notify(size_t) { kick(); }
 
 void Vsock::reset() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   transport_ = nullptr;
   for (auto& [key, c] : conns_) {
     if (c->events != 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
@@ -651,7 +680,7 @@ void Vsock::reset() {
 
 void Vsock::restored() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     reset_event_ = ResetEvent::kToSend;
   }
   kick();
@@ -659,8 +688,15 @@ void Vsock::restored() {
 
 void Vsock::set_paused(bool paused) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     paused_ = paused;
+  }
+  // A round that began before the flag was set may still be touching the
+  // queues or about to raise an interrupt: wait for it to end, so a
+  // snapshot captures the transport and the interrupt controller on the
+  // same side of that interrupt.
+  if (paused) {
+    MutexLock wait_for_round(round_mu_);
   }
   kick();
 }
@@ -675,43 +711,18 @@ void Vsock::run() {
   epoll_event events[64];
   while (!stop_.load()) {
     int n = ::epoll_wait(epoll_.get(), events, 64, 1000);
-    Transport* signal_to = nullptr;
-    bool signal_rx = false, signal_tx = false, signal_event = false;
+    MutexLock round(round_mu_);
+    VsockWorker::Signals to_raise;
     {
-      std::lock_guard lock(mu_);
-      for (int i = 0; i < n; ++i) {
-        uint64_t kind = events[i].data.u64 >> 56, value = events[i].data.u64 & ((1ull << 56) - 1);
-        switch (kind) {
-          case kTagKick: {
-            uint64_t drain;
-            (void)!::read(kick_fd_.get(), &drain, sizeof drain);
-            break;
-          }
-          case kTagListener: w.on_listener(); break;
-          case kTagForward: w.on_forward(value); break;
-          case kTagPending: w.on_pending(static_cast<int>(value)); break;
-          case kTagConn: w.on_conn(static_cast<int>(value), events[i].events); break;
-        }
-      }
-      if (transport_ != nullptr && !paused_) signal_event = w.advance_reset_event();
-      if (transport_ != nullptr && !paused_) {
-        w.start_pending();
-        // Replies drained into rx buffers make room for more tx packets.
-        for (;;) {
-          bool was_throttled = w.tx_throttled();
-          bool tx = w.process_tx(), rx = w.fill_rx();
-          signal_tx |= tx;
-          signal_rx |= rx;
-          if (!rx || !(tx || was_throttled) || w.tx_throttled()) break;
-        }
-        signal_to = transport_;
-      }
-      w.update_interest();
+      MutexLock lock(w.mu());
+      to_raise = w.round({events, static_cast<size_t>(std::max(n, 0))});
     }
     // Outside the lock: the transport takes its own lock to raise the irq.
-    if (signal_to != nullptr && signal_tx) signal_to->signal_used(1);
-    if (signal_to != nullptr && signal_rx) signal_to->signal_used(0);
-    if (signal_to != nullptr && signal_event) signal_to->signal_used(2);
+    if (Transport* t = to_raise.transport) {
+      if (to_raise.tx) t->signal_used(1);
+      if (to_raise.rx) t->signal_used(0);
+      if (to_raise.event) t->signal_used(2);
+    }
   }
 }
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "devices/virtio/device.h"
 #include "state/host_state.h"
@@ -74,15 +75,18 @@ class Vsock final : public VirtioDevice {
   UniqueFd kick_fd_;
   std::vector<std::pair<state::PortForward, UniqueFd>> forward_listeners_;
 
-  mutable std::mutex mu_;  // everything below, and the queues while in use
-  Transport* transport_ = nullptr;
-  std::map<uint64_t, std::unique_ptr<Conn>> conns_;  // key: local port << 32 | peer port
+  // Held by the worker for a whole round, interrupts included: set_paused
+  // takes it to know that no round is under way.
+  Mutex round_mu_;
+  mutable Mutex mu_ ACQUIRED_AFTER(round_mu_);  // everything below; queues: see Transport
+  Transport* transport_ GUARDED_BY(mu_) = nullptr;
+  std::map<uint64_t, std::unique_ptr<Conn>> conns_ GUARDED_BY(mu_);  // key: local port << 32 | peer port
   struct Pending;
-  std::map<int, std::unique_ptr<Pending>> pending_;  // Unix clients before CONNECT
-  std::vector<uint8_t> control_;                     // queued header-only packets for the guest
-  uint32_t next_local_port_ = 1u << 30;
-  bool rx_starved_ = false;
-  bool paused_ = false;
+  std::map<int, std::unique_ptr<Pending>> pending_ GUARDED_BY(mu_);  // Unix clients before CONNECT
+  std::vector<uint8_t> control_ GUARDED_BY(mu_);                     // queued header-only packets for the guest
+  uint32_t next_local_port_ GUARDED_BY(mu_) = 1u << 30;
+  bool rx_starved_ GUARDED_BY(mu_) = false;
+  bool paused_ GUARDED_BY(mu_) = false;
   // A restored guest still holds sockets of connections that did not
   // survive; the transport-reset event makes it drop them. Host-initiated
   // connections wait until the guest has handled that event (it re-posts
@@ -90,8 +94,8 @@ class Vsock final : public VirtioDevice {
   // reset_avail_idx_): a CONNECT forwarded earlier could be accepted and
   // then torn down by the reset without a word to the host.
   enum class ResetEvent { kNone, kToSend, kAwaitingAck };
-  ResetEvent reset_event_ = ResetEvent::kNone;
-  uint16_t reset_avail_idx_ = 0;
+  ResetEvent reset_event_ GUARDED_BY(mu_) = ResetEvent::kNone;
+  uint16_t reset_avail_idx_ GUARDED_BY(mu_) = 0;
 
   std::atomic<bool> stop_{false};
   std::thread worker_;
