@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libexpected-dev libfmt-dev libxxhash-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
+  libseccomp-dev                  # seccomp filters per VMM thread
   clang-14 libclang-rt-14-dev     # libFuzzer and sanitizer runtimes
   xfsprogs util-linux             # reflink-capable loop filesystem for diff tests
 )

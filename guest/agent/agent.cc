@@ -1,5 +1,4 @@
 #include "agent.h"
-#include "base/json_fields.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -19,12 +18,14 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/protocol.h"
+#include "base/json_fields.h"
 
 namespace snapvm::guest {
 namespace {
@@ -340,6 +341,9 @@ int agent_listen() {
   return s;
 }
 
+// Requests served at once; more are answered "busy".
+constexpr size_t kMaxRequests = 128;
+
 void serve_agent(int s) {
   ::prctl(PR_SET_NAME, "snapvm-agent");
   if (FILE* f = std::fopen("/run/snapvm-agent.pid", "w")) {
@@ -347,24 +351,40 @@ void serve_agent(int s) {
     std::fclose(f);
   }
   ::signal(SIGPIPE, SIG_IGN);
-  ::signal(SIGCHLD, SIG_IGN);  // connection handlers are reaped automatically
+  std::set<pid_t> running;  // request handlers not yet reaped
   for (;;) {
-    int c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+    for (pid_t done; (done = ::waitpid(-1, nullptr, WNOHANG)) > 0;) running.erase(done);
+    sockaddr_vm peer{};
+    socklen_t len = sizeof peer;
+    int c = ::accept4(s, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
     if (c < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       ::sleep(1);
+      continue;
+    }
+    // Only the host may drive the agent (it runs commands as root): a
+    // process inside the guest reaching port 1024 over vsock loopback is
+    // refused. On the host, the VM's vsock socket is its owner's alone.
+    if (peer.svm_family != AF_VSOCK || peer.svm_cid != VMADDR_CID_HOST) {
+      ::close(c);
+      continue;
+    }
+    for (pid_t done; (done = ::waitpid(-1, nullptr, WNOHANG)) > 0;) running.erase(done);
+    if (running.size() >= kMaxRequests) {
+      fail(c, "the agent is busy: " + std::to_string(kMaxRequests) + " requests are running");
+      ::close(c);
       continue;
     }
     pid_t pid = ::fork();
     if (pid == 0) {
       ::prctl(PR_SET_NAME, "snapvm-request");
       ::close(s);
-      ::signal(SIGCHLD, SIG_DFL);  // exec waits for its own command
       serve(c);
       ::shutdown(c, SHUT_WR);
       ::close(c);
       ::_exit(0);
     }
+    if (pid > 0) running.insert(pid);
     ::close(c);
   }
 }

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include <fmt/format.h>
@@ -17,11 +18,18 @@
 #include "arch/platform.h"
 #include "base/units.h"
 #include "cli/control_commands.h"
+#include "sandbox/seccomp.h"
 #include "vmm/control_server.h"
 #include "vmm/machine.h"
 
 namespace snapvm::cli {
 namespace {
+
+// --seccomp's default: enforce, or $SNAPVM_SECCOMP (tests and discovery runs).
+std::string default_seccomp() {
+  const char* env = std::getenv("SNAPVM_SECCOMP");
+  return env != nullptr && *env != '\0' ? env : "enforce";
+}
 
 struct RunOptions {
   std::string kernel, initrd, cmdline = "console=ttyAMA0 quiet panic=-1", mem = "512M", console;
@@ -31,7 +39,28 @@ struct RunOptions {
   std::vector<std::string> publish;
   uint32_t cpus = 1;
   bool track_dirty = false;
+  std::string seccomp = default_seccomp();
 };
+
+// Turns on the per-thread seccomp filters (before any VMM thread starts).
+bool start_sandbox(const std::string& mode) {
+  if (mode == "off") return true;
+  if (mode != "enforce" && mode != "log") {
+    fmt::print(stderr, "snapvm: seccomp mode '{}' is not enforce, log or off\n", mode);
+    return false;
+  }
+  auto s = sandbox::enable(mode == "log" ? sandbox::Mode::kLog : sandbox::Mode::kEnforce);
+  if (!s) fmt::print(stderr, "snapvm: {}\n", s.error().describe());
+  return static_cast<bool>(s);
+}
+
+void add_seccomp_option(CLI::App* cmd, std::string& mode) {
+  cmd->add_option("--seccomp", mode,
+                  "seccomp filters per VMM thread: enforce (a forbidden call ends the VMM with one line), "
+                  "log (allow and let the kernel log it), off")
+      ->check(CLI::IsMember({"enforce", "log", "off"}))
+      ->capture_default_str();
+}
 
 // Where the guest console goes: stdout, or a file opened with `mode`.
 struct Console {
@@ -71,7 +100,7 @@ int run_until_exit(Machine& machine, const std::string& api, FILE* console) {
     }
     control = std::move(*server);
   }
-  auto exit = machine.run();
+  auto exit = machine.run([] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); });
   control.reset();
   std::fflush(console);
   if (!exit) {
@@ -121,6 +150,7 @@ Result<state::PortForward> parse_publish(const std::string& spec) {
 }
 
 int run_vm(const RunOptions& o) {
+  if (!start_sandbox(o.seccomp)) return 1;
   auto mem = parse_size(o.mem);
   if (!mem) {
     fmt::print(stderr, "snapvm: --mem: {}\n", mem.error().describe());
@@ -169,7 +199,7 @@ int run_vm(const RunOptions& o) {
 }
 
 struct RestoreCliOptions {
-  std::string file, vsock, api, name, console, allow_dir;
+  std::string file, vsock, api, name, console, allow_dir, seccomp = default_seccomp();
   std::vector<std::string> disks, publish;
   bool paused = false;
   bool no_sync = false;
@@ -177,6 +207,7 @@ struct RestoreCliOptions {
 };
 
 int restore_vm(const RestoreCliOptions& o) {
+  if (!start_sandbox(o.seccomp)) return 1;
   auto console = open_console(o.console, "a");
   if (!console) return 1;
   RestoreOptions ro;
@@ -211,6 +242,7 @@ int restore_vm(const RestoreCliOptions& o) {
     // The guest wakes with the snapshot's wall clock and random state: fix
     // both through the agent as soon as it answers.
     std::thread([vsock] {
+      sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
       auto start = std::chrono::steady_clock::now();
       auto r = agent::sync_guest(vsock, std::chrono::seconds(30));
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -251,6 +283,8 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
                     "track the pages the guest and devices write from now on, so `snapvm snapshot --diff-from FILE` "
                     "can write only what changed since this snapshot");
 
+  add_seccomp_option(restore, ro->seccomp);
+
   auto o = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::kArchName) + ")");
   run->footer(
@@ -273,6 +307,7 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
                   "forwarded to a guest vsock port; repeatable");
   run->add_flag("--track-dirty", o->track_dirty,
                 "track the pages the guest and devices write from boot on, for diff snapshots after the first full one");
+  add_seccomp_option(run, o->seccomp);
   return [run, o, restore, ro]() -> int {
     if (*run) return run_vm(*o);
     if (*restore) return restore_vm(*ro);

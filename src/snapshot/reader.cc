@@ -1,7 +1,9 @@
 #include "snapshot/reader.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "base/byte_codec.h"
@@ -110,7 +112,40 @@ Result<MappedRegion> SnapshotFile::map_ram_cow(size_t index, void* fixed_addr) c
   int flags = MAP_PRIVATE | MAP_NORESERVE | (fixed_addr != nullptr ? MAP_FIXED : 0);
   void* p = ::mmap(fixed_addr, r.size, PROT_READ | PROT_WRITE, flags, fd_.get(), static_cast<off_t>(r.file_offset));
   if (p == MAP_FAILED) return errno_error(fmt::format("{}: mmap RAM region {}", name_, index));
-  return MappedRegion(p, r.size);
+  MappedRegion region(p, r.size);
+  struct statfs fs {};
+  if (::fstatfs(fd_.get(), &fs) == 0 && fs.f_type == TMPFS_MAGIC) cover_holes(region, r);
+  return region;
+}
+
+// On tmpfs every hole a mapping reads is allocated in the tmpfs (counted
+// against its size), and a full tmpfs answers the next fault with SIGBUS.
+// Holes are zero pages: map anonymous zero memory over the large ones
+// instead, so a restored guest reading its free memory costs nothing.
+// Bounded (at most kMaxHoleMappings mappings, 2 MiB aligned), so restore
+// stays cheap whatever the layout.
+void SnapshotFile::cover_holes(MappedRegion& region, const RamRegion& r) const {
+  constexpr uint64_t kAlign = 2 << 20;
+  constexpr int kMaxHoleMappings = 1024, kMaxSeeks = 8192;
+  uint64_t at = r.file_offset;
+  int mappings = 0;
+  for (int seeks = 0; at < r.file_end() && mappings < kMaxHoleMappings && seeks < kMaxSeeks; seeks += 2) {
+    off_t hole = ::lseek(fd_.get(), static_cast<off_t>(at), SEEK_HOLE);
+    if (hole < 0 || static_cast<uint64_t>(hole) >= r.file_end()) break;
+    off_t data = ::lseek(fd_.get(), hole, SEEK_DATA);
+    uint64_t hole_end = data < 0 ? r.file_end() : std::min<uint64_t>(static_cast<uint64_t>(data), r.file_end());
+    // Guest-address alignment: offsets within the region.
+    uint64_t from = (static_cast<uint64_t>(hole) - r.file_offset + kAlign - 1) / kAlign * kAlign;
+    uint64_t to = (hole_end - r.file_offset) / kAlign * kAlign;
+    if (to > from) {
+      void* want = region.data() + from;
+      void* got = ::mmap(want, to - from, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                         -1, 0);
+      if (got != want) break;  // the file mapping stays where this failed: still correct
+      ++mappings;
+    }
+    at = hole_end;
+  }
 }
 
 Status SnapshotFile::read_ram(size_t index, std::span<uint8_t> out) const {

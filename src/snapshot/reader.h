@@ -55,6 +55,7 @@ class SnapshotFile {
 
  private:
   SnapshotFile() = default;
+  void cover_holes(MappedRegion& region, const RamRegion& r) const;
 
   std::string name_;
   UniqueFd fd_;

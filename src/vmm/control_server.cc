@@ -15,6 +15,7 @@
 
 #include "api/control_protocol.h"
 #include "base/unix_socket.h"
+#include "sandbox/seccomp.h"
 
 namespace snapvm {
 namespace {
@@ -46,6 +47,7 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::serve() {
+  sandbox::enter_or_die(sandbox::ThreadKind::kControl);
   // Every client is served from this one thread, each with its own buffer:
   // a client that connects and says nothing (or never reads) holds up no
   // other. Requests run one at a time, in arrival order.

@@ -4,6 +4,7 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -14,6 +15,7 @@
 #include "arch/platform.h"
 #include "arch/vcpu_state.h"
 #include "base/file_io.h"
+#include "base/memory_faults.h"
 #include "base/paths.h"
 #include "devices/mmio_bus.h"
 #include "devices/pl011.h"
@@ -22,6 +24,7 @@
 #include "devices/virtio/rng.h"
 #include "devices/virtio/vsock.h"
 #include "kvm/kvm.h"
+#include "sandbox/seccomp.h"
 #include "snapshot/diff_writer.h"
 #include "snapshot/reader.h"
 #include "state/snapshot_state.h"
@@ -91,6 +94,7 @@ struct Machine::State {
     uint64_t base_checksum = 0;      // the base's metadata checksum: its identity
   };
   std::optional<DirtyTracking> dirty;
+  bool ram_registered = false;  // with the SIGBUS reporter (RAM mapped from a file)
   std::mutex snapshot_mu;  // one snapshot at a time
 
   Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {});
@@ -274,6 +278,7 @@ Machine::~Machine() {
   // Devices first: their threads write guest memory and mark dirty pages
   // until joined, so RAM and the dirty bitmap must outlive them.
   s_->virtio.clear();
+  if (s_->ram_registered) unregister_guest_memory(s_->ram.data());
 }
 
 uint64_t Machine::mem_bytes() const { return s_->ram.size(); }
@@ -295,6 +300,9 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, M
   }
   s->vm.emplace(SNAPVM_TRY(s->kvm.create_vm()));
   s->ram = std::move(ram);
+  // Guest RAM has no place in a core dump of the VMM: it is the guest's
+  // data, and gigabytes of it.
+  ::madvise(s->ram.data(), s->ram.size(), MADV_DONTDUMP);
   uint32_t slot_flags = 0;
   if (c.track_dirty) {
     if (s->ram.size() % GuestMemory::kDirtyPageBytes != 0 || ::sysconf(_SC_PAGESIZE) % GuestMemory::kDirtyPageBytes != 0) {
@@ -418,6 +426,11 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   if (!ram) return tl::unexpected(std::move(ram.error()));
   auto t2 = Clock::now();
   auto s = SNAPVM_TRY(build(c, std::move(*ram)));
+  // A fault on the file mapping (truncated file, full filesystem) now ends
+  // the VMM with one line naming the file instead of a crash.
+  install_memory_fault_handler();
+  register_guest_memory(s->ram.data(), s->ram.size(), path.c_str());
+  s->ram_registered = true;
   if (s->dirty) {
     // RAM is the file's until the guest writes: diffs count from it.
     s->dirty->base_path = path;
@@ -470,7 +483,7 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   return std::unique_ptr<Machine>(new Machine(std::move(s)));
 }
 
-Result<ExitReason> Machine::run() {
+Result<ExitReason> Machine::run(const std::function<void()>& on_started) {
   install_kick_handler();
   {
     std::lock_guard lock(s_->mu);
@@ -481,6 +494,7 @@ Result<ExitReason> Machine::run() {
           &t, nullptr,
           [](void* p) -> void* {
             auto* a = static_cast<std::pair<State*, size_t>*>(p);
+            sandbox::enter_or_die(sandbox::ThreadKind::kVcpu);
             a->first->vcpu_loop(a->second);
             {
               std::lock_guard lock(a->first->mu);
@@ -500,6 +514,7 @@ Result<ExitReason> Machine::run() {
     }
   }
   if (s_->error) s_->stop_all();
+  if (on_started) on_started();
   {
     std::unique_lock lock(s_->mu);
     s_->cv.wait(lock, [&] { return s_->exit.has_value() || s_->error.has_value() || s_->stopping.load(); });

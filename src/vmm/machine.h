@@ -95,7 +95,9 @@ class Machine {
 
   // Runs the vCPUs until the guest powers off, resets or crashes, or until
   // request_stop(); an error in a vCPU thread stops the others too.
-  Result<ExitReason> run();
+  // `on_started` runs on the calling thread once the vCPU threads exist
+  // (the command line installs the main thread's seccomp filter there).
+  Result<ExitReason> run(const std::function<void()>& on_started = {});
 
   // Thread-safe: makes run() return kStopped soon.
   void request_stop();

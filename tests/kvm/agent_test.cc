@@ -182,6 +182,36 @@ TEST_F(Agent, HundredConcurrentConnectionsEcho) {
   }
 }
 
+// The agent runs commands as root: a process inside the guest that reaches
+// port 1024 over vsock loopback (CID 1) must be refused, or any guest user
+// could become root through it.
+TEST_F(Agent, RefusesRequestsFromInsideTheGuest) {
+  auto o = run(kVsock, {"sh", "-c",
+                        "rm -f /tmp/pwned; "
+                        "printf '\\040\\000\\000\\000\\001{\"argv\":[\"touch\",\"/tmp/pwned\"]}\\001\\000\\000\\000\\003' "
+                        "| vsock-connect 1024 1 >/dev/null 2>&1; sleep 1; "
+                        "if test -e /tmp/pwned; then echo ran; else echo refused; fi; grep -c vsock_loopback /proc/modules"});
+  ASSERT_TRUE(o.error.empty()) << o.error;
+  EXPECT_EQ(o.out, "refused\n1\n") << "stderr: " << o.err;
+}
+
+// At most 128 requests run at once; one more is told the agent is busy.
+TEST_F(Agent, CapsConcurrentRequests) {
+  std::vector<std::future<Output>> futures;
+  for (int i = 0; i < 132; ++i) {
+    futures.push_back(std::async(std::launch::async, [] { return run(kVsock, {"sleep", "6"}); }));
+  }
+  int busy = 0, ok = 0;
+  for (auto& f : futures) {
+    auto o = f.get();
+    if (o.error.find("the agent is busy") != std::string::npos) ++busy;
+    if (o.error.empty() && o.result.exit_code == 0) ++ok;
+  }
+  EXPECT_GE(busy, 4);
+  EXPECT_EQ(ok + busy, 132) << "every request either ran or was told the agent is busy";
+  EXPECT_EQ(run(kVsock, {"echo", "free again"}).out, "free again\n");
+}
+
 TEST_F(Agent, HostTcpClientReachesGuestServiceThroughPortForward) {
   auto fwds = vm_->machine().port_forwards();
   ASSERT_EQ(fwds.size(), 1u);

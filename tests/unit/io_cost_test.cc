@@ -3,6 +3,7 @@
 // only the header and metadata, whatever the RAM size.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -63,6 +64,43 @@ TEST(IoCost, OpeningReadsNoRam) {
   ASSERT_TRUE(map);
   uint64_t read = bytes_read() - before;
   EXPECT_LT(read, 64u << 10) << "opening and mapping read " << read << " bytes of a 64 MiB snapshot";
+}
+
+}  // namespace
+}  // namespace snapvm
+
+#include <sys/statvfs.h>
+
+namespace snapvm {
+namespace {
+
+uint64_t used_bytes(const std::string& dir) {
+  struct statvfs v {};
+  EXPECT_EQ(::statvfs(dir.c_str(), &v), 0);
+  return (v.f_blocks - v.f_bfree) * v.f_frsize;
+}
+
+// A restored guest reads its free memory. On tmpfs every hole read through a
+// file mapping used to be allocated in the tmpfs, and a full tmpfs killed the
+// VMM with SIGBUS: holes are now anonymous zero memory.
+TEST(IoCost, ReadingHolesOfAMappingOnTmpfsAllocatesNothing) {
+  if (!test::is_root()) GTEST_SKIP() << "mounting a small tmpfs needs root";
+  auto fs = test::ScratchMount::tmpfs(128 << 20);
+  ASSERT_NE(fs, nullptr);
+  test::SampleVm vm(64 << 20, 0.5, 4);
+  std::memset(vm.ram.data() + (16 << 20), 0, 48 << 20);  // 48 MiB of free memory
+  auto src = vm.source();
+  ASSERT_TRUE(write_full(fs->file("a.snap"), vm.contents(), {&src, 1}));
+  uint64_t before = used_bytes(fs->path());
+  auto f = SnapshotFile::open(fs->file("a.snap"));
+  ASSERT_TRUE(f);
+  auto map = f->map_ram_cow(0);
+  ASSERT_TRUE(map);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < map->size(); i += 4096) sum += map->data()[i];
+  EXPECT_EQ(std::memcmp(map->data(), vm.ram.data(), map->size()), 0) << "the mapping must still read the snapshot";
+  uint64_t grew = used_bytes(fs->path()) - before;
+  EXPECT_LT(grew, 4u << 20) << "reading the holes allocated " << (grew >> 20) << " MiB in the tmpfs (sum " << sum << ")";
 }
 
 }  // namespace

@@ -12,14 +12,14 @@ sudo_cmd=()
 export DEBIAN_FRONTEND=noninteractive
 if [ "$(uname -m)" = aarch64 ]; then
   # Native arm64: no emulator and no cross toolchain needed.
-  packages=(cpio libfdt-dev)
+  packages=(cpio libfdt-dev libseccomp-dev)
 else
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     "${sudo_cmd[@]}" dpkg --add-architecture arm64
     "${sudo_cmd[@]}" apt-get update -qq
   fi
   packages=(qemu-system-arm gcc-aarch64-linux-gnu g++-aarch64-linux-gnu cpio xz-utils
-            libfmt-dev:arm64 libxxhash-dev:arm64 libgtest-dev:arm64 libfdt-dev)
+            libfmt-dev:arm64 libxxhash-dev:arm64 libgtest-dev:arm64 libseccomp-dev:arm64 libfdt-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do

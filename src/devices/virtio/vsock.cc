@@ -17,6 +17,7 @@
 
 #include "base/byte_codec.h"
 #include "base/unix_socket.h"
+#include "sandbox/seccomp.h"
 #include "devices/virtio/vsock_packet.h"
 
 namespace snapvm::virtio {
@@ -707,6 +708,7 @@ void Vsock::kick() {
 }
 
 void Vsock::run() {
+  sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
   VsockWorker w(*this);
   epoll_event events[64];
   while (!stop_.load()) {

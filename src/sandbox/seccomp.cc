@@ -1,0 +1,172 @@
+#include "sandbox/seccomp.h"
+
+#include <linux/kvm.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+
+namespace snapvm::sandbox {
+namespace {
+
+std::atomic<bool> g_enabled{false};
+Mode g_mode = Mode::kEnforce;
+thread_local const char* t_kind = "unfiltered";
+
+// Syscall names by number, resolved once at enable(): the SIGSYS handler
+// may not allocate.
+constexpr int kNames = 512;
+char g_names[kNames][24];
+
+void put(const char* s) { (void)!::write(2, s, std::strlen(s)); }
+
+void put_number(long v) {
+  char buf[24];
+  int i = sizeof buf;
+  buf[--i] = '\0';
+  bool negative = v < 0;
+  unsigned long u = negative ? static_cast<unsigned long>(-v) : static_cast<unsigned long>(v);
+  do {
+    buf[--i] = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (negative) buf[--i] = '-';
+  put(buf + i);
+}
+
+void on_sigsys(int, siginfo_t* info, void*) {
+  int nr = info->si_syscall;
+  put("snapvm: seccomp: the ");
+  put(t_kind);
+  put(" thread made a forbidden system call ");
+  put(nr >= 0 && nr < kNames && g_names[nr][0] != '\0' ? g_names[nr] : "?");
+  put(" (");
+  put_number(nr);
+  put("); the VMM stops\n");
+  ::_exit(kExitForbiddenSyscall);
+}
+
+const std::initializer_list<const char*> kCommon = {
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "close", "futex",
+    "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "exit", "exit_group", "madvise", "mmap",
+    "munmap", "mprotect", "mremap", "brk", "clock_gettime", "clock_nanosleep", "nanosleep", "gettimeofday",
+    "gettid", "getpid", "tgkill", "tkill", "sched_yield", "getrandom", "restart_syscall", "fstat", "newfstatat",
+    "statx", "lseek", "ppoll", "poll", "fcntl", "set_robust_list", "rseq", "sched_getaffinity", "prlimit64",
+    "getuid", "geteuid", "getgid", "getegid"};
+
+// Socket and polling calls of device workers and agent clients.
+const std::initializer_list<const char*> kSockets = {
+    "epoll_pwait", "epoll_wait", "epoll_ctl", "accept4", "accept", "socket", "connect", "recvfrom", "sendto",
+    "recvmsg", "sendmsg", "shutdown", "setsockopt", "getsockopt", "getsockname", "getpeername", "eventfd2"};
+
+// What writing and checking snapshots needs beyond the common calls.
+const std::initializer_list<const char*> kFiles = {
+    "openat", "open", "unlinkat", "unlink", "renameat", "renameat2", "rename", "fsync", "fdatasync", "ftruncate",
+    "fallocate", "copy_file_range", "fstatfs", "statfs", "clone", "clone3", "uname", "getdents64", "mkdirat",
+    "fchmod", "fchmodat", "dup", "dup3", "readlinkat", "sync_file_range"};
+
+Status allow(scmp_filter_ctx ctx, std::initializer_list<const char*> names) {
+  for (const char* n : names) {
+    int nr = seccomp_syscall_resolve_name(n);
+    if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+    if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: allow {}: {}", n, std::strerror(-rc));
+  }
+  return {};
+}
+
+// ioctl only with these request numbers.
+Status allow_ioctls(scmp_filter_ctx ctx, std::initializer_list<unsigned long> requests) {
+  for (unsigned long r : requests) {
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, r));
+    if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: allow ioctl {:#x}: {}", r, std::strerror(-rc));
+  }
+  return {};
+}
+
+}  // namespace
+
+const char* name(ThreadKind kind) {
+  switch (kind) {
+    case ThreadKind::kMain: return "main";
+    case ThreadKind::kVcpu: return "vCPU";
+    case ThreadKind::kDevice: return "device";
+    case ThreadKind::kControl: return "control";
+  }
+  return "?";
+}
+
+Status enable(Mode mode) {
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_error("prctl(PR_SET_NO_NEW_PRIVS)");
+  for (int nr = 0; nr < kNames; ++nr) {
+    char* n = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+    if (n != nullptr) {
+      std::strncpy(g_names[nr], n, sizeof g_names[nr] - 1);
+      std::free(n);
+    }
+  }
+  struct sigaction sa {};
+  sa.sa_sigaction = on_sigsys;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  if (::sigaction(SIGSYS, &sa, nullptr) != 0) return errno_error("sigaction(SIGSYS)");
+  g_mode = mode;
+  g_enabled = true;
+  return {};
+}
+
+bool enabled() { return g_enabled.load(); }
+
+Status enter(ThreadKind kind) {
+  if (!g_enabled.load()) return {};
+  scmp_filter_ctx ctx = seccomp_init(g_mode == Mode::kEnforce ? SCMP_ACT_TRAP : SCMP_ACT_LOG);
+  if (ctx == nullptr) return make_error(ErrorCode::kIo, "seccomp_init failed");
+  struct Release {
+    scmp_filter_ctx c;
+    ~Release() { seccomp_release(c); }
+  } release{ctx};
+  SNAPVM_CHECK_OK(allow(ctx, kCommon));
+  switch (kind) {
+    case ThreadKind::kMain:
+      SNAPVM_CHECK_OK(allow(ctx, {"unlinkat", "unlink", "openat", "fsync", "fdatasync"}));
+      break;
+    case ThreadKind::kVcpu:
+      // Block requests are served on the notifying vCPU.
+      SNAPVM_CHECK_OK(allow(ctx, {"fsync", "fdatasync"}));
+      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_RUN, KVM_IRQ_LINE}));
+      break;
+    case ThreadKind::kDevice:
+      SNAPVM_CHECK_OK(allow(ctx, kSockets));
+      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_IRQ_LINE}));
+      break;
+    case ThreadKind::kControl:
+      // Capture reads every register of every vCPU and device fd; the set
+      // of KVM ioctls is large, so ioctl stays open here (the thread
+      // serves only the VM's owner, on a 0600 socket).
+      SNAPVM_CHECK_OK(allow(ctx, kSockets));
+      SNAPVM_CHECK_OK(allow(ctx, kFiles));
+      SNAPVM_CHECK_OK(allow(ctx, {"ioctl"}));
+      break;
+  }
+  int rc = seccomp_load(ctx);
+  if (rc != 0) return make_error(ErrorCode::kIo, "seccomp_load for the {} thread: {}", name(kind), std::strerror(-rc));
+  t_kind = name(kind);
+  return {};
+}
+
+void enter_or_die(ThreadKind kind) {
+  auto s = enter(kind);
+  if (!s) {
+    std::string line = "snapvm: cannot filter the " + std::string(name(kind)) + " thread: " + s.error().describe() + "\n";
+    (void)!::write(2, line.data(), line.size());
+    ::_exit(1);
+  }
+}
+
+}  // namespace snapvm::sandbox
