@@ -4,6 +4,7 @@
 #include "cli/agent_commands.h"
 #include "cli/commands.h"
 #include "cli/control_commands.h"
+#include "cli/jail_command.h"
 #include "cli/vmm_commands.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
   auto run_agent_command = snapvm::cli::register_agent_commands(app);
   auto run_control_command = snapvm::cli::register_control_commands(app);
+  auto run_jail_command = snapvm::cli::register_jail_command(app);
 
   CLI11_PARSE(app, argc, argv);
   if (*inspect) return snapvm::cli::run_inspect(path, json);
@@ -32,5 +34,6 @@ int main(int argc, char** argv) {
   int rc = run_vmm_command();
   if (rc < 0) rc = run_agent_command();
   if (rc < 0) rc = run_control_command();
+  if (rc < 0) rc = run_jail_command();
   return rc >= 0 ? rc : 1;
 }

@@ -3,6 +3,7 @@
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -133,17 +134,19 @@ Status enter(ThreadKind kind) {
   } release{ctx};
   SNAPVM_CHECK_OK(allow(ctx, kCommon));
   switch (kind) {
+    // TCGETS: stdio asks whether the console is a terminal on first use.
     case ThreadKind::kMain:
       SNAPVM_CHECK_OK(allow(ctx, {"unlinkat", "unlink", "openat", "fsync", "fdatasync"}));
+      SNAPVM_CHECK_OK(allow_ioctls(ctx, {TCGETS}));
       break;
     case ThreadKind::kVcpu:
       // Block requests are served on the notifying vCPU.
       SNAPVM_CHECK_OK(allow(ctx, {"fsync", "fdatasync"}));
-      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_RUN, KVM_IRQ_LINE}));
+      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_RUN, KVM_IRQ_LINE, TCGETS}));
       break;
     case ThreadKind::kDevice:
       SNAPVM_CHECK_OK(allow(ctx, kSockets));
-      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_IRQ_LINE}));
+      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_IRQ_LINE, TCGETS}));
       break;
     case ThreadKind::kControl:
       // Capture reads every register of every vCPU and device fd; the set
@@ -154,6 +157,10 @@ Status enter(ThreadKind kind) {
       SNAPVM_CHECK_OK(allow(ctx, {"ioctl"}));
       break;
   }
+  // Named threads show up in top -H, in /proc and in the kernel's seccomp
+  // log (named before the filter, which does not allow prctl).
+  std::string thread_name = std::string("snapvm-") + name(kind);
+  ::prctl(PR_SET_NAME, thread_name.c_str());
   int rc = seccomp_load(ctx);
   if (rc != 0) return make_error(ErrorCode::kIo, "seccomp_load for the {} thread: {}", name(kind), std::strerror(-rc));
   t_kind = name(kind);

@@ -190,7 +190,7 @@ TEST_F(Agent, RefusesRequestsFromInsideTheGuest) {
                         "rm -f /tmp/pwned; "
                         "printf '\\040\\000\\000\\000\\001{\"argv\":[\"touch\",\"/tmp/pwned\"]}\\001\\000\\000\\000\\003' "
                         "| vsock-connect 1024 1 >/dev/null 2>&1; sleep 1; "
-                        "if test -e /tmp/pwned; then echo ran; else echo refused; fi; grep -c vsock_loopback /proc/modules"});
+                        "if test -e /tmp/pwned; then echo ran; else echo refused; fi; grep -c '^vsock_loopback ' /proc/modules"});
   ASSERT_TRUE(o.error.empty()) << o.error;
   EXPECT_EQ(o.out, "refused\n1\n") << "stderr: " << o.err;
 }

@@ -83,8 +83,8 @@ TEST(Seccomp, IoctlsAreFilteredByRequest) {
   auto r = in_child([] {
     std::thread device([] {
       if (!sandbox::enter(sandbox::ThreadKind::kDevice)) ::_exit(4);
-      termios t{};
-      (void)::ioctl(0, TCGETS, &t);  // not KVM_IRQ_LINE
+      winsize w{};
+      (void)::ioctl(0, TIOCGWINSZ, &w);  // not KVM_IRQ_LINE
       ::_exit(0);
     });
     device.join();

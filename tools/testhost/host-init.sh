@@ -6,6 +6,7 @@ mkdir -p /proc /sys /dev /tmp /run
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+mount -t cgroup2 none /sys/fs/cgroup   # limits for snapvm jail
 # Snapshots live here; a restored VM reading a hole of its tmpfs-backed RAM
 # mapping allocates that page in the tmpfs, so give it room (the default is 50%).
 mount -t tmpfs -o size=75% tmp /tmp
