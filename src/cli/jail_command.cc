@@ -39,7 +39,18 @@ Result<sandbox::JailFile> parse_file(std::string spec) {
 
 }  // namespace
 
-std::function<int()> register_jail_command(CLI::App& app) {
+int split_jail_args(int argc, char** argv, std::vector<std::string>& vmm_args) {
+  if (argc < 2 || std::string(argv[1]) != "jail") return argc;
+  for (int i = 2; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      vmm_args.assign(argv + i + 1, argv + argc);
+      return i;
+    }
+  }
+  return argc;
+}
+
+std::function<int()> register_jail_command(CLI::App& app, const std::vector<std::string>& vmm_args) {
   auto o = std::make_shared<JailOptions>();
   auto* jail = app.add_subcommand(
       "jail", "Run `snapvm run|restore ...` confined: own mount, PID, network, IPC and UTS namespaces, "
@@ -55,16 +66,19 @@ std::function<int()> register_jail_command(CLI::App& app) {
   jail->add_option("--root", o->config.root, "where jails are made")->capture_default_str();
   jail->add_option("--file", o->files,
                    "HOST[:JAILPATH][,rw]: a file or directory the VMM may see (read-only unless ,rw); "
-                   "JAILPATH defaults to /BASENAME; repeatable");
+                   "JAILPATH defaults to /BASENAME; repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   jail->add_flag("--net", o->config.network, "keep the host's network namespace (port forwards on host addresses)");
   jail->add_option("--memory", o->memory, "cgroup memory.max, e.g. 1G");
   jail->add_option("--cpus", o->cpus, "cgroup cpu.max in CPUs, e.g. 1.5");
   jail->add_option("--pids", o->pids, "cgroup pids.max");
   jail->add_option("--nofile", o->config.max_open_files, "RLIMIT_NOFILE")->capture_default_str();
   jail->add_option("--cgroup-root", o->config.cgroup_root, "where cgroup v2 is mounted")->capture_default_str();
-  jail->add_option("ARGS", o->config.argv, "run ... or restore ... (after --)")->required();
-  return [jail, o]() -> int {
+
+  return [jail, o, &vmm_args]() -> int {
     if (!*jail) return -1;
+    o->config.argv = vmm_args;
     for (const auto& spec : o->files) {
       auto f = parse_file(spec);
       if (!f) {

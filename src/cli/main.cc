@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
   auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
   auto run_agent_command = snapvm::cli::register_agent_commands(app);
   auto run_control_command = snapvm::cli::register_control_commands(app);
-  auto run_jail_command = snapvm::cli::register_jail_command(app);
+  std::vector<std::string> vmm_args;
+  argc = snapvm::cli::split_jail_args(argc, argv, vmm_args);
+  auto run_jail_command = snapvm::cli::register_jail_command(app, vmm_args);
 
   CLI11_PARSE(app, argc, argv);
   if (*inspect) return snapvm::cli::run_inspect(path, json);

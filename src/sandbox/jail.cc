@@ -171,14 +171,22 @@ Status validate(const JailConfig& c) {
     return make_error(ErrorCode::kInvalidArgument, "the jail's uid and gid must not be 0 (root)");
   }
   if (c.argv.empty() || (c.argv[0] != "run" && c.argv[0] != "restore")) {
-    return make_error(ErrorCode::kInvalidArgument, "the jail runs 'snapvm run ...' or 'snapvm restore ...'");
+    return make_error(ErrorCode::kInvalidArgument, "give the VMM's command line after --: run ... or restore ...");
   }
   for (const auto& f : c.files) {
     if (!safe_jail_path(f.jail_path)) {
       return make_error(ErrorCode::kInvalidArgument, "jail path '{}' must be absolute, without '..', outside /dev",
                         f.jail_path);
     }
-    if (::access(f.host_path.c_str(), F_OK) != 0) return errno_error(fmt::format("jail file {}", f.host_path));
+    struct stat st {};
+    if (::stat(f.host_path.c_str(), &st) != 0) return errno_error(fmt::format("jail file {}", f.host_path));
+    // The VMM opens it as the jail's uid: say so now rather than fail inside.
+    mode_t want = f.writable ? 06 : 04;
+    mode_t have = st.st_uid == c.uid ? (st.st_mode >> 6) & 7 : st.st_gid == c.gid ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
+    if ((have & want) != want) {
+      return make_error(ErrorCode::kFailedPrecondition, "jail file {} is not {} by uid {} / gid {} (chown or chmod it)",
+                        f.host_path, f.writable ? "readable and writable" : "readable", c.uid, c.gid);
+    }
   }
   if (c.memory_max && *c.memory_max < (16ull << 20)) {
     return make_error(ErrorCode::kInvalidArgument, "memory limit {} is below 16 MiB", *c.memory_max);

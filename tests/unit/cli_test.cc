@@ -73,5 +73,17 @@ TEST_F(Cli, BadInputGivesOneClearLine) {
   }
 }
 
+// The VMM's command line after `--` reaches the jail whole: none of its
+// options is read as one of the jailer's (CLI11 did, after a repeated option).
+TEST_F(Cli, JailPassesEverythingAfterTheDoubleDashToTheVmm) {
+  auto r = run("jail --id t --uid 1000 --gid 1000 --root " + dir.file("jails") +
+               " --file /etc/hosts --file /etc/hosts:/h -- restore /vm.snap --vsock /r.vsock --console /dev/null --no-sync");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out.find("not expected"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.rfind("snapvm: jail: ", 0), 0u) << r.out;
+  auto missing = run("jail --id t --uid 1000 --gid 1000 --file /etc/hosts");
+  EXPECT_NE(missing.out.find("after --"), std::string::npos) << missing.out;
+}
+
 }  // namespace
 }  // namespace snapvm

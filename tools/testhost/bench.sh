@@ -5,11 +5,12 @@
 #
 #   tools/testhost/bench.sh restore [--sizes 256M,2G] [--reps 5]   restore latency against RAM size
 #   tools/testhost/bench.sh diff [--mem 2G] [--percents 1,10]      diff vs full snapshots, pauses, tracking cost
+#   tools/testhost/bench.sh sandbox [--reps 5]                     seccomp and jailer against neither: restore, vsock RTT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 case "${1:-}" in
-  restore|diff) which=$1; shift ;;
-  *) echo "usage: tools/testhost/bench.sh restore|diff [options]" >&2; exit 2 ;;
+  restore|diff|sandbox) which=$1; shift ;;
+  *) echo "usage: tools/testhost/bench.sh restore|diff|sandbox [options]" >&2; exit 2 ;;
 esac
 out=${TESTHOST_DIR:-build-testhost}
 tools/testhost/prepare.sh

@@ -1,0 +1,193 @@
+// snapvm-bench-sandbox: what the seccomp filters and the jailer cost, side
+// by side with a VMM that has neither. One snapshot of a booted guest is
+// restored again and again by `snapvm restore` in a fresh process, as
+//
+//   off      --seccomp off
+//   seccomp  --seccomp enforce (the default)
+//   jail     snapvm jail ... -- restore (namespaces, pivot_root, uid drop,
+//            cgroup; seccomp enforced too)
+//
+// and for each it reports medians of: the restore itself (the VMM's own
+// "restored in" figure), process start to the guest agent's first reply,
+// and a vsock round trip (64 bytes to `cat` in the guest and back, through
+// the agent's stdin and stdout frames).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "agent/client.h"
+#include "agent/protocol.h"
+#include "tools/bench/bench_guest.h"
+
+namespace snapvm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-sandbox", what); }
+
+struct Options {
+  std::string kernel, initrd, snapvm = "/payload/snapvm", dir = "/tmp/sandbox-bench";
+  int reps = 5, round_trips = 200;
+};
+
+struct Sample {
+  double restore_ms = 0, first_reply_ms = 0, round_trip_us = 0;
+};
+
+std::string slurp(const std::string& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+  }
+  return text;
+}
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+// Medians of `round_trips` 64-byte echoes through `cat` in the guest.
+double round_trip_us(const std::string& vsock, int round_trips) {
+  auto conn = agent::connect_vsock(vsock, agent::kAgentPort);
+  if (!conn) die(conn.error().describe());
+  std::vector<uint8_t> out;
+  agent::append_frame(out, agent::Frame::kExec, std::string(R"({"argv":["cat"]})"));
+  if (::send(conn->get(), out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) die("send exec");
+  std::string payload(64, 'x');
+  std::vector<double> rtts;
+  agent::FrameReader reader;
+  uint8_t buf[4096];
+  for (int i = 0; i < round_trips; ++i) {
+    out.clear();
+    agent::append_frame(out, agent::Frame::kStdin, payload);
+    auto t0 = Clock::now();
+    if (::send(conn->get(), out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) die("send");
+    size_t got = 0;
+    while (got < payload.size()) {
+      while (auto m = reader.next()) {
+        if (m->type == agent::Frame::kStdout) got += m->payload.size();
+      }
+      if (got >= payload.size()) break;
+      ssize_t n = ::recv(conn->get(), buf, sizeof buf, 0);
+      if (n <= 0) die("the agent closed the echo");
+      reader.feed({buf, static_cast<size_t>(n)});
+    }
+    rtts.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  std::sort(rtts.begin(), rtts.end());
+  return rtts[rtts.size() / 2];
+}
+
+Sample restore_once(const Options& o, const std::string& mode, const std::string& snap) {
+  std::string log = o.dir + "/restore.log";
+  std::vector<std::string> args;
+  std::string vsock;
+  if (mode == "jail") {
+    vsock = o.dir + "/jails/bench/root/r.vsock";
+    args = {o.snapvm, "jail", "--id", "bench", "--uid", "1000", "--gid", "1000", "--root", o.dir + "/jails",
+            "--file", snap + ":/vm.snap", "--", "restore", "/vm.snap", "--vsock", "/r.vsock", "--console",
+            "/dev/null", "--no-sync"};
+  } else {
+    vsock = o.dir + "/r.vsock";
+    args = {o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync", "--seccomp", mode};
+  }
+  auto t0 = Clock::now();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  Sample s;
+  agent::ExecRequest req;
+  req.argv = {"true"};
+  for (auto deadline = Clock::now() + std::chrono::minutes(2);;) {
+    auto r = agent::exec(vsock, req, {}, {});
+    if (r && r->exit_code == 0) break;
+    if (Clock::now() > deadline) die(fmt::format("{}: the restored agent never answered: {}", mode, slurp(log)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  s.first_reply_ms = ms_since(t0);
+  s.round_trip_us = round_trip_us(vsock, o.round_trips);
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+  std::string text = slurp(log);
+  auto at = text.find(" in ");
+  if (text.find("restored") == std::string::npos || at == std::string::npos) die(mode + ": no restore line: " + text);
+  s.restore_ms = std::atof(text.c_str() + at + 4);
+  return s;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+}  // namespace snapvm
+
+int main(int argc, char** argv) {
+  using namespace snapvm;
+  Options o;
+  CLI::App app{"snapvm-bench-sandbox: the cost of seccomp and the jailer on restore and vsock round trips"};
+  app.add_option("--kernel", o.kernel, "guest kernel Image")->required();
+  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
+  app.add_option("--snapvm", o.snapvm, "the snapvm binary (static, for the jail)");
+  app.add_option("--reps", o.reps, "restores per configuration");
+  app.add_option("--round-trips", o.round_trips, "vsock round trips per restore");
+  app.add_option("--dir", o.dir, "scratch directory");
+  CLI11_PARSE(app, argc, argv);
+  std::filesystem::create_directories(o.dir);
+  std::string snap = o.dir + "/vm.snap";
+  {
+    bench::BenchGuest guest(o.kernel, o.initrd, 256ull << 20, 2, o.dir + "/boot.vsock");
+    if (!guest.machine().pause()) die("pause failed");
+    auto stats = guest.machine().snapshot(snap);
+    if (!stats) die(stats.error().describe());
+    bench::progress("snapshot written");
+  }
+  // The jailed VMM opens the snapshot as the jail's uid (snapshots are 0600).
+  if (::chown(snap.c_str(), 1000, 1000) != 0) die("chown the snapshot for the jail");
+  fmt::print("{:>8} {:>12} {:>18} {:>16}\n", "config", "restore ms", "start->reply ms", "vsock RTT us");
+  double base[3] = {0, 0, 0};
+  for (const std::string mode : {"off", "enforce", "jail"}) {
+    std::vector<double> restore, first, rtt;
+    for (int i = 0; i < o.reps; ++i) {
+      bench::StepWatchdog watchdog(fmt::format("{} restore {}", mode, i + 1), std::chrono::minutes(5));
+      auto s = restore_once(o, mode, snap);
+      restore.push_back(s.restore_ms);
+      first.push_back(s.first_reply_ms);
+      rtt.push_back(s.round_trip_us);
+      bench::progress(fmt::format("{} restore {}: {:.2f} ms, first reply {:.1f} ms, RTT {:.0f} us", mode, i + 1,
+                                  s.restore_ms, s.first_reply_ms, s.round_trip_us));
+    }
+    double m[3] = {median(restore), median(first), median(rtt)};
+    if (mode == "off") std::copy(m, m + 3, base);
+    std::string name = mode == "enforce" ? "seccomp" : mode;
+    fmt::print("{:>8} {:>12.2f} {:>18.1f} {:>16.0f}   ({:.2f}x, {:.2f}x, {:.2f}x of off)\n", name, m[0], m[1], m[2],
+               m[0] / base[0], m[1] / base[1], m[2] / base[2]);
+    std::fflush(stdout);
+  }
+  fmt::print("medians of {} restores each; RTT: median of {} 64-byte echoes per restore\n", o.reps, o.round_trips);
+  std::filesystem::remove_all(o.dir);
+  return 0;
+}
