@@ -72,6 +72,20 @@ const std::initializer_list<const char*> kFiles = {
     "fallocate", "copy_file_range", "fstatfs", "statfs", "clone", "clone3", "uname", "getdents64", "mkdirat",
     "fchmod", "fchmodat", "dup", "dup3", "readlinkat", "sync_file_range"};
 
+// Sanitizer runtimes (ASan, TSan) make calls of their own inside
+// interceptors, e.g. pipe2 to probe whether memory is readable.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 Status allow(scmp_filter_ctx ctx, std::initializer_list<const char*> names) {
   for (const char* n : names) {
     int nr = seccomp_syscall_resolve_name(n);
@@ -133,6 +147,7 @@ Status enter(ThreadKind kind) {
     ~Release() { seccomp_release(c); }
   } release{ctx};
   SNAPVM_CHECK_OK(allow(ctx, kCommon));
+  if (kSanitized) SNAPVM_CHECK_OK(allow(ctx, {"pipe2", "pipe", "sched_getaffinity", "getpid", "readlinkat"}));
   switch (kind) {
     // TCGETS: stdio asks whether the console is a terminal on first use.
     case ThreadKind::kMain:
