@@ -99,7 +99,8 @@ Status allow(scmp_filter_ctx ctx, std::initializer_list<const char*> names) {
 // ioctl only with these request numbers.
 Status allow_ioctls(scmp_filter_ctx ctx, std::initializer_list<unsigned long> requests) {
   for (unsigned long r : requests) {
-    int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, r));
+    scmp_arg_cmp request{1, SCMP_CMP_MASKED_EQ, 0xffffffffu, r};  // argument 1, low 32 bits
+    int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, &request);
     if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: allow ioctl {:#x}: {}", r, std::strerror(-rc));
   }
   return {};
