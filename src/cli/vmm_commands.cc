@@ -149,6 +149,19 @@ Result<state::PortForward> parse_publish(const std::string& spec) {
   return f;
 }
 
+// Every -p/--publish; false (after one line on stderr) for a bad one.
+bool parse_publishes(const std::vector<std::string>& specs, std::vector<state::PortForward>& out) {
+  for (const auto& p : specs) {
+    auto f = parse_publish(p);
+    if (!f) {
+      fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
+      return false;
+    }
+    out.push_back(*f);
+  }
+  return true;
+}
+
 int run_vm(const RunOptions& o) {
   if (!start_sandbox(o.seccomp)) return 1;
   auto mem = parse_size(o.mem);
@@ -182,14 +195,7 @@ int run_vm(const RunOptions& o) {
     ::mkdir("/run/snapvm", 0755);
     c.vsock_path = agent::vsock_path_for(o.name);
   }
-  for (const auto& p : o.publish) {
-    auto f = parse_publish(p);
-    if (!f) {
-      fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
-      return 1;
-    }
-    c.publish.push_back(*f);
-  }
+  if (!parse_publishes(o.publish, c.publish)) return 1;
   auto machine = Machine::create(c);
   if (!machine) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
@@ -216,14 +222,7 @@ int restore_vm(const RestoreCliOptions& o) {
   ro.disks = o.disks;
   ro.track_dirty = o.track_dirty;
   ro.allowed_dir = o.allow_dir;
-  for (const auto& p : o.publish) {
-    auto f = parse_publish(p);
-    if (!f) {
-      fmt::print(stderr, "snapvm: --publish {}: {}\n", p, f.error().describe());
-      return 1;
-    }
-    ro.publish.push_back(*f);
-  }
+  if (!parse_publishes(o.publish, ro.publish)) return 1;
   ro.console = console->sink();
   RestoreTimings t;
   auto machine = Machine::restore(o.file, ro, &t);

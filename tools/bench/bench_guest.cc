@@ -1,5 +1,6 @@
 #include "tools/bench/bench_guest.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,11 @@ void die(const std::string& program, const std::string& what) {
 
 namespace {
 const auto program_start = std::chrono::steady_clock::now();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 void progress(const std::string& what) {

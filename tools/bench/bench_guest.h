@@ -17,6 +17,9 @@ namespace snapvm::bench {
 
 [[noreturn]] void die(const std::string& program, const std::string& what);
 
+// The median of `v` (the upper one of an even count).
+double median(std::vector<double> v);
+
 // One progress line on stderr, "[  12.3 s] what", timed from program start,
 // so a benchmark killed by a timeout shows the step it was in.
 void progress(const std::string& what);

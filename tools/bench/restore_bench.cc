@@ -118,11 +118,6 @@ Sample restore_once(const Options& o, const std::string& path) {
   return s;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 }  // namespace snapvm
 
@@ -164,9 +159,10 @@ int main(int argc, char** argv) {
       devices.push_back(last.t.devices_us / 1000);
       first.push_back(last.first_exec_ms);
     }
-    medians.push_back(median(total));
+    medians.push_back(bench::median(total));
     fmt::print("{:>6} {:>10.2f} {:>10.2f} {:>8.3f} {:>10.2f} {:>8.2f} {:>8.2f} {:>11.1f} {:>11} {:>8} KiB\n", size_text,
-               median(total), median(open), median(map), median(vcpus), median(gic), median(devices), median(first),
+               bench::median(total), bench::median(open), bench::median(map), bench::median(vcpus),
+               bench::median(gic), bench::median(devices), bench::median(first),
                last.bytes_read, last.touched_kb);
     std::fflush(stdout);
     ::unlink(path.c_str());

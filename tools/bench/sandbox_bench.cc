@@ -137,11 +137,6 @@ Sample restore_once(const Options& o, const std::string& mode, const std::string
   return s;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 }  // namespace snapvm
 
@@ -180,7 +175,7 @@ int main(int argc, char** argv) {
       bench::progress(fmt::format("{} restore {}: {:.2f} ms, first reply {:.1f} ms, RTT {:.0f} us", mode, i + 1,
                                   s.restore_ms, s.first_reply_ms, s.round_trip_us));
     }
-    double m[3] = {median(restore), median(first), median(rtt)};
+    double m[3] = {bench::median(restore), bench::median(first), bench::median(rtt)};
     if (mode == "off") std::copy(m, m + 3, base);
     std::string name = mode == "enforce" ? "seccomp" : mode;
     fmt::print("{:>8} {:>12.2f} {:>18.1f} {:>16.0f}   ({:.2f}x, {:.2f}x, {:.2f}x of off)\n", name, m[0], m[1], m[2],
