@@ -55,7 +55,7 @@ fuzz_all() {
   }
   fuzz reader 400000 "$seeds"
   fuzz virtqueue 70000
-  fuzz virtio_device 20000
+  fuzz virtio_device 20000 tests/fuzz/regressions/virtio_device
   fuzz control_request 70000
   fuzz agent_frames 70000
   return $rc

@@ -120,11 +120,14 @@ class VsockWorker {
       out.event = advance_reset_event(evq);
       start_pending();
       // Replies drained into rx buffers make room for more tx packets.
-      for (;;) {
+      // A broken queue reports "signal" every time without progress, so
+      // stop on errors, and bound the passes whatever the guest does.
+      for (int pass = 0; pass < 64; ++pass) {
         bool was_throttled = tx_throttled();
         bool tx = process_tx(txq), rx = fill_rx(rxq);
         out.tx |= tx;
         out.rx |= rx;
+        if (!rxq.error().empty() || !txq.error().empty()) break;
         if (!rx || !(tx || was_throttled) || tx_throttled()) break;
       }
       out.transport = v_.transport_;
