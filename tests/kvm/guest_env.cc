@@ -1,5 +1,8 @@
 #include "guest_env.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <sys/wait.h>
 
 #include <condition_variable>
@@ -21,6 +24,20 @@ std::string guest_initrd() { return guest_dir() + "/initrd.cpio"; }
 std::string snapvm_binary() {
   const char* b = std::getenv("SNAPVM_BIN");
   return b != nullptr ? b : "/payload/snapvm";
+}
+
+pid_t spawn_logged(std::vector<std::string> args, const std::string& stderr_log) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(stderr_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
 }
 
 CliResult snapvm_cli(const std::string& args, bool stderr_only) {

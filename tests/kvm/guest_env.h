@@ -2,9 +2,12 @@
 // payload carries, and a helper that boots them with a watchdog.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "vmm/machine.h"
 
@@ -22,6 +25,10 @@ struct CliResult {
   std::string out;
 };
 CliResult snapvm_cli(const std::string& args, bool stderr_only = false);
+
+// Starts `args` (argv[0] a path) in the background with its stderr in
+// `stderr_log` (truncated); returns its pid.
+pid_t spawn_logged(std::vector<std::string> args, const std::string& stderr_log);
 
 // A whole text file ("" if it cannot be read).
 std::string read_text(const std::string& path);

@@ -38,17 +38,7 @@ pid_t start_jailed(const std::string& id, const std::vector<std::string>& limits
     args.push_back(a);
   }
   args.push_back(mem);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = ::open(stderr_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
+  return test::spawn_logged(std::move(args), stderr_log);
 }
 
 bool wait_for_text(const std::string& path, const std::string& text, std::chrono::seconds limit) {

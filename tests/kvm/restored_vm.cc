@@ -19,16 +19,7 @@ RestoredVm::RestoredVm(const std::string& snap, const std::string& vsock, const 
   ::unlink(log.c_str());
   std::vector<std::string> args = {snapvm_binary(), "restore", snap, "--vsock", vsock, "--console", "/dev/null"};
   args.insert(args.end(), extra.begin(), extra.end());
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
+  pid_ = spawn_logged(std::move(args), log);
 }
 
 RestoredVm::~RestoredVm() {
