@@ -49,6 +49,7 @@ std::string device_kind(const state::DeviceConfig& d) {
     case state::DeviceKind::kVirtioMmio: return std::string(virtio_name(d.virtio_type));
     case state::DeviceKind::kPl011: return "pl011";
     case state::DeviceKind::kPl031: return "pl031";
+    case state::DeviceKind::kSerial8250: return "8250-uart";
   }
   return "unknown";
 }
@@ -105,24 +106,44 @@ std::string describe_text(const SnapshotFile& f, const state::SnapshotState& s) 
                                           r.gpa, r.gpa + r.size, human_bytes(r.size), r.file_offset,
                                           human_bytes(r.data_bytes), 100.0 * r.data_bytes / r.size));
   }
+  const bool x86 = s.arch == format::Arch::kX86_64;
   for (const auto& v : s.vcpus) {
-    size_t widths[9] = {};
-    for (const auto& reg : v.registers) {
+    std::string mix;
+    if (x86) {
+      size_t msrs = 0;
+      for (const auto& reg : v.registers) {
+        if (state::x86::kind_of(reg.id) == state::x86::Kind::kMsr) {
+          ++msrs;
+        } else {
+          mix += fmt::format("{}{} {} B", mix.empty() ? "" : ", ", state::x86::register_name(reg.id), reg.value.size());
+        }
+      }
+      mix += fmt::format(", {} MSRs", msrs);
+    } else {
+      size_t widths[9] = {};
+      for (const auto& reg : v.registers) {
+        for (int b = 0; b < 9; ++b) {
+          if (reg.value.size() == (1u << b)) ++widths[b];
+        }
+      }
       for (int b = 0; b < 9; ++b) {
-        if (reg.value.size() == (1u << b)) ++widths[b];
+        if (widths[b] != 0) mix += fmt::format("{}{}x{}-bit", mix.empty() ? "" : ", ", widths[b], 8 << b);
       }
     }
-    std::string mix;
-    for (int b = 0; b < 9; ++b) {
-      if (widths[b] != 0) mix += fmt::format("{}{}x{}-bit", mix.empty() ? "" : ", ", widths[b], 8 << b);
-    }
-    line(fmt::format("vCPU {}", v.index), fmt::format("mpidr {:#x}, {}, {} registers ({})", v.mpidr,
-                                                      mp_state_name(v.mp_state), v.registers.size(), mix));
+    line(fmt::format("vCPU {}", v.index), fmt::format("{} {:#x}, {}, {} registers ({})", x86 ? "apic id" : "mpidr",
+                                                      v.arch_id, mp_state_name(v.mp_state), v.registers.size(), mix));
   }
-  if (s.gic) {
+  if (const auto* gic = std::get_if<state::GicV3State>(&s.arch_vm)) {
     line("GICv3", fmt::format("{} IRQs, distributor {} regs, {} redistributor(s), {} CPU interface(s), {} level words",
-                              s.gic->nr_irqs, s.gic->distributor.size(), s.gic->redistributors.size(),
-                              s.gic->cpu_interfaces.size(), s.gic->line_levels.size()));
+                              gic->nr_irqs, gic->distributor.size(), gic->redistributors.size(),
+                              gic->cpu_interfaces.size(), gic->line_levels.size()));
+  }
+  if (const auto* vm = std::get_if<state::x86::VmState>(&s.arch_vm)) {
+    std::string parts;
+    for (const auto& r : vm->records) {
+      parts += fmt::format("{}{} {} B", parts.empty() ? "" : ", ", state::x86::vm_record_name(r.kind), r.bytes.size());
+    }
+    line("x86 VM", parts);
   }
   for (const auto& d : s.devices) {
     const auto& cfg = s.machine.devices[d.slot];
@@ -176,16 +197,25 @@ ordered_json describe_json(const SnapshotFile& f, const state::SnapshotState& s)
   for (const auto& v : s.vcpus) {
     ordered_json regs = ordered_json::array();
     for (const auto& reg : v.registers) {
-      regs.push_back({{"id", fmt::format("{:#x}", reg.id)}, {"bits", reg.value.size() * 8}, {"value", hex_value(reg.value)}});
+      ordered_json e = {{"id", fmt::format("{:#x}", reg.id)}};
+      if (state::x86::in_space(reg.id)) e["name"] = state::x86::register_name(reg.id);
+      e["bits"] = reg.value.size() * 8;
+      e["value"] = hex_value(reg.value);
+      regs.push_back(std::move(e));
     }
-    vcpus.push_back({{"index", v.index}, {"mpidr", v.mpidr}, {"mp_state", mp_state_name(v.mp_state)},
+    vcpus.push_back({{"index", v.index}, {"arch_id", v.arch_id}, {"mp_state", mp_state_name(v.mp_state)},
                      {"registers", regs}, {"events_bytes", v.events.size()}});
   }
   j["vcpus"] = vcpus;
-  if (s.gic) {
-    j["gicv3"] = {{"nr_irqs", s.gic->nr_irqs}, {"distributor_regs", s.gic->distributor.size()},
-                  {"redistributors", s.gic->redistributors.size()}, {"cpu_interfaces", s.gic->cpu_interfaces.size()},
-                  {"line_level_words", s.gic->line_levels.size()}};
+  if (const auto* gic = std::get_if<state::GicV3State>(&s.arch_vm)) {
+    j["gicv3"] = {{"nr_irqs", gic->nr_irqs}, {"distributor_regs", gic->distributor.size()},
+                  {"redistributors", gic->redistributors.size()}, {"cpu_interfaces", gic->cpu_interfaces.size()},
+                  {"line_level_words", gic->line_levels.size()}};
+  }
+  if (const auto* vm = std::get_if<state::x86::VmState>(&s.arch_vm)) {
+    ordered_json recs = ordered_json::object();
+    for (const auto& r : vm->records) recs[std::string(state::x86::vm_record_name(r.kind))] = r.bytes.size();
+    j["x86_vm"] = recs;
   }
   ordered_json dstate = ordered_json::array();
   for (const auto& d : s.devices) {

@@ -32,7 +32,7 @@ std::string default_seccomp() {
 }
 
 struct RunOptions {
-  std::string kernel, initrd, cmdline = "console=ttyAMA0 quiet panic=-1", mem = "512M", console;
+  std::string kernel, initrd, cmdline = std::string(arch::default_cmdline()), mem = "512M", console;
   std::vector<std::string> disks;
   std::string vsock, name, api;
   uint64_t cid = 3;
@@ -232,8 +232,8 @@ int restore_vm(const RestoreCliOptions& o) {
   }
   fmt::print(stderr,
              "snapvm: restored {} in {:.2f} ms (open and validate {:.2f}, map RAM {:.3f}, VM and vCPUs {:.2f}, "
-             "GIC {:.2f}, devices {:.2f})\n",
-             o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000, t.gic_us / 1000,
+             "interrupt controller {:.2f}, devices {:.2f})\n",
+             o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000, t.arch_vm_us / 1000,
              t.devices_us / 1000);
   if (o.paused) (*machine)->start_paused();
   std::string vsock = ro.vsock_path.empty() ? (*machine)->vsock_path() : ro.vsock_path;
@@ -285,12 +285,12 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   add_seccomp_option(restore, ro->seccomp);
 
   auto o = std::make_shared<RunOptions>();
-  auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::kArchName) + ")");
+  auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::name()) + ")");
   run->footer(
       "The guest console (a PL011 UART) goes to stdout or --console FILE. The VM ends with exit status 0\n"
       "when the guest powers off.\n\n"
       "Example:\n"
-      "  snapvm run --kernel Image --initrd initrd.cpio --mem 512M --cpus 4 --cmdline \"console=ttyAMA0 quiet\"");
+      "  snapvm run --kernel Image --initrd initrd.cpio --mem 512M --cpus 4");
   run->add_option("-k,--kernel", o->kernel, "uncompressed kernel Image")->required();
   run->add_option("-i,--initrd", o->initrd, "initial ramdisk (cpio archive)");
   run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M or 2G (multiple of 2 MiB)")->capture_default_str();

@@ -12,15 +12,12 @@
 
 #include "base/result.h"
 
-#include "devices/mmio_bus.h"
+#include "devices/console_device.h"
 
 namespace snapvm {
 
-class Pl011 final : public MmioDevice {
+class Pl011 final : public ConsoleDevice {
  public:
-  using OutputFn = std::function<void(std::string_view)>;
-  using IrqFn = std::function<void(bool level)>;
-
   Pl011(OutputFn output, IrqFn irq) : output_(std::move(output)), irq_(std::move(irq)) {}
 
   void mmio_read(uint64_t offset, std::span<uint8_t> data) override;
@@ -29,8 +26,8 @@ class Pl011 final : public MmioDevice {
   // The registers a guest programs (line control, interrupt mask, ...), as
   // a snapshot keeps them; restore() refuses a record of another shape and
   // sets the interrupt line to match.
-  std::vector<uint8_t> save() const;
-  Status restore(std::span<const uint8_t> saved);
+  std::vector<uint8_t> save() const override;
+  Status restore(std::span<const uint8_t> saved) override;
 
  private:
   uint32_t raw_interrupts() const;

@@ -131,6 +131,7 @@ Result<WriteStats> write_diff(const std::string& path, const std::string& base_p
 
 Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std::span<const RamSource> ram,
                                           std::span<const DirtyBitmap> dirty, const WriteOptions& options) && {
+  SNAPVM_CHECK_OK(internal::check_arch(contents));
   SNAPVM_CHECK_OK(internal::check_sources(ram));
   const SnapshotFile* base = &base_;
   PendingFile& file = file_;

@@ -18,6 +18,7 @@ std::string_view tag_name(uint32_t tag) {
     case Tag::kRamLayout: return "ram-layout";
     case Tag::kVcpuState: return "vcpu-state";
     case Tag::kGicV3State: return "gicv3-state";
+    case Tag::kX86VmState: return "x86-vm-state";
     case Tag::kDeviceState: return "device-state";
     case Tag::kPortForwards: return "port-forwards";
     case Tag::kClock: return "clock";

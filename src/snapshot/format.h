@@ -61,6 +61,7 @@ enum class Tag : uint32_t {
   kClock = 7,
   kHostIdentity = 8,
   kCreator = 9,  // optional: who wrote the file and when
+  kX86VmState = 10,  // x86_64: PIC pair, IOAPIC, PIT, kvmclock
 };
 std::string_view tag_name(uint32_t tag);
 

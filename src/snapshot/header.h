@@ -13,7 +13,7 @@ namespace snapvm {
 struct Header {
   uint16_t major = format::kMajor;
   uint16_t minor = format::kMinor;
-  format::Arch arch = format::Arch::kArm64;
+  format::Arch arch{};  // set by the writer; decoded and checked by the reader
   uint64_t flags = 0;
   uint32_t page_size = format::kPageSize;
   uint64_t metadata_offset = 0;

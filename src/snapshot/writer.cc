@@ -74,6 +74,7 @@ uint64_t CompactRam::data_bytes() const {
 
 Result<WriteStats> write_full(const std::string& path, const SnapshotContents& contents,
                               std::span<const RamSource> ram, const WriteOptions& options) {
+  SNAPVM_CHECK_OK(internal::check_arch(contents));
   SNAPVM_CHECK_OK(internal::check_sources(ram));
   auto extents = extents_of(ram);
   RamPlan plan = SNAPVM_TRY(plan_ram_layout(extents));
@@ -180,6 +181,7 @@ Result<CompactRam> capture_compact(std::span<const RamSource> ram, unsigned thre
 
 Result<WriteStats> write_compact(const std::string& path, const SnapshotContents& contents, const CompactRam& ram,
                                  const WriteOptions& options) {
+  SNAPVM_CHECK_OK(internal::check_arch(contents));
   std::vector<RamExtent> extents;
   std::vector<uint64_t> listed;
   for (const auto& r : ram.regions) {

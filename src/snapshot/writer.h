@@ -19,7 +19,7 @@ namespace snapvm {
 // Everything a snapshot holds except RAM: the state records, already encoded
 // as sections by the state layer.
 struct SnapshotContents {
-  format::Arch arch = format::Arch::kArm64;
+  format::Arch arch{};  // no default: writing with none set fails
   std::vector<Section> sections;
 };
 

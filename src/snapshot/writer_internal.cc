@@ -69,6 +69,14 @@ Result<uint64_t> finish_file(int fd, format::Arch arch, uint64_t writer_flags, s
   return h.file_size;
 }
 
+Status check_arch(const SnapshotContents& contents) {
+  if (!format::arch_known(static_cast<uint32_t>(contents.arch))) {
+    return make_error(ErrorCode::kInvalidArgument, "snapshot contents name no architecture (arch {})",
+                      static_cast<uint32_t>(contents.arch));
+  }
+  return {};
+}
+
 Status check_sources(std::span<const RamSource> ram) {
   for (const auto& r : ram) {
     if (r.bytes.size() % format::kPageSize != 0 || r.bytes.empty()) {

@@ -42,5 +42,7 @@ Result<uint64_t> finish_file(int fd, format::Arch arch, uint64_t writer_flags, s
                              std::span<const Section> sections);
 
 Status check_sources(std::span<const RamSource> ram);
+// Refuses contents whose architecture was never set.
+Status check_arch(const SnapshotContents& contents);
 
 }  // namespace snapvm::internal

@@ -19,6 +19,7 @@ enum class DeviceKind : uint32_t {
   kVirtioMmio = 1,  // `virtio_type` says which virtio device
   kPl011 = 2,
   kPl031 = 3,
+  kSerial8250 = 4,  // x86_64 COM1: `mmio_base` is the I/O port
 };
 
 struct DeviceConfig {

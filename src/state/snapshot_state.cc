@@ -66,8 +66,23 @@ Status cross_check(const SnapshotState& s, const SnapshotFile& f) {
       return make_error(ErrorCode::kDataLoss, "memory region {} differs between machine config and RAM layout", i);
     }
   }
-  if (s.arch == format::Arch::kArm64 && !s.gic) {
-    return make_error(ErrorCode::kDataLoss, "arm64 snapshot has no gicv3-state section");
+  if (s.arch == format::Arch::kArm64) {
+    if (!std::holds_alternative<GicV3State>(s.arch_vm)) {
+      return make_error(ErrorCode::kDataLoss, "arm64 snapshot has no gicv3-state section (or x86 state)");
+    }
+    for (const auto& v : s.vcpus) {
+      for (const auto& reg : v.registers) {
+        if (x86::in_space(reg.id)) return make_error(ErrorCode::kDataLoss, "arm64 vCPU {} holds x86 state", v.index);
+      }
+    }
+  } else {
+    if (!std::holds_alternative<x86::VmState>(s.arch_vm)) {
+      return make_error(ErrorCode::kDataLoss, "x86_64 snapshot has no x86-vm-state section (or a GIC)");
+    }
+    for (const auto& v : s.vcpus) {
+      std::string problem = x86::check_vcpu(v);
+      if (!problem.empty()) return make_error(ErrorCode::kDataLoss, "x86_64 vCPU {}: {}", v.index, problem);
+    }
   }
   return {};
 }
@@ -79,7 +94,8 @@ SnapshotContents to_contents(const SnapshotState& s) {
   c.arch = s.arch;
   c.sections.push_back(make_section(Tag::kMachineConfig, s.machine));
   for (const auto& v : s.vcpus) c.sections.push_back(make_section(Tag::kVcpuState, v));
-  if (s.gic) c.sections.push_back(make_section(Tag::kGicV3State, *s.gic));
+  if (const auto* gic = std::get_if<GicV3State>(&s.arch_vm)) c.sections.push_back(make_section(Tag::kGicV3State, *gic));
+  if (const auto* x86 = std::get_if<x86::VmState>(&s.arch_vm)) c.sections.push_back(make_section(Tag::kX86VmState, *x86));
   for (const auto& d : s.devices) c.sections.push_back(make_section(Tag::kDeviceState, d));
   c.sections.push_back(make_section(Tag::kPortForwards, s.port_forwards));
   c.sections.push_back(make_section(Tag::kClock, s.clock));
@@ -97,8 +113,12 @@ Result<SnapshotState> load_state(const SnapshotFile& f) {
     s.vcpus.push_back(SNAPVM_TRY(decode_section(*sec, minor, decode_vcpu_state)));
   }
   auto gics = f.find_all(Tag::kGicV3State);
-  if (gics.size() > 1) return make_error(ErrorCode::kDataLoss, "metadata: more than one gicv3-state section");
-  if (!gics.empty()) s.gic = SNAPVM_TRY(decode_section(*gics.front(), minor, decode_gic_state));
+  auto x86s = f.find_all(Tag::kX86VmState);
+  if (gics.size() + x86s.size() > 1) {
+    return make_error(ErrorCode::kDataLoss, "metadata: more than one interrupt-controller section");
+  }
+  if (!gics.empty()) s.arch_vm = SNAPVM_TRY(decode_section(*gics.front(), minor, decode_gic_state));
+  if (!x86s.empty()) s.arch_vm = SNAPVM_TRY(decode_section(*x86s.front(), minor, x86::decode_vm_state));
   for (const Section* sec : f.find_all(Tag::kDeviceState)) {
     s.devices.push_back(SNAPVM_TRY(decode_section(*sec, minor, decode_device_state)));
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <variant>
 #include <vector>
 
 #include "base/result.h"
@@ -14,14 +15,20 @@
 #include "state/host_state.h"
 #include "state/machine_config.h"
 #include "state/vcpu_state.h"
+#include "state/x86_state.h"
 
 namespace snapvm::state {
 
+// The interrupt controller and timers that belong to the VM rather than to
+// one vCPU: the GICv3 on arm64; the PIC pair, IOAPIC, PIT and kvmclock on
+// x86_64. Which one a snapshot must hold follows from its architecture.
+using ArchVmState = std::variant<std::monostate, GicV3State, x86::VmState>;
+
 struct SnapshotState {
-  format::Arch arch = format::Arch::kArm64;
+  format::Arch arch{};  // no default: a writer that forgets it fails
   MachineConfig machine;
   std::vector<VcpuState> vcpus;
-  std::optional<GicV3State> gic;
+  ArchVmState arch_vm;
   std::vector<DeviceState> devices;
   std::vector<PortForward> port_forwards;
   ClockState clock;

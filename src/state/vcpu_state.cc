@@ -3,6 +3,7 @@
 #include <bit>
 
 #include "snapshot/format.h"
+#include "state/x86_state.h"
 
 namespace snapvm::state {
 
@@ -15,7 +16,7 @@ const Register* VcpuState::find(uint64_t id) const {
 
 void encode(ByteWriter& w, const VcpuState& v) {
   w.u32(v.index);
-  w.u64(v.mpidr);
+  w.u64(v.arch_id);
   w.u32(v.mp_state);
   w.u32(static_cast<uint32_t>(v.registers.size()));
   for (const auto& reg : v.registers) {
@@ -29,7 +30,7 @@ void encode(ByteWriter& w, const VcpuState& v) {
 VcpuState decode_vcpu_state(ByteReader& r) {
   VcpuState v;
   v.index = r.u32();
-  v.mpidr = r.u64();
+  v.arch_id = r.u64();
   v.mp_state = r.u32();
   uint32_t n = r.count(format::kMaxRegistersPerVcpu, 8 + 2 + 1);
   v.registers.reserve(n);
@@ -37,7 +38,10 @@ VcpuState decode_vcpu_state(ByteReader& r) {
     Register reg;
     reg.id = r.u64();
     uint16_t size = r.u16();
-    if (r.ok() && (size == 0 || size > format::kMaxRegisterBytes || !std::has_single_bit(size))) {
+    // x86 records are whole KVM structures, checked against their kind
+    // once the file's architecture is known (state/x86_state.h).
+    bool x86 = (reg.id & x86::kIdSpaceMask) == x86::kIdSpace;
+    if (r.ok() && (size == 0 || (!x86 && (size > format::kMaxRegisterBytes || !std::has_single_bit(size))))) {
       r.fail(fmt::format("register {:#x} has invalid width {} bytes", reg.id, size));
       break;
     }

@@ -11,14 +11,12 @@
 #include <cstring>
 #include <optional>
 
-#include "arch/gic_state.h"
 #include "arch/platform.h"
-#include "arch/vcpu_state.h"
 #include "base/file_io.h"
 #include "base/memory_faults.h"
 #include "base/paths.h"
 #include "devices/mmio_bus.h"
-#include "devices/pl011.h"
+#include "devices/console_device.h"
 #include "devices/virtio/block.h"
 #include "devices/virtio/mmio_transport.h"
 #include "devices/virtio/rng.h"
@@ -74,13 +72,18 @@ struct Machine::State {
   MachineConfig config;
   kvm::Kvm kvm;
   std::optional<kvm::Vm> vm;
-  MappedRegion ram;
-  std::optional<arch::Platform> platform;
+  // Guest RAM: one host mapping and one KVM slot per region (slot i is
+  // region i), all of it reachable through `memory`.
+  std::vector<arch::RamRegion> ram_layout;
+  std::vector<MappedRegion> ram;
+  GuestMemory memory;
+  std::unique_ptr<arch::Platform> platform;
   std::vector<kvm::Vcpu> vcpus;
-  MmioBus bus;
-  std::unique_ptr<Pl011> uart;
+  MmioBus bus;      // guest-physical addresses
+  MmioBus pio_bus;  // I/O ports (x86_64); empty on arm64
+  std::unique_ptr<ConsoleDevice> console;
   std::vector<std::unique_ptr<virtio::MmioTransport>> virtio;
-  std::vector<arch::VirtioMmioNode> virtio_nodes;
+  std::vector<arch::DeviceSlot> virtio_nodes;
   virtio::Vsock* vsock = nullptr;  // owned by its transport
   std::vector<std::string> virtio_backends;  // per virtio slot: image or socket path, for snapshots
 
@@ -88,8 +91,10 @@ struct Machine::State {
   // snapshot into the pages written since `dirty_base`.
   struct DirtyTracking {
     bool manual_protect = false;     // KVM_CLEAR_DIRTY_LOG re-protects, GET does not
-    std::unique_ptr<AtomicBitmap> vmm;  // pages devices wrote, 4 KiB each
-    DirtyBitmap since_base;          // 4 KiB pages written since the base
+    // Per RAM region: pages devices wrote, and pages written since the
+    // base (4 KiB each).
+    std::vector<std::unique_ptr<AtomicBitmap>> vmm;
+    std::vector<DirtyBitmap> since_base;
     std::string base_path;           // empty: no base yet (tracking from boot)
     uint64_t base_checksum = 0;      // the base's metadata checksum: its identity
   };
@@ -98,6 +103,7 @@ struct Machine::State {
   std::mutex snapshot_mu;  // one snapshot at a time
 
   Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {});
+  std::vector<RamSource> ram_sources() const;
   // Moves KVM's log and the VMM's marks into dirty->since_base and
   // re-protects, so the next interval starts now. Only while paused.
   Status collect_dirty();
@@ -127,43 +133,50 @@ struct Machine::State {
 
 Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend) {
   uint32_t slot = static_cast<uint32_t>(virtio.size());
-  if (slot >= arch::kVirtioMmioSlots) {
-    return make_error(ErrorCode::kInvalidArgument, "more than {} virtio devices", arch::kVirtioMmioSlots);
+  if (slot >= arch::virtio_slot_count()) {
+    return make_error(ErrorCode::kInvalidArgument, "more than {} virtio devices", arch::virtio_slot_count());
   }
-  arch::VirtioMmioNode node = arch::Platform::virtio_slot(slot);
-  GuestMemory memory({{arch::kRamBase, ram.span(), dirty ? dirty->vmm.get() : nullptr}});
-  uint32_t line = arch::Platform::spi_line(node.spi);
-  const kvm::Vm* vm_ptr = &*vm;
-  // Edge-triggered SPI: a rising edge per notification.
-  auto irq = [vm_ptr, line] {
-    (void)vm_ptr->irq_line(line, true);
-    (void)vm_ptr->irq_line(line, false);
+  arch::DeviceSlot node = arch::virtio_slot(slot);
+  const arch::Platform* p = platform.get();
+  // Edge-triggered: a rising edge per notification.
+  auto irq = [p, line = node.irq] {
+    p->set_irq(line, true);
+    p->set_irq(line, false);
   };
-  virtio.push_back(std::make_unique<virtio::MmioTransport>(std::move(device), std::move(memory), irq));
+  virtio.push_back(std::make_unique<virtio::MmioTransport>(std::move(device), memory, irq));
   SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
   virtio_nodes.push_back(node);
   virtio_backends.push_back(std::move(backend));
   return {};
 }
 
+std::vector<RamSource> Machine::State::ram_sources() const {
+  std::vector<RamSource> out;
+  for (size_t i = 0; i < ram.size(); ++i) out.push_back({ram_layout[i].gpa, ram[i].span()});
+  return out;
+}
+
 Status Machine::State::collect_dirty() {
   const uint64_t host_page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  const uint64_t kvm_pages = ram.size() / host_page;
-  std::vector<uint64_t> log((kvm_pages + 63) / 64, 0);
-  SNAPVM_CHECK_OK(vm->get_dirty_log(0, log));
-  if (dirty->manual_protect) SNAPVM_CHECK_OK(vm->clear_dirty_log(0, log, kvm_pages));
-  auto& words = dirty->since_base.words();
-  if (host_page == GuestMemory::kDirtyPageBytes) {
-    for (size_t i = 0; i < log.size() && i < words.size(); ++i) words[i] |= log[i];
-  } else {  // a larger host page covers several 4 KiB pages
-    const uint64_t per = host_page / GuestMemory::kDirtyPageBytes;
-    for (uint64_t p = 0; p < kvm_pages; ++p) {
-      if ((log[p / 64] >> (p % 64)) & 1) {
-        for (uint64_t q = p * per; q < (p + 1) * per; ++q) dirty->since_base.set(q);
+  for (uint32_t slot = 0; slot < ram.size(); ++slot) {
+    const uint64_t kvm_pages = ram[slot].size() / host_page;
+    std::vector<uint64_t> log((kvm_pages + 63) / 64, 0);
+    SNAPVM_CHECK_OK(vm->get_dirty_log(slot, log));
+    if (dirty->manual_protect) SNAPVM_CHECK_OK(vm->clear_dirty_log(slot, log, kvm_pages));
+    DirtyBitmap& since = dirty->since_base[slot];
+    auto& words = since.words();
+    if (host_page == GuestMemory::kDirtyPageBytes) {
+      for (size_t i = 0; i < log.size() && i < words.size(); ++i) words[i] |= log[i];
+    } else {  // a larger host page covers several 4 KiB pages
+      const uint64_t per = host_page / GuestMemory::kDirtyPageBytes;
+      for (uint64_t p = 0; p < kvm_pages; ++p) {
+        if ((log[p / 64] >> (p % 64)) & 1) {
+          for (uint64_t q = p * per; q < (p + 1) * per; ++q) since.set(q);
+        }
       }
     }
+    dirty->vmm[slot]->drain_into(words);
   }
-  dirty->vmm->drain_into(words);
   return {};
 }
 
@@ -192,11 +205,11 @@ void Machine::State::finish(std::optional<ExitReason> reason, std::optional<Erro
 void Machine::State::vcpu_loop(size_t index) {
   const kvm::Vcpu& vcpu = vcpus[index];
   kvm_run* run = vcpu.run_data();
-  bool mmio_pending = false;
+  bool io_pending = false;
   while (!stopping.load()) {
     if (pausing.load()) {
-      if (mmio_pending) {
-        // KVM completes an MMIO access (loads a read's value, steps past the
+      if (io_pending) {
+        // KVM completes an MMIO or port access (loads a read's value, steps past the
         // instruction) only on the next KVM_RUN. Do that now, with
         // immediate_exit so no guest instruction runs, or the registers a
         // snapshot captures would be half-way through an instruction.
@@ -206,7 +219,7 @@ void Machine::State::vcpu_loop(size_t index) {
           finish(std::nullopt, std::move(r.error()));
           return;
         }
-        mmio_pending = false;
+        io_pending = false;
       }
       std::unique_lock lock(mu);
       ++parked;
@@ -225,7 +238,7 @@ void Machine::State::vcpu_loop(size_t index) {
       finish(std::nullopt, std::move(r.error()));
       return;
     }
-    mmio_pending = false;
+    io_pending = false;
     if (!*r) {
       // Kicked. A pause that was rolled back (it timed out) left
       // immediate_exit set; clear it unless a pause or stop wants it now.
@@ -234,36 +247,33 @@ void Machine::State::vcpu_loop(size_t index) {
       if (!pausing.load() && !stopping.load()) run->immediate_exit = 0;
       continue;
     }
-    switch (run->exit_reason) {
-      case KVM_EXIT_MMIO: {
-        mmio_pending = true;
-        auto& m = run->mmio;
-        if (m.is_write) {
-          bus.write(m.phys_addr, {m.data, m.len});
+    arch::Exit e = arch::decode_exit(*run, static_cast<uint32_t>(index));
+    switch (e.kind) {
+      case arch::Exit::Kind::kMmio:
+        io_pending = true;
+        if (e.write) {
+          bus.write(e.addr, e.data);
         } else {
-          bus.read(m.phys_addr, {m.data, m.len});
+          bus.read(e.addr, e.data);
         }
         break;
-      }
-      case KVM_EXIT_SYSTEM_EVENT:
-        switch (run->system_event.type) {
-          case KVM_SYSTEM_EVENT_SHUTDOWN: finish(ExitReason::kPowerOff, std::nullopt); return;
-          case KVM_SYSTEM_EVENT_RESET: finish(ExitReason::kReset, std::nullopt); return;
-          default: finish(ExitReason::kCrash, std::nullopt); return;
+      case arch::Exit::Kind::kPortIo:
+        io_pending = true;
+        // A string instruction (rep outsb) moves `count` items in one exit.
+        for (size_t off = 0; off + e.size <= e.data.size(); off += e.size) {
+          if (e.write) {
+            pio_bus.write(e.addr, e.data.subspan(off, e.size));
+          } else if (!pio_bus.read(e.addr, e.data.subspan(off, e.size))) {
+            std::memset(e.data.data() + off, 0xff, e.size);  // no device: the bus floats high
+          }
         }
-      case KVM_EXIT_INTR:
         break;
-      case KVM_EXIT_FAIL_ENTRY:
-        finish(std::nullopt, Error(ErrorCode::kIo, fmt::format("vCPU {}: KVM_EXIT_FAIL_ENTRY, reason {:#x}", index,
-                                                               run->fail_entry.hardware_entry_failure_reason)));
-        return;
-      case KVM_EXIT_INTERNAL_ERROR:
-        finish(std::nullopt, Error(ErrorCode::kIo, fmt::format("vCPU {}: KVM internal error {}", index,
-                                                               run->internal.suberror)));
-        return;
-      default:
-        finish(std::nullopt, Error(ErrorCode::kUnsupported, fmt::format("vCPU {}: unhandled exit reason {}", index,
-                                                                        run->exit_reason)));
+      case arch::Exit::Kind::kPowerOff: finish(ExitReason::kPowerOff, std::nullopt); return;
+      case arch::Exit::Kind::kReset: finish(ExitReason::kReset, std::nullopt); return;
+      case arch::Exit::Kind::kCrash: finish(ExitReason::kCrash, std::nullopt); return;
+      case arch::Exit::Kind::kIgnore: break;
+      case arch::Exit::Kind::kFail:
+        finish(std::nullopt, Error(ErrorCode::kIo, e.error));
         return;
     }
   }
@@ -278,18 +288,25 @@ Machine::~Machine() {
   // Devices first: their threads write guest memory and mark dirty pages
   // until joined, so RAM and the dirty bitmap must outlive them.
   s_->virtio.clear();
-  if (s_->ram_registered) unregister_guest_memory(s_->ram.data());
+  if (s_->ram_registered) {
+    for (const auto& r : s_->ram) unregister_guest_memory(r.data());
+  }
 }
 
-uint64_t Machine::mem_bytes() const { return s_->ram.size(); }
+uint64_t Machine::mem_bytes() const {
+  uint64_t total = 0;
+  for (const auto& r : s_->ram) total += r.size();
+  return total;
+}
 const std::string& Machine::vsock_path() const { return s_->config.vsock_path; }
 uint32_t Machine::vcpu_count() const { return static_cast<uint32_t>(s_->vcpus.size()); }
 std::vector<state::PortForward> Machine::port_forwards() const {
   return s_->vsock != nullptr ? s_->vsock->forwards() : std::vector<state::PortForward>{};
 }
 
-// Everything but guest memory contents: KVM, vCPUs, GIC, UART, devices.
-Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, MappedRegion ram) {
+// Everything but guest memory contents: KVM, vCPUs, interrupt controller,
+// console, devices.
+Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, std::vector<MappedRegion> ram) {
   auto s = std::make_unique<State>();
   s->config = c;
   s->kvm = SNAPVM_TRY(kvm::Kvm::open());
@@ -299,35 +316,50 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, M
                       c.vcpus, max);
   }
   s->vm.emplace(SNAPVM_TRY(s->kvm.create_vm()));
+  s->ram_layout = arch::ram_regions(c.mem_bytes);
+  if (ram.size() != s->ram_layout.size()) {
+    return make_error(ErrorCode::kFailedPrecondition, "{} RAM mappings for {} regions", ram.size(), s->ram_layout.size());
+  }
   s->ram = std::move(ram);
-  // Guest RAM has no place in a core dump of the VMM: it is the guest's
-  // data, and gigabytes of it.
-  ::madvise(s->ram.data(), s->ram.size(), MADV_DONTDUMP);
   uint32_t slot_flags = 0;
   if (c.track_dirty) {
-    if (s->ram.size() % GuestMemory::kDirtyPageBytes != 0 || ::sysconf(_SC_PAGESIZE) % GuestMemory::kDirtyPageBytes != 0) {
+    if (c.mem_bytes % GuestMemory::kDirtyPageBytes != 0 || ::sysconf(_SC_PAGESIZE) % GuestMemory::kDirtyPageBytes != 0) {
       return make_error(ErrorCode::kUnsupported, "dirty tracking needs RAM and host pages in multiples of 4 KiB");
     }
     State::DirtyTracking d;
     d.manual_protect = SNAPVM_TRY(s->vm->enable_manual_dirty_protect());
-    d.vmm = std::make_unique<AtomicBitmap>(s->ram.size() / GuestMemory::kDirtyPageBytes);
-    d.since_base = DirtyBitmap(s->ram.size() / GuestMemory::kDirtyPageBytes);
+    for (const auto& r : s->ram) {
+      d.vmm.push_back(std::make_unique<AtomicBitmap>(r.size() / GuestMemory::kDirtyPageBytes));
+      d.since_base.emplace_back(r.size() / GuestMemory::kDirtyPageBytes);
+    }
     s->dirty = std::move(d);
     slot_flags = KVM_MEM_LOG_DIRTY_PAGES;
   }
-  SNAPVM_CHECK_OK(s->vm->set_user_memory_region(0, arch::kRamBase, s->ram.span(), slot_flags));
-  s->platform.emplace(SNAPVM_TRY(arch::Platform::create(*s->vm, c.vcpus)));
+  std::vector<GuestMemory::Region> regions;
+  for (uint32_t i = 0; i < s->ram.size(); ++i) {
+    // Guest RAM has no place in a core dump of the VMM: it is the guest's
+    // data, and gigabytes of it.
+    ::madvise(s->ram[i].data(), s->ram[i].size(), MADV_DONTDUMP);
+    SNAPVM_CHECK_OK(s->vm->set_user_memory_region(i, s->ram_layout[i].gpa, s->ram[i].span(), slot_flags));
+    regions.push_back({s->ram_layout[i].gpa, s->ram[i].span(), s->dirty ? s->dirty->vmm[i].get() : nullptr});
+  }
+  s->memory = GuestMemory(std::move(regions));
+  s->platform = SNAPVM_TRY(arch::Platform::create(s->kvm, *s->vm, c.vcpus));
   for (uint32_t i = 0; i < c.vcpus; ++i) s->vcpus.push_back(SNAPVM_TRY(s->vm->create_vcpu(i)));
-  for (const auto& v : s->vcpus) SNAPVM_CHECK_OK(s->platform->init_vcpu(*s->vm, v));
-  SNAPVM_CHECK_OK(s->platform->finalize());
+  for (const auto& v : s->vcpus) SNAPVM_CHECK_OK(s->platform->init_vcpu(v));
+  SNAPVM_CHECK_OK(s->platform->finalize(s->vcpus));
 
   State* raw = s.get();
-  s->uart = std::make_unique<Pl011>(
+  const arch::ConsoleSlot con = arch::console_slot();
+  s->console = arch::make_console(
       [raw](std::string_view out) {
         if (raw->config.console) raw->config.console(out);
       },
-      [raw](bool level) { (void)raw->vm->irq_line(arch::Platform::spi_line(arch::kUartSpi), level); });
-  SNAPVM_CHECK_OK(s->bus.add(arch::kUartBase, arch::kUartSize, s->uart.get()));
+      [raw, line = con.slot.irq](bool level) { raw->platform->set_irq(line, level); });
+  SNAPVM_CHECK_OK((con.port_io ? s->pio_bus : s->bus).add(con.slot.base, con.slot.size, s->console.get()));
+  SNAPVM_CHECK_OK(s->platform->add_system_devices(s->bus, s->pio_bus, [raw](arch::Exit::Kind request) {
+    raw->finish(request == arch::Exit::Kind::kPowerOff ? ExitReason::kPowerOff : ExitReason::kReset, std::nullopt);
+  }));
   if (c.rng) SNAPVM_CHECK_OK(s->add_virtio(std::make_unique<virtio::Rng>()));
   for (const auto& d : c.disks) {
     SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only)), d.path));
@@ -345,17 +377,17 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, M
 Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   // Inputs first, so a typo costs nothing and says exactly what is wrong.
   if (c.vcpus == 0) return make_error(ErrorCode::kInvalidArgument, "at least one vCPU is needed");
-  if (c.mem_bytes % (2ull << 20) != 0 || c.mem_bytes == 0 || c.mem_bytes > arch::kMaxRamBytes) {
-    return make_error(ErrorCode::kInvalidArgument, "memory size {} is not a positive multiple of 2 MiB up to {} GiB",
-                      c.mem_bytes, arch::kMaxRamBytes >> 30);
-  }
+  SNAPVM_CHECK_OK(arch::check_ram_size(c.mem_bytes));
   arch::BootImages images;
-  images.kernel = SNAPVM_TRY(arch::read_kernel_image(c.kernel_path));
+  images.kernel = SNAPVM_TRY(read_whole(c.kernel_path, "kernel", 512ull << 20));
+  images.kernel_name = c.kernel_path;
   if (!c.initrd_path.empty()) images.initrd = SNAPVM_TRY(read_whole(c.initrd_path, "initrd", 1ull << 30));
   images.cmdline = c.cmdline;
-  SNAPVM_TRY(arch::plan_boot(arch::kRamBase, c.mem_bytes, images.kernel, images.initrd.size()));
-  auto s = SNAPVM_TRY(build(c, SNAPVM_TRY(MappedRegion::anonymous_huge(c.mem_bytes))));
-  SNAPVM_CHECK_OK(s->platform->boot(s->ram.span(), images, s->vcpus, s->virtio_nodes));
+  SNAPVM_CHECK_OK(arch::check_boot(images, c.mem_bytes));
+  std::vector<MappedRegion> ram;
+  for (const auto& r : arch::ram_regions(c.mem_bytes)) ram.push_back(SNAPVM_TRY(MappedRegion::anonymous_huge(r.size)));
+  auto s = SNAPVM_TRY(build(c, std::move(ram)));
+  SNAPVM_CHECK_OK(s->platform->boot(s->memory, images, s->vcpus, s->virtio_nodes));
   return std::unique_ptr<Machine>(new Machine(std::move(s)));
 }
 
@@ -367,19 +399,35 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   };
   auto t0 = Clock::now();
   auto file = SNAPVM_TRY(SnapshotFile::open(path));
+  // The architecture before anything else: another one's records would
+  // only fail later, and less clearly.
+  if (file.header().arch != arch::snapshot_arch()) {
+    return make_error(ErrorCode::kUnsupported, "{} is a {} snapshot; this VMM runs {} guests", path,
+                      format::arch_name(file.header().arch), arch::name());
+  }
   auto st_r = state::load_state(file);
   if (!st_r) return tl::unexpected(std::move(st_r.error()).context(path));
   state::SnapshotState st = std::move(*st_r);
-  if (st.arch != arch::kSnapshotArch) {
+  if (st.arch != arch::snapshot_arch()) {
     return make_error(ErrorCode::kUnsupported, "{} is a {} snapshot; this VMM runs {} guests", path,
-                      format::arch_name(st.arch), format::arch_name(arch::kSnapshotArch));
+                      format::arch_name(st.arch), arch::name());
   }
-  if (file.ram_regions().size() != 1 || !st.gic) {
-    return make_error(ErrorCode::kUnsupported, "{}: this machine restores one RAM region and a GICv3", path);
+  uint64_t mem_bytes = 0;
+  for (const auto& r : file.ram_regions()) mem_bytes += r.size;
+  // The regions must be exactly the ones this machine lays out for that
+  // size: KVM slots and device addresses depend on it.
+  auto layout = arch::ram_regions(mem_bytes);
+  bool same_layout = arch::check_ram_size(mem_bytes).has_value() && layout.size() == file.ram_regions().size();
+  for (size_t i = 0; same_layout && i < layout.size(); ++i) {
+    same_layout = layout[i].gpa == file.ram_regions()[i].gpa && layout[i].size == file.ram_regions()[i].size;
+  }
+  if (!same_layout) {
+    return make_error(ErrorCode::kUnsupported, "{}: its RAM regions are not the ones this {} machine lays out for {} MiB",
+                      path, arch::name(), mem_bytes >> 20);
   }
   MachineConfig c;
   c.vcpus = st.machine.vcpu_count;
-  c.mem_bytes = file.ram_regions()[0].size;
+  c.mem_bytes = mem_bytes;
   c.cmdline = st.machine.kernel_cmdline;
   c.console = o.console;
   c.rng = false;
@@ -422,44 +470,34 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   c.publish = o.publish;
   c.track_dirty = o.track_dirty;
   auto t1 = Clock::now();
-  auto ram = file.map_ram_cow(0);
-  if (!ram) return tl::unexpected(std::move(ram.error()));
+  std::vector<MappedRegion> ram;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    auto region = file.map_ram_cow(i);
+    if (!region) return tl::unexpected(std::move(region.error()));
+    ram.push_back(std::move(*region));
+  }
   auto t2 = Clock::now();
-  auto s = SNAPVM_TRY(build(c, std::move(*ram)));
+  auto s = SNAPVM_TRY(build(c, std::move(ram)));
   // A fault on the file mapping (truncated file, full filesystem) now ends
   // the VMM with one line naming the file instead of a crash.
   install_memory_fault_handler();
-  register_guest_memory(s->ram.data(), s->ram.size(), path.c_str());
+  for (const auto& r : s->ram) register_guest_memory(r.data(), r.size(), path.c_str());
   s->ram_registered = true;
   if (s->dirty) {
     // RAM is the file's until the guest writes: diffs count from it.
     s->dirty->base_path = path;
     s->dirty->base_checksum = file.header().metadata_checksum;
   }
-  // Identity: a 6.1 snapshot loads only on the CPU model it was taken on.
-  if (!st.host.cpu_regs.empty()) {
-    const state::IdentityReg& midr = st.host.cpu_regs.front();  // MIDR_EL1 comes first
-    uint8_t buf[8] = {};
-    if (s->vcpus.front().get_reg(midr.id, {buf, 8})) {
-      uint64_t here;
-      std::memcpy(&here, buf, 8);
-      if (here != midr.value) {
-        return make_error(ErrorCode::kFailedPrecondition,
-                          "{} was taken on another CPU model ({}, this host has MIDR {:#x}); it cannot be restored here",
-                          path, st.host.cpu_model, here);
-      }
-    }
+  {
+    auto identity = s->platform->check_host(st, s->vcpus.front());
+    if (!identity) return tl::unexpected(std::move(identity.error()).context(path));
   }
-  for (size_t i = 0; i < st.vcpus.size(); ++i) {
-    if (st.vcpus[i].index >= s->vcpus.size()) return make_error(ErrorCode::kDataLoss, "vCPU index out of range");
-    SNAPVM_CHECK_OK(arch::restore_vcpu(s->vcpus[st.vcpus[i].index], st.vcpus[i]));
-  }
-  auto t3 = Clock::now();
-  SNAPVM_CHECK_OK(arch::restore_gic(s->platform->gic(), *st.gic));
+  arch::RestoreSplit split;
+  SNAPVM_CHECK_OK(s->platform->restore(s->vcpus, st, &split));
   auto t4 = Clock::now();
   for (const auto& d : st.devices) {
     if (!d.transport && d.slot == 0) {
-      SNAPVM_CHECK_OK(s->uart->restore(d.device_specific));
+      SNAPVM_CHECK_OK(s->console->restore(d.device_specific));
       continue;
     }
     if (!d.transport || d.slot == 0 || d.slot > s->virtio.size()) continue;
@@ -475,8 +513,8 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   if (timings != nullptr) {
     timings->open_us = us(t0, t1);
     timings->map_ram_us = us(t1, t2);
-    timings->vcpus_us = us(t2, t3);
-    timings->gic_us = us(t3, t4);
+    timings->vcpus_us = us(t2, t4) - split.arch_vm_us;
+    timings->arch_vm_us = split.arch_vm_us;
     timings->devices_us = us(t4, t5);
     timings->total_us = us(t0, t5);
   }
@@ -581,7 +619,7 @@ bool Machine::paused() const {
 Result<std::vector<state::VcpuState>> Machine::capture_vcpus() const {
   if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "capture needs a paused VM");
   std::vector<state::VcpuState> out;
-  for (const auto& v : s_->vcpus) out.push_back(SNAPVM_TRY(arch::capture_vcpu(v)));
+  for (const auto& v : s_->vcpus) out.push_back(SNAPVM_TRY(s_->platform->capture_vcpu(v)));
   return out;
 }
 
@@ -590,38 +628,37 @@ Status Machine::restore_vcpus(const std::vector<state::VcpuState>& saved) {
   if (saved.size() != s_->vcpus.size()) {
     return make_error(ErrorCode::kInvalidArgument, "{} saved vCPUs for a VM with {}", saved.size(), s_->vcpus.size());
   }
-  for (size_t i = 0; i < saved.size(); ++i) SNAPVM_CHECK_OK(arch::restore_vcpu(s_->vcpus[i], saved[i]));
+  for (size_t i = 0; i < saved.size(); ++i) SNAPVM_CHECK_OK(s_->platform->restore_vcpu(s_->vcpus[i], saved[i]));
   return {};
 }
 
 Result<state::SnapshotState> Machine::State::capture_state() const {
   const MachineConfig& c = config;
   state::SnapshotState st;
-  st.arch = arch::kSnapshotArch;
+  st.arch = arch::snapshot_arch();
   st.machine.vcpu_count = static_cast<uint32_t>(vcpus.size());
-  st.machine.memory.push_back({arch::kRamBase, ram.size()});
+  for (size_t i = 0; i < ram.size(); ++i) st.machine.memory.push_back({ram_layout[i].gpa, ram[i].size()});
   st.machine.kernel_cmdline = c.cmdline;
-  st.machine.devices.push_back({state::DeviceKind::kPl011, 0, arch::kUartBase, arch::kUartSize, arch::kUartSpi, "console", ""});
+  const arch::ConsoleSlot con = arch::console_slot();
+  st.machine.devices.push_back({con.kind, 0, con.slot.base, con.slot.size, con.slot.irq, "console", ""});
   for (size_t i = 0; i < virtio.size(); ++i) {
     const auto& node = virtio_nodes[i];
     state::DeviceState saved = virtio[i]->save_device(static_cast<uint32_t>(i + 1));
     st.machine.devices.push_back({state::DeviceKind::kVirtioMmio, saved.transport->device_id, node.base, node.size,
-                                  node.spi, fmt::format("virtio{}", i), virtio_backends[i]});
+                                  node.irq, fmt::format("virtio{}", i), virtio_backends[i]});
     st.devices.push_back(std::move(saved));
   }
-  st.devices.push_back({0, std::nullopt, uart->save()});  // slot 0, no transport: the PL011
-  for (const auto& v : vcpus) st.vcpus.push_back(SNAPVM_TRY(arch::capture_vcpu(v)));
-  std::vector<uint64_t> mpidrs;
-  for (const auto& v : vcpus) mpidrs.push_back(SNAPVM_TRY(arch::vcpu_affinity(v)));
-  st.gic = SNAPVM_TRY(arch::capture_gic(platform->gic(), mpidrs));
+  st.devices.push_back({0, std::nullopt, console->save()});  // slot 0, no transport: the console UART
+  for (const auto& v : vcpus) st.vcpus.push_back(SNAPVM_TRY(platform->capture_vcpu(v)));
+  st.arch_vm = SNAPVM_TRY(platform->capture_vm(vcpus));
   st.port_forwards = vsock != nullptr ? vsock->forwards() : std::vector<state::PortForward>{};
-  st.clock = arch::clock_of(st.vcpus.front());
+  st.clock = platform->clock_of(st.vcpus.front());
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME, &now);
   st.clock.host_realtime_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
   ::clock_gettime(CLOCK_MONOTONIC, &now);
   st.clock.host_monotonic_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-  st.host = arch::host_identity_of(st.vcpus.front());
+  st.host = platform->host_identity_of(st.vcpus.front());
   utsname u{};
   ::uname(&u);
   st.host.kernel_release = u.release;
@@ -660,12 +697,12 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
   auto t1 = Clock::now();
   if (dirty) SNAPVM_CHECK_OK(collect_dirty());
   auto t2 = Clock::now();
-  RamSource source{arch::kRamBase, ram.span()};
+  std::vector<RamSource> sources = ram_sources();
   WriteStats stats;
   if (diff) {
-    stats = SNAPVM_TRY(std::move(*diff).finish(state::to_contents(st), {&source, 1}, {&dirty->since_base, 1}));
+    stats = SNAPVM_TRY(std::move(*diff).finish(state::to_contents(st), sources, dirty->since_base));
   } else {
-    stats = SNAPVM_TRY(write_full(path, state::to_contents(st), {&source, 1}));
+    stats = SNAPVM_TRY(write_full(path, state::to_contents(st), sources));
   }
   if (dirty) {
     // On failure the pages stay counted against the old base; only a
@@ -674,7 +711,7 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
     if (!written) return tl::unexpected(std::move(written.error()).context("reopen the new snapshot"));
     dirty->base_path = path;
     dirty->base_checksum = written->header().metadata_checksum;
-    std::fill(dirty->since_base.words().begin(), dirty->since_base.words().end(), 0);
+    for (auto& since : dirty->since_base) std::fill(since.words().begin(), since.words().end(), 0);
   }
   if (timing != nullptr) {
     timing->capture_ms = ms(t0, t1);
@@ -725,16 +762,14 @@ std::string Machine::dirty_base() const {
   return s_->dirty ? s_->dirty->base_path : std::string();
 }
 
-Result<state::GicV3State> Machine::capture_gic() const {
+Result<state::ArchVmState> Machine::capture_arch_vm() const {
   if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "capture needs a paused VM");
-  std::vector<uint64_t> mpidrs;
-  for (const auto& v : s_->vcpus) mpidrs.push_back(SNAPVM_TRY(arch::vcpu_affinity(v)));
-  return arch::capture_gic(s_->platform->gic(), mpidrs);
+  return s_->platform->capture_vm(s_->vcpus);
 }
 
-Status Machine::restore_gic(const state::GicV3State& saved) {
+Status Machine::restore_arch_vm(const state::ArchVmState& saved) {
   if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "restore needs a paused VM");
-  return arch::restore_gic(s_->platform->gic(), saved);
+  return s_->platform->restore_vm(s_->vcpus, saved);
 }
 
 void Machine::request_stop() {

@@ -17,8 +17,8 @@
 #include "base/mapped_region.h"
 #include "base/result.h"
 #include "snapshot/writer.h"
-#include "state/gic_state.h"
 #include "state/host_state.h"
+#include "state/snapshot_state.h"
 #include "state/vcpu_state.h"
 
 namespace snapvm {
@@ -49,8 +49,8 @@ struct MachineConfig {
 };
 
 enum class ExitReason {
-  kPowerOff,  // the guest powered off (PSCI SYSTEM_OFF)
-  kReset,     // the guest asked for a reset (PSCI SYSTEM_RESET)
+  kPowerOff,  // the guest powered off (PSCI SYSTEM_OFF; ACPI S5 on x86_64)
+  kReset,     // the guest asked for a reset (PSCI SYSTEM_RESET; ACPI or i8042 reset, triple fault)
   kCrash,     // the guest reported a crash
   kStopped,   // request_stop() from the host
 };
@@ -74,8 +74,8 @@ struct RestoreOptions {
 struct RestoreTimings {
   double open_us = 0;     // open and validate the file, decode the state
   double map_ram_us = 0;  // map RAM copy-on-write
-  double vcpus_us = 0;    // VM, vCPUs, GIC and devices created, registers written
-  double gic_us = 0;      // GIC state
+  double vcpus_us = 0;    // VM, vCPUs and devices created, vCPU registers written
+  double arch_vm_us = 0;  // interrupt controller and timers (GIC; PIC, IOAPIC, PIT, kvmclock)
   double devices_us = 0;  // device state
   double total_us = 0;    // everything before the first guest instruction
 };
@@ -87,7 +87,7 @@ class Machine {
   static Result<std::unique_ptr<Machine>> create(const MachineConfig& config);
 
   // Rebuilds a VM from a snapshot in this process: RAM mapped copy-on-write
-  // from the file (nothing copied), vCPUs, GIC and devices restored; vsock
+  // from the file (nothing copied), vCPUs, interrupt controller and devices restored; vsock
   // connections are reset with a transport-reset event. Call run() to go on.
   static Result<std::unique_ptr<Machine>> restore(const std::string& path, const RestoreOptions& options,
                                                   RestoreTimings* timings = nullptr);
@@ -115,7 +115,7 @@ class Machine {
   // Every vCPU's complete state; only while paused.
   Result<std::vector<state::VcpuState>> capture_vcpus() const;
   Status restore_vcpus(const std::vector<state::VcpuState>& saved);
-  // Writes a complete snapshot of the paused VM to `path`: vCPUs, GIC,
+  // Writes a complete snapshot of the paused VM to `path`: vCPUs, interrupt controller,
   // devices, port forwards, clock, host identity, then RAM (streamed from
   // guest memory, sparse). Crash-safe; returns the write statistics.
   //
@@ -133,7 +133,7 @@ class Machine {
     WriteStats stats;
     double pause_ms = 0;  // guest stopped: pause to resume (or to the end)
     double total_ms = 0;
-    // Within the pause: vCPUs, GIC and devices captured; KVM's dirty log
+    // Within the pause: vCPUs, interrupt controller and devices captured; KVM's dirty log
     // read and re-protected; the file written and committed.
     double capture_ms = 0, dirty_log_ms = 0, write_ms = 0;
   };
@@ -143,9 +143,9 @@ class Machine {
   // The snapshot dirty pages are counted from (empty: none yet).
   std::string dirty_base() const;
 
-  // The interrupt controller's complete state; only while paused.
-  Result<state::GicV3State> capture_gic() const;
-  Status restore_gic(const state::GicV3State& saved);
+  // The VM's interrupt controller and timers; only while paused.
+  Result<state::ArchVmState> capture_arch_vm() const;
+  Status restore_arch_vm(const state::ArchVmState& saved);
 
   uint64_t mem_bytes() const;
   const std::string& vsock_path() const;
@@ -156,7 +156,8 @@ class Machine {
  private:
   struct State;
   explicit Machine(std::unique_ptr<State> state);
-  static Result<std::unique_ptr<State>> build(const MachineConfig& config, MappedRegion ram);
+  // `ram`: one mapping per region of arch::ram_regions(config.mem_bytes).
+  static Result<std::unique_ptr<State>> build(const MachineConfig& config, std::vector<MappedRegion> ram);
   std::unique_ptr<State> s_;
 };
 

@@ -85,7 +85,11 @@ TEST_F(Agent, ExecUname) {
   ASSERT_TRUE(o.error.empty()) << o.error;
   EXPECT_EQ(o.result.exit_code, 0);
   EXPECT_NE(o.out.find("Linux"), std::string::npos) << o.out;
+#if defined(__aarch64__)
   EXPECT_NE(o.out.find("aarch64"), std::string::npos) << o.out;
+#else
+  EXPECT_NE(o.out.find("x86_64"), std::string::npos) << o.out;
+#endif
 }
 
 TEST_F(Agent, SixteenMegabytesOfStdoutArriveByteExact) {

@@ -2,6 +2,8 @@
 
 #include "guest_env.h"
 
+#include "arch/platform.h"
+
 namespace snapvm::test {
 
 using namespace std::chrono_literals;
@@ -10,7 +12,7 @@ BackgroundVm::BackgroundVm(const std::string& vsock, const VmOptions& o) {
   MachineConfig c;
   c.kernel_path = guest_kernel();
   c.initrd_path = guest_initrd();
-  c.cmdline = "console=ttyAMA0 quiet panic=-1 " + o.extra_cmdline;
+  c.cmdline = std::string(arch::default_cmdline()) + " " + o.extra_cmdline;
   c.mem_bytes = o.mem_bytes;
   c.vcpus = o.vcpus;
   c.disks = o.disks;

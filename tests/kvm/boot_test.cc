@@ -9,6 +9,7 @@
 #include <fstream>
 #include <regex>
 
+#include "arch/platform.h"
 #include "guest_env.h"
 
 namespace snapvm {
@@ -73,7 +74,11 @@ TEST(Boot, BadInputGivesOneClearError) {
     std::string expect;
   } cases[] = {
       {"run --kernel /nonexistent/Image", "No such file"},
+#if defined(__aarch64__)
       {"run --kernel " + i, "not an arm64 Image"},
+#else
+      {"run --kernel " + i, "not an x86 bzImage"},
+#endif
       {"run --kernel " + k + " --initrd " + i + " --mem 32M", "cannot hold the kernel"},
       {"run --kernel " + k + " --cpus 500", "at most"},
       {"run --kernel " + k + " --mem 12Q", "unknown size suffix"},
@@ -90,7 +95,7 @@ TEST(Boot, BadInputGivesOneClearError) {
 
 TEST(Boot, GuestPowerOffEndsTheVmmWithExitZero) {
   auto [rc, err] = run_cli("run --kernel " + test::guest_kernel() + " --initrd " + test::guest_initrd() +
-                           " --mem 256M --cpus 2 --cmdline 'console=ttyAMA0 quiet panic=-1 snapvm.poweroff'");
+                           " --mem 256M --cpus 2 --cmdline '" + std::string(arch::default_cmdline()) + " snapvm.poweroff'");
   EXPECT_EQ(rc, 0) << err;
 }
 

@@ -12,11 +12,19 @@
 
 namespace {
 
+unsigned long long pc_of(const ucontext_t* uc) {
+#if defined(__aarch64__)
+  return uc->uc_mcontext.pc;
+#else
+  return static_cast<unsigned long long>(uc->uc_mcontext.gregs[REG_RIP]);
+#endif
+}
+
 void report(int sig, siginfo_t* si, void* context) {
   char line[160];
   auto* uc = static_cast<ucontext_t*>(context);
   int n = std::snprintf(line, sizeof line, "snapvm_kvm_tests: signal %d at address %p (code %d), pc %#llx, thread %d\n",
-                        sig, si->si_addr, si->si_code, static_cast<unsigned long long>(uc->uc_mcontext.pc),
+                        sig, si->si_addr, si->si_code, pc_of(uc),
                         static_cast<int>(::gettid()));
   (void)!::write(STDERR_FILENO, line, static_cast<size_t>(n));
   void* frames[32];

@@ -13,13 +13,15 @@
 #include <mutex>
 #include <thread>
 
+#include "arch/platform.h"
+
 namespace snapvm::test {
 
 std::string guest_dir() {
   const char* d = std::getenv("SNAPVM_GUEST_DIR");
   return d != nullptr ? d : "/payload/guest";
 }
-std::string guest_kernel() { return guest_dir() + "/Image"; }
+std::string guest_kernel() { return guest_dir() + "/kernel"; }
 std::string guest_initrd() { return guest_dir() + "/initrd.cpio"; }
 std::string snapvm_binary() {
   const char* b = std::getenv("SNAPVM_BIN");
@@ -66,7 +68,7 @@ BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds t
   MachineConfig c;
   c.kernel_path = guest_kernel();
   c.initrd_path = guest_initrd();
-  c.cmdline = "console=ttyAMA0 quiet panic=-1 " + extra_cmdline;
+  c.cmdline = std::string(arch::default_cmdline()) + " " + extra_cmdline;
   c.mem_bytes = mem_bytes;
   c.vcpus = vcpus;
   c.disks = std::move(disks);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <cstdio>
 #include <algorithm>
@@ -16,11 +17,14 @@
 #include <thread>
 
 #include "background_vm.h"
+#include "arch/platform.h"
 #include "restored_vm.h"
 #include "guest_env.h"
 #include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
+#include "state/x86_state.h"
+#include "state/x86_state.h"
 
 namespace snapvm {
 namespace {
@@ -118,10 +122,11 @@ TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
   EXPECT_EQ(truncated.rc, 1);
   EXPECT_NE(truncated.out.find("truncated"), std::string::npos) << truncated.out;
 
-  // Another architecture's snapshot, valid in itself.
+  // Another architecture's snapshot.
+  const format::Arch other = arch::snapshot_arch() == format::Arch::kArm64 ? format::Arch::kX86_64 : format::Arch::kArm64;
   {
     state::SnapshotState x86;
-    x86.arch = format::Arch::kX86_64;
+    x86.arch = other;
     x86.machine.vcpu_count = 1;
     x86.machine.memory.push_back({0x4000'0000, 64 << 10});
     x86.vcpus.push_back({});
@@ -131,7 +136,7 @@ TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
   }
   auto foreign = snapvm_cli("restore /tmp/x86.snap --vsock /tmp/x.vsock");
   EXPECT_EQ(foreign.rc, 1);
-  EXPECT_NE(foreign.out.find("x86_64 snapshot"), std::string::npos) << foreign.out;
+  EXPECT_NE(foreign.out.find(std::string(format::arch_name(other)) + " snapshot"), std::string::npos) << foreign.out;
 
   // The same snapshot claiming another CPU model (MIDR part number changed):
   // KVM would refuse its invariant registers half-way through; we refuse first.
@@ -143,6 +148,18 @@ TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
     ASSERT_FALSE(st->host.cpu_regs.empty());
     st->host.cpu_regs.front().value ^= 0xfff0;
     st->host.cpu_model = "another core";
+#if !defined(__aarch64__)
+    // x86_64 decides by the vendor in the saved CPUID: another vendor.
+    for (auto& v : st->vcpus) {
+      auto* cpuid = const_cast<state::Register*>(v.find(state::x86::struct_id(state::x86::Struct::kCpuid)));
+      ASSERT_NE(cpuid, nullptr);
+      for (size_t e = 8; e + 40 <= cpuid->value.size(); e += 40) {
+        uint32_t function;
+        std::memcpy(&function, cpuid->value.data() + e, 4);
+        if (function == 0) std::memcpy(cpuid->value.data() + e + 16, "Othe", 4);  // EBX of leaf 0
+      }
+    }
+#endif
     auto ram = file->map_ram_cow(0);
     ASSERT_TRUE(ram);
     RamSource src{file->ram_regions()[0].gpa, ram->span()};
@@ -150,7 +167,11 @@ TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
   }
   auto other_cpu = snapvm_cli("restore /tmp/other-cpu.snap --vsock /tmp/x.vsock");
   EXPECT_EQ(other_cpu.rc, 1);
+#if defined(__aarch64__)
   EXPECT_NE(other_cpu.out.find("taken on another CPU model (another core"), std::string::npos) << other_cpu.out;
+#else
+  EXPECT_NE(other_cpu.out.find("taken on a Othe"), std::string::npos) << other_cpu.out;
+#endif
   EXPECT_EQ(std::count(other_cpu.out.begin(), other_cpu.out.end(), '\n'), 1) << other_cpu.out;
   for (const char* f : {"/tmp/other-cpu.snap", "/tmp/corrupt.snap", "/tmp/truncated.snap", "/tmp/x86.snap"}) ::unlink(f);
 }

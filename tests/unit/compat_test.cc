@@ -37,8 +37,9 @@ TEST(Compat, FirstVersionSampleLoadsForever) {
   std::memcpy(&pc_value, pc->value.data(), 8);
   EXPECT_EQ(pc_value, 0x96fd7f745956c334ull);
   EXPECT_EQ(st->vcpus[1].mp_state, 5u);  // a PSCI-off secondary
-  ASSERT_TRUE(st->gic);
-  EXPECT_EQ(st->gic->nr_irqs, 128u);
+  const auto* gic = std::get_if<state::GicV3State>(&st->arch_vm);
+  ASSERT_NE(gic, nullptr);
+  EXPECT_EQ(gic->nr_irqs, 128u);
   ASSERT_EQ(st->port_forwards.size(), 1u);
   EXPECT_EQ(st->port_forwards[0].host_port, 8080u);
   EXPECT_EQ(st->port_forwards[0].guest_port, 80u);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "agent/client.h"
+#include "arch/platform.h"
 
 namespace snapvm::bench {
 
@@ -55,7 +56,7 @@ BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uin
   MachineConfig c;
   c.kernel_path = kernel;
   c.initrd_path = initrd;
-  c.cmdline = "console=ttyAMA0 quiet panic=-1";
+  c.cmdline = std::string(arch::default_cmdline());
   c.mem_bytes = mem;
   c.vcpus = cpus;
   c.vsock_path = vsock;

@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       open.push_back(last.t.open_us / 1000);
       map.push_back(last.t.map_ram_us / 1000);
       vcpus.push_back(last.t.vcpus_us / 1000);
-      gic.push_back(last.t.gic_us / 1000);
+      gic.push_back(last.t.arch_vm_us / 1000);
       devices.push_back(last.t.devices_us / 1000);
       first.push_back(last.first_exec_ms);
     }

@@ -75,7 +75,7 @@ state::SnapshotState make_state(uint32_t vcpus, std::span<const RamExtent> memor
   for (uint32_t i = 0; i < vcpus; ++i) {
     state::VcpuState v;
     v.index = i;
-    v.mpidr = 0x8000'0000ull | i;
+    v.arch_id = 0x8000'0000ull | i;
     v.mp_state = i == 0 ? 0 : 5;
     uint64_t vs = seed * 1000 + i;
     for (int x = 0; x < 31; ++x) v.registers.push_back(reg(kCore64 + 2 * x, 8, vs));
@@ -117,7 +117,7 @@ state::SnapshotState make_state(uint32_t vcpus, std::span<const RamExtent> memor
     g.cpu_interfaces.push_back(std::move(ci));
   }
   g.line_levels = {{0, 0}, {32, 0x10}};
-  s.gic = std::move(g);
+  s.arch_vm = std::move(g);
 
   for (uint32_t slot = 1; slot < 4; ++slot) {
     state::DeviceState d;

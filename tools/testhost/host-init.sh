@@ -11,6 +11,9 @@ mount -t cgroup2 none /sys/fs/cgroup   # limits for snapvm jail
 # mapping allocates that page in the tmpfs, so give it room (the default is 50%).
 mount -t tmpfs -o size=75% tmp /tmp
 ip link set lo up
+if [ -e /lib/host-modules/load-order ]; then  # KVM as modules (x86_64)
+  for m in $(cat /lib/host-modules/load-order); do insmod "/lib/host-modules/$m"; done
+fi
 echo "SNAPVM-TESTHOST-BOOTED kvm=$([ -c /dev/kvm ] && echo yes || echo no) cpus=$(nproc)"
 cd /payload
 sh /payload/run.sh

@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# Prepares the emulated arm64 KVM test host: cross toolchain, QEMU, and
-# Debian's arm64 kernel, busybox and libfdt, fetched through apt.
-# Idempotent; everything lands in build-testhost/ (or $TESTHOST_DIR).
+# Prepares an emulated KVM test host for one architecture: QEMU, the
+# toolchain that builds static binaries for it, and Debian's kernel (the
+# host's and the default guest's) and busybox, fetched through apt.
+# Idempotent; everything lands in build-testhost/ (aarch64) or
+# build-testhost-x86_64/ (or $TESTHOST_DIR).
+#
+#   tools/testhost/prepare.sh [aarch64|x86_64]     (default aarch64)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=${TESTHOST_DIR:-build-testhost}
+arch=${1:-aarch64}
+source tools/testhost/arch.sh "$arch"
 mkdir -p "$out/debs"
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 export DEBIAN_FRONTEND=noninteractive
-if [ "$(uname -m)" = aarch64 ]; then
-  # Native arm64: no emulator and no cross toolchain needed.
-  packages=(cpio libfdt-dev libseccomp-dev)
+host=$(uname -m)
+if [ "$arch" = "$host" ]; then
+  # The build machine's own architecture: no cross toolchain. The emulator
+  # is needed unless this machine runs KVM natively.
+  packages=(cpio xz-utils libseccomp-dev "$qemu_pkg")
+  [ "$arch" = aarch64 ] && packages+=(libfdt-dev)
 else
-  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    "${sudo_cmd[@]}" dpkg --add-architecture arm64
+  if ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
+    "${sudo_cmd[@]}" dpkg --add-architecture "$deb_arch"
     "${sudo_cmd[@]}" apt-get update -qq
   fi
-  packages=(qemu-system-arm gcc-aarch64-linux-gnu g++-aarch64-linux-gnu cpio xz-utils
-            libfmt-dev:arm64 libxxhash-dev:arm64 libgtest-dev:arm64 libseccomp-dev:arm64 libfdt-dev)
+  packages=("$qemu_pkg" cpio xz-utils)
+  if [ "$arch" = aarch64 ]; then
+    packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libfmt-dev:arm64 libxxhash-dev:arm64
+               libgtest-dev:arm64 libseccomp-dev:arm64 libfdt-dev)
+  fi
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -31,23 +42,23 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The arm64 kernel (host and default guest kernel), busybox for the host's
-# userland, and libfdt for arm64 (its -dev package conflicts with the
-# native one, so it is unpacked into a sysroot folder instead).
-kernel_pkg=$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-kernel_pkg=${kernel_pkg%:arm64}
-fetch() {  # package name (arm64), destination folder
+# The kernel, busybox for the host's userland, and (arm64 cross builds)
+# libfdt, whose -dev package conflicts with the native one, so it is
+# unpacked into a sysroot folder instead.
+kernel_pkg=$(apt-cache depends "linux-image-$kernel_flavour:$deb_arch" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+kernel_pkg=${kernel_pkg%:"$deb_arch"}
+fetch() {  # package name, destination folder
   local pkg=$1 dest=$2
   [ -e "$dest/.done-$pkg" ] && return 0
-  (cd "$out/debs" && rm -f "${pkg}"_*.deb && apt-get download "$pkg:arm64" >/dev/null 2>&1)
+  (cd "$out/debs" && rm -f "${pkg}"_*.deb && apt-get download "$pkg:$deb_arch" >/dev/null 2>&1)
   mkdir -p "$dest"
-  dpkg-deb -x "$out/debs/${pkg}"_*_arm64.deb "$dest"
+  dpkg-deb -x "$out/debs/${pkg}"_*_"$deb_arch".deb "$dest"
   touch "$dest/.done-$pkg"
 }
 fetch "$kernel_pkg" "$out/kernel"
 fetch busybox-static "$out/busybox"
-fetch libfdt-dev "$out/sysroot"
+[ "$arch" = aarch64 ] && [ "$host" != aarch64 ] && fetch libfdt-dev "$out/sysroot"
 
 vmlinuz=$(ls "$out"/kernel/boot/vmlinuz-* | head -n 1)
-ln -sf "$(realpath "$vmlinuz")" "$out/Image"
-echo "testhost: ready (kernel ${kernel_pkg#linux-image-}, $out/)"
+ln -sf "$(realpath "$vmlinuz")" "$out/kernel-image"
+echo "testhost: $arch ready (kernel ${kernel_pkg#linux-image-}, $out/)"

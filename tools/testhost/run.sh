@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Boots the emulated arm64 KVM test host (QEMU TCG with EL2 emulation) and
-# runs a command inside it, with a payload folder available at /payload.
+# Boots an emulated KVM test host (QEMU TCG emulating the virtualization
+# extensions: EL2 on arm64, SVM on x86_64) and runs a command inside it,
+# with a payload folder available at /payload.
 #
-#   tools/testhost/run.sh [--timeout SECONDS] [--payload DIR] [--log FILE] -- COMMAND...
+#   tools/testhost/run.sh [--arch aarch64|x86_64] [--timeout SECONDS] [--payload DIR] [--log FILE] -- COMMAND...
 #
 # The console streams to stdout and to the log. The exit status is the
 # command's; a hang becomes exit 124 after the timeout, with the log kept.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-out=${TESTHOST_DIR:-$top/build-testhost}
+arch=aarch64
 timeout_s=600
 payload=""
-log="$out/console.log"
+log=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --arch) arch=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --payload) payload=$2; shift 2 ;;
     --log) log=$2; shift 2 ;;
@@ -23,7 +25,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ $# -gt 0 ] || { echo "testhost: no command given (run.sh [options] -- COMMAND...)" >&2; exit 2; }
-[ -e "$out/Image" ] || { echo "testhost: not prepared; run tools/testhost/prepare.sh" >&2; exit 2; }
+cd "$top"
+source "$here/arch.sh" "$arch"
+log=${log:-$out/console.log}
+[ -e "$out/kernel-image" ] || { echo "testhost: not prepared; run tools/testhost/prepare.sh $arch" >&2; exit 2; }
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -31,6 +36,17 @@ mkdir -p "$root/bin" "$root/payload"
 cp "$out/busybox/bin/busybox" "$root/bin/busybox"
 cp "$here/host-init.sh" "$root/init"
 chmod +x "$root/init"
+# Modules the host kernel needs for KVM, loaded by the host's init in order.
+if ((${#host_modules[@]})); then
+  mkdir -p "$root/lib/host-modules"
+  moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
+  for m in "${host_modules[@]}"; do
+    name=$(basename "$m").ko
+    if [ -e "$moddir/kernel/$m.ko" ]; then cp "$moddir/kernel/$m.ko" "$root/lib/host-modules/$name"
+    else xz -dc "$moddir/kernel/$m.ko.xz" > "$root/lib/host-modules/$name"; fi
+    echo "$name" >> "$root/lib/host-modules/load-order"
+  done
+fi
 [ -z "$payload" ] || cp -a "$payload/." "$root/payload/"
 printf '%q ' "$@" > "$root/payload/run.sh"
 echo >> "$root/payload/run.sh"
@@ -42,10 +58,10 @@ mkdir -p "$(dirname "$log")"
 start=$(date +%s%N)
 set +e
 timeout --foreground -k 5 "$timeout_s" \
-  qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 3072 \
+  "${qemu_cmd[@]}" -smp 2 -m 3072 \
     -accel tcg,thread=multi -nographic -no-reboot -monitor none -serial stdio -nic none \
-    -kernel "$out/Image" -initrd "$out/host-initrd.cpio" \
-    -append "console=ttyAMA0 panic=-1 quiet rdinit=/init" </dev/null 2>&1 | tee "$log"
+    -kernel "$out/kernel-image" -initrd "$out/host-initrd.cpio" \
+    -append "console=$console panic=-1 quiet rdinit=/init" </dev/null 2>&1 | tee "$log"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))

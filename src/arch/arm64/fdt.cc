@@ -1,11 +1,11 @@
-#include "arch/fdt.h"
+#include "arch/arm64/fdt.h"
 
 extern "C" {
 #include <libfdt.h>
 }
 
-#include "arch/kernel_image.h"
-#include "arch/layout.h"
+#include "arch/arm64/kernel_image.h"
+#include "arch/arm64/layout.h"
 
 namespace snapvm::arch {
 namespace {

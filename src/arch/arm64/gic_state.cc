@@ -1,8 +1,8 @@
-#include "arch/gic_state.h"
+#include "arch/arm64/gic_state.h"
 
 #include <linux/kvm.h>
 
-#include "arch/layout.h"
+#include "arch/arm64/layout.h"
 
 namespace snapvm::arch {
 namespace {

@@ -1,4 +1,4 @@
-#include "arch/kernel_image.h"
+#include "arch/arm64/kernel_image.h"
 
 #include <fcntl.h>
 

@@ -1,11 +1,19 @@
+// The arm64 machine: GICv3, PSCI, a PL011 console, virtio-mmio slots, and a
+// device tree for the kernel (layout in arch/arm64/layout.h).
 #include "arch/platform.h"
 
 #include <linux/kvm.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
-#include "arch/fdt.h"
+#include "arch/arm64/fdt.h"
+#include "arch/arm64/gic_state.h"
+#include "arch/arm64/kernel_image.h"
+#include "arch/arm64/layout.h"
+#include "arch/arm64/vcpu_state.h"
+#include "devices/pl011.h"
 #include "kvm/ioctl.h"
 
 namespace snapvm::arch {
@@ -22,7 +30,28 @@ constexpr uint64_t kRegMpidr = ARM64_SYS_REG(3, 0, 0, 0, 5);
 constexpr uint64_t kBootPstate = 0x3c5;
 constexpr uint64_t kMpidrAffinityMask = 0xff00ffffffull;
 
+uint32_t spi_line(uint32_t spi) { return (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | (kGicSpiBase + spi); }
+
 }  // namespace
+
+struct Platform::Impl {
+  const kvm::Vm* vm = nullptr;
+  kvm::Device gic;
+};
+
+format::Arch snapshot_arch() { return format::Arch::kArm64; }
+std::string_view name() { return "arm64"; }
+std::string_view default_cmdline() { return "console=ttyAMA0 quiet panic=-1"; }
+
+Status check_ram_size(uint64_t bytes) {
+  if (bytes == 0 || bytes % (2ull << 20) != 0 || bytes > kMaxRamBytes) {
+    return make_error(ErrorCode::kInvalidArgument, "memory size {} is not a positive multiple of 2 MiB up to {} GiB",
+                      bytes, kMaxRamBytes >> 30);
+  }
+  return {};
+}
+
+std::vector<RamRegion> ram_regions(uint64_t bytes) { return {{kRamBase, bytes}}; }
 
 uint32_t max_vcpus(const kvm::Kvm& kvm) {
   int n = kvm.check_extension(KVM_CAP_MAX_VCPUS);
@@ -31,23 +60,78 @@ uint32_t max_vcpus(const kvm::Kvm& kvm) {
   return std::min<uint32_t>(kMaxVcpus, static_cast<uint32_t>(n));
 }
 
-uint32_t Platform::spi_line(uint32_t spi) {
-  return (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | (kGicSpiBase + spi);
+uint32_t virtio_slot_count() { return kVirtioMmioSlots; }
+
+DeviceSlot virtio_slot(uint32_t index) {
+  return {kVirtioMmioBase + index * kVirtioMmioSlotSize, kVirtioMmioSlotSize, kVirtioFirstSpi + index};
 }
 
-Result<Platform> Platform::create(const kvm::Vm& vm, uint32_t vcpus) {
+ConsoleSlot console_slot() { return {{kUartBase, kUartSize, kUartSpi}, false, state::DeviceKind::kPl011}; }
+
+std::unique_ptr<ConsoleDevice> make_console(ConsoleDevice::OutputFn output, ConsoleDevice::IrqFn irq) {
+  return std::make_unique<Pl011>(std::move(output), std::move(irq));
+}
+
+Status check_boot(const BootImages& images, uint64_t ram_bytes) {
+  auto kernel = SNAPVM_TRY(parse_kernel_image(images.kernel, images.kernel_name));
+  SNAPVM_TRY(plan_boot(kRamBase, ram_bytes, kernel, images.initrd.size()));
+  return {};
+}
+
+Exit decode_exit(kvm_run& run, uint32_t vcpu_index) {
+  Exit e;
+  switch (run.exit_reason) {
+    case KVM_EXIT_MMIO:
+      e.kind = Exit::Kind::kMmio;
+      e.addr = run.mmio.phys_addr;
+      e.data = {run.mmio.data, run.mmio.len};
+      e.size = run.mmio.len;
+      e.write = run.mmio.is_write != 0;
+      return e;
+    case KVM_EXIT_SYSTEM_EVENT:  // PSCI SYSTEM_OFF / SYSTEM_RESET
+      switch (run.system_event.type) {
+        case KVM_SYSTEM_EVENT_SHUTDOWN: e.kind = Exit::Kind::kPowerOff; return e;
+        case KVM_SYSTEM_EVENT_RESET: e.kind = Exit::Kind::kReset; return e;
+        default: e.kind = Exit::Kind::kCrash; return e;
+      }
+    case KVM_EXIT_INTR: return e;
+    case KVM_EXIT_FAIL_ENTRY:
+      e.kind = Exit::Kind::kFail;
+      e.error = fmt::format("vCPU {}: KVM_EXIT_FAIL_ENTRY, reason {:#x}", vcpu_index,
+                            run.fail_entry.hardware_entry_failure_reason);
+      return e;
+    case KVM_EXIT_INTERNAL_ERROR:
+      e.kind = Exit::Kind::kFail;
+      e.error = fmt::format("vCPU {}: KVM internal error {}", vcpu_index, run.internal.suberror);
+      return e;
+    default:
+      e.kind = Exit::Kind::kFail;
+      e.error = fmt::format("vCPU {}: unhandled exit reason {}", vcpu_index, run.exit_reason);
+      return e;
+  }
+}
+
+Platform::Platform(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Platform::~Platform() = default;
+
+Result<std::unique_ptr<Platform>> Platform::create(const kvm::Kvm& /*kvm*/, const kvm::Vm& vm, uint32_t /*vcpus*/) {
   auto gic = vm.create_device(KVM_DEV_TYPE_ARM_VGIC_V3);
   if (!gic) return tl::unexpected(std::move(gic.error()).context("create the in-kernel GICv3 (does the host have one?)"));
   uint64_t dist = kGicDistBase, redist = kGicRedistBase;
-  (void)vcpus;  // the redistributor region is sized by the vCPUs created later
+  // The redistributor region is sized by the vCPUs created later.
   SNAPVM_CHECK_OK(gic->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, &dist));
   SNAPVM_CHECK_OK(gic->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, &redist));
-  return Platform(std::move(*gic));
+  auto impl = std::make_unique<Impl>();
+  impl->vm = &vm;
+  impl->gic = std::move(*gic);
+  return std::unique_ptr<Platform>(new Platform(std::move(impl)));
 }
 
-Status Platform::init_vcpu(const kvm::Vm& vm, const kvm::Vcpu& vcpu) const {
+// KVM_ARM_VCPU_INIT: PSCI 0.2; every vCPU but the first starts powered off
+// and is brought up by the guest with PSCI CPU_ON.
+Status Platform::init_vcpu(const kvm::Vcpu& vcpu) {
   kvm_vcpu_init init{};
-  SNAPVM_TRY(kvm::checked_ioctl(vm.fd(), KVM_ARM_PREFERRED_TARGET, &init, "KVM_ARM_PREFERRED_TARGET"));
+  SNAPVM_TRY(kvm::checked_ioctl(impl_->vm->fd(), KVM_ARM_PREFERRED_TARGET, &init, "KVM_ARM_PREFERRED_TARGET"));
   std::memset(init.features, 0, sizeof init.features);
   init.features[0] |= 1u << KVM_ARM_VCPU_PSCI_0_2;
   if (vcpu.id() != 0) init.features[0] |= 1u << KVM_ARM_VCPU_POWER_OFF;
@@ -56,34 +140,35 @@ Status Platform::init_vcpu(const kvm::Vm& vm, const kvm::Vcpu& vcpu) const {
   return {};
 }
 
-Status Platform::finalize() const {
+// After all vCPUs are initialised: size and initialise the GIC.
+Status Platform::finalize(std::span<const kvm::Vcpu> /*vcpus*/) {
   uint32_t nr_irqs = kGicNrIrqs;
-  SNAPVM_CHECK_OK(gic_.set_attr(KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs));
-  SNAPVM_CHECK_OK(gic_.set_attr(KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, nullptr));
+  SNAPVM_CHECK_OK(impl_->gic.set_attr(KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, &nr_irqs));
+  SNAPVM_CHECK_OK(impl_->gic.set_attr(KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, nullptr));
   return {};
 }
 
-VirtioMmioNode Platform::virtio_slot(uint32_t slot) {
-  return {kVirtioMmioBase + slot * kVirtioMmioSlotSize, kVirtioMmioSlotSize, kVirtioFirstSpi + slot};
-}
+// Power off and reset arrive as PSCI calls (KVM_EXIT_SYSTEM_EVENT).
+Status Platform::add_system_devices(MmioBus& /*mmio*/, MmioBus& /*pio*/, GuestRequestFn /*request*/) { return {}; }
 
-Status Platform::boot(std::span<uint8_t> ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus,
-                      std::span<const VirtioMmioNode> virtio) const {
-  BootLayout b = SNAPVM_TRY(plan_boot(kRamBase, ram.size(), images.kernel, images.initrd.size()));
-  auto at = [&](uint64_t gpa) { return ram.data() + (gpa - kRamBase); };
-  std::memcpy(at(b.kernel_addr), images.kernel.bytes.data(), images.kernel.bytes.size());
-  if (!images.initrd.empty()) std::memcpy(at(b.initrd_addr), images.initrd.data(), images.initrd.size());
+Status Platform::boot(const GuestMemory& ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus,
+                      std::span<const DeviceSlot> virtio) const {
+  const uint64_t ram_size = ram.regions().front().host.size();
+  KernelImage kernel = SNAPVM_TRY(parse_kernel_image(images.kernel, images.kernel_name));
+  BootLayout b = SNAPVM_TRY(plan_boot(kRamBase, ram_size, kernel, images.initrd.size()));
+  ram.write(b.kernel_addr, kernel.bytes.data(), kernel.bytes.size());
+  if (!images.initrd.empty()) ram.write(b.initrd_addr, images.initrd.data(), images.initrd.size());
 
   FdtConfig fc;
   fc.ram_base = kRamBase;
-  fc.ram_size = ram.size();
+  fc.ram_size = ram_size;
   for (const auto& v : vcpus) fc.mpidrs.push_back(SNAPVM_TRY(v.get_reg64(kRegMpidr)) & kMpidrAffinityMask);
   fc.cmdline = images.cmdline;
   fc.initrd_addr = b.initrd_addr;
   fc.initrd_size = images.initrd.size();
-  fc.virtio.assign(virtio.begin(), virtio.end());
+  for (const auto& d : virtio) fc.virtio.push_back({d.base, d.size, d.irq});
   auto dtb = SNAPVM_TRY(build_fdt(fc));
-  std::memcpy(at(b.dtb_addr), dtb.data(), dtb.size());
+  ram.write(b.dtb_addr, dtb.data(), dtb.size());
 
   const kvm::Vcpu& boot_cpu = vcpus.front();
   SNAPVM_CHECK_OK(boot_cpu.set_reg64(kRegPstate, kBootPstate));
@@ -92,5 +177,63 @@ Status Platform::boot(std::span<uint8_t> ram, const BootImages& images, std::spa
   for (uint64_t i = 1; i < 4; ++i) SNAPVM_CHECK_OK(boot_cpu.set_reg64(kRegX0 + 2 * i, 0));
   return {};
 }
+
+void Platform::set_irq(uint32_t irq, bool level) const { (void)impl_->vm->irq_line(spi_line(irq), level); }
+
+Result<state::VcpuState> Platform::capture_vcpu(const kvm::Vcpu& vcpu) const { return arch::capture_vcpu(vcpu); }
+
+Result<state::ArchVmState> Platform::capture_vm(std::span<const kvm::Vcpu> vcpus) const {
+  std::vector<uint64_t> mpidrs;
+  for (const auto& v : vcpus) mpidrs.push_back(SNAPVM_TRY(vcpu_affinity(v)));
+  return state::ArchVmState{SNAPVM_TRY(capture_gic(impl_->gic, mpidrs))};
+}
+
+// A 6.1 arm64 snapshot loads only on the CPU model it was taken on.
+Status Platform::check_host(const state::SnapshotState& saved, const kvm::Vcpu& probe) const {
+  if (saved.host.cpu_regs.empty()) return {};
+  const state::IdentityReg& midr = saved.host.cpu_regs.front();  // MIDR_EL1 comes first
+  uint8_t buf[8] = {};
+  if (!probe.get_reg(midr.id, {buf, 8})) return {};
+  uint64_t here;
+  std::memcpy(&here, buf, 8);
+  if (here != midr.value) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "the snapshot was taken on another CPU model ({}, this host has MIDR {:#x}); it cannot be restored "
+                      "here", saved.host.cpu_model, here);
+  }
+  return {};
+}
+
+// vCPUs first (registers in KVM's list order, MP state, events), then the
+// GIC, whose redistributors and CPU interfaces belong to vCPUs that exist.
+Status Platform::restore(std::span<const kvm::Vcpu> vcpus, const state::SnapshotState& saved,
+                         RestoreSplit* split) const {
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
+  for (const auto& v : saved.vcpus) {
+    if (v.index >= vcpus.size()) return make_error(ErrorCode::kDataLoss, "vCPU index out of range");
+    SNAPVM_CHECK_OK(arch::restore_vcpu(vcpus[v.index], v));
+  }
+  auto t1 = Clock::now();
+  SNAPVM_CHECK_OK(restore_vm(vcpus, saved.arch_vm));
+  if (split != nullptr) {
+    split->vcpus_us = std::chrono::duration<double, std::micro>(t1 - t0).count();
+    split->arch_vm_us = std::chrono::duration<double, std::micro>(Clock::now() - t1).count();
+  }
+  return {};
+}
+
+Status Platform::restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved) const {
+  return arch::restore_vcpu(vcpu, saved);
+}
+
+Status Platform::restore_vm(std::span<const kvm::Vcpu> /*vcpus*/, const state::ArchVmState& saved) const {
+  const auto* gic = std::get_if<state::GicV3State>(&saved);
+  if (gic == nullptr) return make_error(ErrorCode::kDataLoss, "the snapshot holds no GICv3 state");
+  return restore_gic(impl_->gic, *gic);
+}
+
+state::ClockState Platform::clock_of(const state::VcpuState& v) const { return arch::clock_of(v); }
+state::HostIdentity Platform::host_identity_of(const state::VcpuState& v) const { return arch::host_identity_of(v); }
 
 }  // namespace snapvm::arch

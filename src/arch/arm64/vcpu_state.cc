@@ -1,4 +1,4 @@
-#include "arch/vcpu_state.h"
+#include "arch/arm64/vcpu_state.h"
 
 #include <linux/kvm.h>
 
@@ -71,7 +71,7 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu) {
     if (!got) return tl::unexpected(std::move(got.error()).context("capture vCPU state"));
     s.registers.push_back(std::move(r));
   }
-  s.mpidr = SNAPVM_TRY(vcpu.get_reg64(kRegMpidr));
+  s.arch_id = SNAPVM_TRY(vcpu.get_reg64(kRegMpidr));
   s.mp_state = SNAPVM_TRY(vcpu.get_mp_state()).mp_state;
   kvm_vcpu_events events{};
   SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"));

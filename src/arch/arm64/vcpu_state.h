@@ -19,8 +19,6 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu);
 // The vCPU's affinity (MPIDR), which names it to the interrupt controller.
 Result<uint64_t> vcpu_affinity(const kvm::Vcpu& vcpu);
 
-inline constexpr format::Arch kSnapshotArch = format::Arch::kArm64;
-
 // The guest clock in a captured vCPU: the virtual counter and its frequency.
 state::ClockState clock_of(const state::VcpuState& v);
 // What must match for the state to load elsewhere: the CPU's identity

@@ -1,0 +1,23 @@
+# Sourced by the test-host scripts: what differs between the two emulated
+# hosts. Sets out, deb_arch, kernel_flavour, qemu_pkg, qemu_cmd (an array)
+# and host_modules (loaded in the host before anything runs).
+arch=$1
+case "$arch" in
+  aarch64)
+    out=${TESTHOST_DIR:-build-testhost}
+    deb_arch=arm64 kernel_flavour=arm64 qemu_pkg=qemu-system-arm
+    # EL2 emulation gives the host kernel a real /dev/kvm (VHE, GICv3).
+    qemu_cmd=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max)
+    console=ttyAMA0
+    host_modules=()
+    ;;
+  x86_64)
+    out=${TESTHOST_DIR:-build-testhost-x86_64}
+    deb_arch=amd64 kernel_flavour=amd64 qemu_pkg=qemu-system-x86
+    # -cpu max emulates SVM with nested paging; kvm-amd then offers /dev/kvm.
+    qemu_cmd=(qemu-system-x86_64 -M q35 -cpu max)
+    console=ttyS0
+    host_modules=(virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm arch/x86/kvm/kvm-amd)
+    ;;
+  *) echo "testhost: unknown architecture '$arch' (aarch64, x86_64)" >&2; exit 2 ;;
+esac
