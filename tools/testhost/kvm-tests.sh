@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Runs the KVM test suite inside the emulated arm64 test host: prepares it,
-# cross-builds, boots it, runs snapvm_kvm_tests on its real /dev/kvm, and
-# reports the result. On an arm64 machine with /dev/kvm, runs them natively.
+# Runs the KVM test suite for one architecture on a real KVM: natively when
+# this machine's /dev/kvm boots the test guest (tools/testhost/native-kvm.sh),
+# otherwise inside the emulated test host of that architecture.
 #
+#   tools/testhost/kvm-tests.sh [aarch64|x86_64]     (default aarch64)
 #   KVM_TEST_FILTER=Boot.*    a gtest filter
 #   TESTHOST_TIMEOUT=2400     seconds before a hung test host is killed
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+arch=${1:-aarch64}
 filter=${KVM_TEST_FILTER:-*}
-out=${TESTHOST_DIR:-build-testhost}
-tools/testhost/prepare.sh
-if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
+source tools/testhost/arch.sh "$arch"
+tools/testhost/prepare.sh "$arch"
+if [ "$(uname -m)" = "$arch" ] && tools/testhost/native-kvm.sh; then
   tools/build.sh release
   tools/testhost/native-guest.sh
-  SNAPVM_GUEST_DIR="$out/native-guest" SNAPVM_BIN=build/bin/snapvm \
-    exec build/bin/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
+  if tools/testhost/native-kvm.sh --probe-boot; then
+    echo "kvm-tests: running natively on this machine's KVM ($arch)"
+    SNAPVM_GUEST_DIR="$out/native-guest" SNAPVM_BIN=build/bin/snapvm \
+      exec build/bin/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
+  fi
 fi
-tools/testhost/build-aarch64.sh
-exec tools/testhost/run.sh --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" --log "$out/kvm-tests.log" \
-  -- /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
+echo "kvm-tests: running in the emulated $arch test host"
+tools/testhost/build.sh "$arch"
+exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
+  --log "$out/kvm-tests.log" -- /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"

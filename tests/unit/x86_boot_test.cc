@@ -1,0 +1,214 @@
+// The x86_64 boot data built on any host: ACPI tables that Linux's parser
+// would accept (signatures, lengths, checksums, the devices the DSDT names),
+// the boot_params page, the e820 map and the x86 state records' checks.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "arch/x86_64/acpi.h"
+#include "arch/x86_64/boot_params.h"
+#include "state/x86_state.h"
+
+namespace snapvm::arch::x86 {
+namespace {
+
+uint64_t le(const std::vector<uint8_t>& b, size_t off, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v |= uint64_t{b[off + i]} << (8 * i);
+  return v;
+}
+uint8_t sum(const uint8_t* p, size_t n) {
+  uint8_t s = 0;
+  for (size_t i = 0; i < n; ++i) s = static_cast<uint8_t>(s + p[i]);
+  return s;
+}
+
+TEST(X86Acpi, TablesChainFromTheRsdpWithValidChecksums) {
+  AcpiConfig c;
+  c.base_gpa = 0xe0000;
+  c.vcpus = 3;
+  c.virtio = {{0xd0000000, 0x200, 5}, {0xd0000200, 0x200, 6}};
+  AcpiTables t = build_acpi(c);
+  const auto& b = t.bytes;
+  auto at = [&](uint64_t gpa) { return static_cast<size_t>(gpa - c.base_gpa); };
+  size_t rsdp = at(t.rsdp_gpa);
+  ASSERT_EQ(std::memcmp(b.data() + rsdp, "RSD PTR ", 8), 0);
+  EXPECT_EQ(sum(b.data() + rsdp, 20), 0);
+  EXPECT_EQ(sum(b.data() + rsdp, 36), 0);
+  size_t xsdt = at(le(b, rsdp + 24, 8));
+  ASSERT_EQ(std::memcmp(b.data() + xsdt, "XSDT", 4), 0);
+  size_t xlen = le(b, xsdt + 4, 4);
+  EXPECT_EQ(sum(b.data() + xsdt, xlen), 0);
+  ASSERT_EQ(xlen, 36u + 16);
+  size_t fadt = at(le(b, xsdt + 36, 8)), madt = at(le(b, xsdt + 44, 8));
+  ASSERT_EQ(std::memcmp(b.data() + fadt, "FACP", 4), 0);
+  ASSERT_EQ(std::memcmp(b.data() + madt, "APIC", 4), 0);
+  EXPECT_EQ(le(b, fadt + 4, 4), 276u);
+  EXPECT_EQ(sum(b.data() + fadt, 276), 0);
+  EXPECT_NE(le(b, fadt + 112, 4) & (1u << 20), 0u) << "hardware-reduced ACPI";
+  EXPECT_EQ(le(b, fadt + 244 + 4, 8), 0x3c0u) << "sleep control register";
+  size_t madt_len = le(b, madt + 4, 4);
+  EXPECT_EQ(sum(b.data() + madt, madt_len), 0);
+  // One enabled local APIC per vCPU, ids 0..2, then the IOAPIC.
+  size_t off = madt + 44;
+  for (uint8_t i = 0; i < 3; ++i, off += 8) {
+    EXPECT_EQ(b[off], 0);
+    EXPECT_EQ(b[off + 3], i);
+    EXPECT_EQ(le(b, off + 4, 4), 1u);
+  }
+  EXPECT_EQ(b[off], 1) << "IOAPIC entry";
+  EXPECT_EQ(le(b, off + 4, 4), 0xfec00000u);
+  size_t dsdt = at(le(b, fadt + 140, 8));
+  ASSERT_EQ(std::memcmp(b.data() + dsdt, "DSDT", 4), 0);
+  size_t dlen = le(b, dsdt + 4, 4);
+  EXPECT_EQ(sum(b.data() + dsdt, dlen), 0);
+  std::string aml(reinterpret_cast<const char*>(b.data() + dsdt), dlen);
+  // Two virtio-mmio devices with Linux's _HID, and _S5 for power off.
+  size_t first = aml.find("LNRO0005");
+  ASSERT_NE(first, std::string::npos);
+  EXPECT_NE(aml.find("LNRO0005", first + 1), std::string::npos);
+  EXPECT_NE(aml.find("_S5_"), std::string::npos);
+  // The second device's registers and GSI sit in its _CRS.
+  uint8_t mem[] = {0x86, 0x09, 0x00, 0x01, 0x00, 0x02, 0x00, 0xd0, 0x00, 0x02, 0x00, 0x00};
+  EXPECT_NE(aml.find(std::string(reinterpret_cast<char*>(mem), sizeof mem)), std::string::npos);
+  uint8_t irq[] = {0x89, 0x06, 0x00, 0x03, 0x01, 0x06, 0x00, 0x00, 0x00};
+  EXPECT_NE(aml.find(std::string(reinterpret_cast<char*>(irq), sizeof irq)), std::string::npos);
+}
+
+TEST(X86Acpi, PkgLengthEncodesEachSize) {
+  EXPECT_EQ(aml_pkg_length(0), (std::vector<uint8_t>{0x01}));
+  EXPECT_EQ(aml_pkg_length(62), (std::vector<uint8_t>{0x3f}));
+  // 63 bytes of content: 65 with a two-byte length, 0x41 -> 0x41, 0x04.
+  EXPECT_EQ(aml_pkg_length(63), (std::vector<uint8_t>{0x41, 0x04}));
+  auto big = aml_pkg_length(5000);  // 5003 = 0x138b: three bytes
+  ASSERT_EQ(big.size(), 3u);
+  EXPECT_EQ(big[0], 0x80 | 0xb);
+  EXPECT_EQ(big[1], 0x38);
+  EXPECT_EQ(big[2], 0x01);
+}
+
+std::vector<uint8_t> fake_bzimage(uint16_t version, uint16_t xloadflags) {
+  std::vector<uint8_t> k(64 * 1024, 0);
+  k[0x1f1] = 4;  // setup sectors
+  k[0x1fe] = 0x55;
+  k[0x1ff] = 0xaa;
+  k[0x201] = 0x6a;  // header ends at 0x26c
+  std::memcpy(k.data() + 0x202, "HdrS", 4);
+  k[0x206] = static_cast<uint8_t>(version);
+  k[0x207] = static_cast<uint8_t>(version >> 8);
+  k[0x236] = static_cast<uint8_t>(xloadflags);
+  uint32_t cmdline_size = 2047, initrd_max = 0x7fffffff, init_size = 32 << 20;
+  std::memcpy(k.data() + 0x238, &cmdline_size, 4);
+  std::memcpy(k.data() + 0x22c, &initrd_max, 4);
+  std::memcpy(k.data() + 0x260, &init_size, 4);
+  return k;
+}
+
+TEST(X86Boot, BzImageHeaderIsCheckedAndBootParamsFilled) {
+  EXPECT_FALSE(parse_bzimage(std::vector<uint8_t>(4096, 0), "zeros"));
+  EXPECT_FALSE(parse_bzimage(fake_bzimage(0x20b, 1), "old"));
+  EXPECT_FALSE(parse_bzimage(fake_bzimage(0x20f, 0), "32-bit"));
+  auto image = fake_bzimage(0x20f, 1);
+  auto k = parse_bzimage(image, "vmlinuz");
+  ASSERT_TRUE(k) << k.error().describe();
+  EXPECT_EQ(k->protected_mode.size(), image.size() - 5 * 512);
+
+  std::vector<RamRange> ram = {{0, 0xd0000000}, {0x100000000, 1ull << 30}};
+  auto plan = plan_boot(*k, ram, 10 << 20, 100);
+  ASSERT_TRUE(plan) << plan.error().describe();
+  EXPECT_EQ(plan->initrd_addr % (2 << 20), 0u);
+  EXPECT_LE(plan->initrd_addr + plan->initrd_size, 0xd0000000u);
+  EXPECT_GE(plan->initrd_addr, plan->kernel_end);
+  std::vector<RamRange> tiny = {{0, 32 << 20}};
+  auto no = plan_boot(*k, tiny, 10 << 20, 100);
+  ASSERT_FALSE(no);
+  EXPECT_NE(no.error().describe().find("cannot hold the kernel"), std::string::npos);
+  EXPECT_FALSE(plan_boot(*k, ram, 0, 5000)) << "command line longer than the kernel takes";
+
+  auto e820 = e820_map(ram);
+  ASSERT_EQ(e820.size(), 4u);
+  EXPECT_EQ(e820[1].type, 2u) << "the BIOS area is reserved";
+  EXPECT_EQ(e820[3].addr, 0x100000000u);
+  auto zp = boot_params(*k, *plan, 0x20000, 100, e820, 0xe0000);
+  ASSERT_EQ(zp.size(), 4096u);
+  EXPECT_EQ(le(zp, 0x202, 4), 0x53726448u) << "setup header copied";
+  EXPECT_EQ(zp[0x210], 0xff);
+  EXPECT_EQ(le(zp, 0x228, 4), 0x20000u);
+  EXPECT_EQ(le(zp, 0x218, 4), plan->initrd_addr);
+  EXPECT_EQ(le(zp, 0x21c, 4), 10u << 20);
+  EXPECT_EQ(zp[0x1e8], 4);
+  EXPECT_EQ(le(zp, 0x2d0 + 3 * 20, 8), 0x100000000u);
+  EXPECT_EQ(le(zp, 0x070, 8), 0xe0000u) << "acpi_rsdp_addr";
+}
+
+TEST(X86Boot, PageTablesMapTheFirstFourGiBOneToOne) {
+  auto t = identity_page_tables(0x9000);
+  ASSERT_EQ(t.size(), 6u * 4096);
+  EXPECT_EQ(le(t, 0, 8), 0xa003u);
+  for (uint64_t gib = 0; gib < 4; ++gib) EXPECT_EQ(le(t, 4096 + 8 * gib, 8), (0xb000 + gib * 4096) | 3);
+  EXPECT_EQ(le(t, 2 * 4096 + 8 * 2047, 8), (2047ull << 21) | 0x83);
+}
+
+TEST(X86State, VcpuRecordsAreChecked) {
+  using namespace state::x86;
+  state::VcpuState v;
+  v.events.assign(64, 0);
+  auto add = [&](Struct s, size_t n) { v.registers.push_back({struct_id(s), std::vector<uint8_t>(n, 0)}); };
+  add(Struct::kCpuid, 8 + 40 * 3);
+  add(Struct::kTscKhz, 8);
+  add(Struct::kRegs, 144);
+  add(Struct::kSregs, 312);
+  add(Struct::kXsave, 4096);
+  add(Struct::kXcrs, 392);
+  add(Struct::kDebugRegs, 128);
+  add(Struct::kLapic, 1024);
+  v.registers.push_back({msr_id(0x10), std::vector<uint8_t>(8, 0)});
+  EXPECT_EQ(check_vcpu(v), "");
+  auto bad = v;
+  bad.registers[2].value.resize(143);
+  EXPECT_NE(check_vcpu(bad).find("regs record"), std::string::npos);
+  bad = v;
+  bad.registers.pop_back();
+  bad.registers.erase(bad.registers.begin() + 7);
+  EXPECT_NE(check_vcpu(bad).find("lapic record is missing"), std::string::npos);
+  bad = v;
+  bad.registers.push_back({0x6030'0000'0010'0040ull, std::vector<uint8_t>(8, 0)});
+  EXPECT_NE(check_vcpu(bad).find("not an x86 one"), std::string::npos);
+  bad = v;
+  bad.events.resize(10);
+  EXPECT_NE(check_vcpu(bad).find("events"), std::string::npos);
+}
+
+TEST(X86State, VmStateRoundTripsAndRefusesWrongSizes) {
+  using namespace state::x86;
+  VmState s;
+  for (auto k : {VmRecord::kPit, VmRecord::kClock, VmRecord::kPicMaster, VmRecord::kPicSlave, VmRecord::kIoapic}) {
+    s.records.push_back({k, std::vector<uint8_t>(vm_record_size(k), static_cast<uint8_t>(k))});
+  }
+  ByteWriter w;
+  encode(w, s);
+  auto bytes = w.take();
+  {
+    ByteReader r(bytes, 0, "x86 vm");
+    EXPECT_EQ(decode_vm_state(r), s);
+    EXPECT_TRUE(r.ok());
+  }
+  s.records[1].bytes.pop_back();  // a kvmclock record one byte short
+  ByteWriter w2;
+  encode(w2, s);
+  auto short_bytes = w2.take();
+  ByteReader r2(short_bytes, 0, "x86 vm");
+  decode_vm_state(r2);
+  EXPECT_FALSE(r2.ok());
+  s.records.pop_back();
+  s.records[1].bytes.push_back(0);
+  ByteWriter w3;
+  encode(w3, s);
+  auto four = w3.take();
+  ByteReader r3(four, 0, "x86 vm");
+  decode_vm_state(r3);
+  EXPECT_FALSE(r3.ok()) << "an IOAPIC-less state must not load";
+}
+
+}  // namespace
+}  // namespace snapvm::arch::x86
