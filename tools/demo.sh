@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: install, build, then
-#  1. boot an arm64 Linux guest to its init with `snapvm run` (natively on an
-#     arm64 host with /dev/kvm, otherwise inside the emulated KVM test host),
+#  1. for x86_64 and for arm64: boot a Linux guest to its init with `snapvm
+#     run` (natively where this machine's own KVM runs that guest, otherwise
+#     inside the emulated KVM test host of that architecture, saying which),
 #     run commands in it through the guest agent, snapshot it, restore it in
 #     a new process (printing the restore timing breakdown), run a command in
 #     the restored guest, and power it off;
-#  2. write a snapshot of a synthetic 256 MiB arm64 machine, inspect it,
-#     verify it, and time opening and copy-on-write mapping it.
+#  2. write a snapshot of a synthetic 256 MiB machine, inspect it, verify
+#     it, and time opening and copy-on-write mapping it.
+#
+#   DEMO_ARCHES="x86_64 aarch64"   which guests to boot
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -55,18 +58,25 @@ echo "\$ snapvm exec demo2.vsock -- cat /tmp/note; uptime"
 wait $clone
 echo "the restored VM exited with status $? after its guest powered off"
 DEMO
-if [ "$(uname -m)" = aarch64 ] && [ -c /dev/kvm ]; then
-  tools/testhost/prepare.sh >/dev/null
-  tools/testhost/native-guest.sh >/dev/null
-  sh "$out/boot-demo.sh" "$out" build-testhost/native-guest/Image build-testhost/native-guest/initrd.cpio build/bin/snapvm
-else
-  echo "(no arm64 /dev/kvm here: booting the emulated KVM test host first; its times are not hardware times)"
-  tools/testhost/prepare.sh >/dev/null
-  tools/testhost/build-aarch64.sh >/dev/null
-  cp "$out/boot-demo.sh" build-testhost/payload/boot-demo.sh
-  tools/testhost/run.sh --timeout 600 --payload build-testhost/payload --log "$out/boot-console.log" -- \
-    sh /payload/boot-demo.sh /tmp /payload/guest/Image /payload/guest/initrd.cpio /payload/snapvm
-fi
+for arch in ${DEMO_ARCHES:-x86_64 aarch64}; do
+  echo
+  echo "=== $arch guest"
+  th=$(source tools/testhost/arch.sh "$arch" && echo "$out")  # that test host's folder
+  tools/testhost/prepare.sh "$arch" >/dev/null
+  if [ "$(uname -m)" = "$arch" ] && tools/testhost/native-kvm.sh 2>/dev/null; then
+    tools/testhost/native-guest.sh >/dev/null
+    if tools/testhost/native-kvm.sh --probe-boot; then
+      echo "(natively on this machine's KVM)"
+      sh "$out/boot-demo.sh" "$out" "$th/native-guest/kernel" "$th/native-guest/initrd.cpio" build/bin/snapvm
+      continue
+    fi
+  fi
+  echo "(no usable $arch KVM here: booting the emulated $arch KVM test host first; its times are not hardware times)"
+  tools/testhost/build.sh "$arch" >/dev/null
+  cp "$out/boot-demo.sh" "$th/payload/boot-demo.sh"
+  tools/testhost/run.sh --arch "$arch" --timeout 900 --payload "$th/payload" --log "$out/boot-console-$arch.log" -- \
+    sh /payload/boot-demo.sh /tmp /payload/guest/kernel /payload/guest/initrd.cpio /payload/snapvm
+done
 
 snap="$out/sample.snap"
 echo

@@ -12,7 +12,7 @@ cp "$init" "$guest/init"
 cp "$busybox" "$guest/bin/busybox"
 ln -s /init "$guest/bin/vsock-connect"
 : > "$guest/lib/modules/load-order"
-for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
          net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
          net/vmw_vsock/vmw_vsock_virtio_transport net/vmw_vsock/vsock_loopback; do
   src="$moddir/kernel/$m.ko"

@@ -131,6 +131,33 @@ Bytes virtio_device(size_t index, const AcpiDevice& d) {
   return aml_device(seg, body);
 }
 
+// COM1, as a PNP0501 device with its ports and interrupt. In
+// hardware-reduced ACPI Linux keeps no legacy PIC, so ISA IRQ 4 exists only
+// once a device's _CRS names GSI 4; without this the legacy port probes
+// but cannot get its interrupt, and every tty write fails with EIO.
+Bytes com1_device() {
+  Bytes res;
+  // IO(Decode16, 0x3f8, 0x3f8, 8, 8)
+  res.push_back(0x47);
+  res.push_back(0x01);
+  append(res, kCom1Port, 2);
+  append(res, kCom1Port, 2);
+  res.push_back(8);
+  res.push_back(8);
+  // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { 4 }
+  append(res, 0x89, 1);
+  append(res, 6, 2);
+  res.push_back(0x03);
+  res.push_back(1);
+  append(res, kCom1Irq, 4);
+  res.push_back(0x79);
+  res.push_back(0);
+  Bytes body = aml_name("_HID", aml_integer(0x0105d041));  // EisaId("PNP0501")
+  append(body, aml_name("_UID", aml_integer(0)));
+  append(body, aml_name("_CRS", aml_buffer(res)));
+  return aml_device("COM1", body);
+}
+
 }  // namespace
 
 std::vector<uint8_t> aml_pkg_length(size_t content) {
@@ -151,7 +178,7 @@ AcpiTables build_acpi(const AcpiConfig& c) {
   constexpr size_t kRsdp = 0, kXsdt = 0x40, kFadt = 0x100, kMadt = 0x300, kDsdt = 0x1000;
 
   Bytes dsdt_body;
-  Bytes sb;
+  Bytes sb = com1_device();
   for (size_t i = 0; i < c.virtio.size(); ++i) append(sb, virtio_device(i, c.virtio[i]));
   Bytes scope{0x5c, '_', 'S', 'B', '_'};
   append(scope, sb);

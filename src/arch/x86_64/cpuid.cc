@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "arch/x86_64/kvm_ioctls.h"
 #include "kvm/ioctl.h"
 
 namespace snapvm::arch::x86 {
@@ -28,16 +29,16 @@ std::vector<uint8_t> header_and(const CpuidEntries& e) {
 Result<CpuidEntries> supported_cpuid(const kvm::Kvm& kvm) {
   // KVM says E2BIG until the buffer is large enough.
   for (uint32_t n = 64; n <= 1024; n *= 2) {
-    std::vector<uint8_t> buf(8 + n * sizeof(kvm_cpuid_entry2), 0);
+    std::vector<uint8_t> buf(ioctl::kCpuid2Header + n * sizeof(kvm_cpuid_entry2), 0);
     auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
     c->nent = n;
-    auto r = kvm::checked_ioctl(kvm.fd(), KVM_GET_SUPPORTED_CPUID, c, "KVM_GET_SUPPORTED_CPUID");
+    auto r = kvm::checked_ioctl(kvm.fd(), ioctl::kGetSupportedCpuid, c, "KVM_GET_SUPPORTED_CPUID");
     if (!r) {
       if (r.error().sys_errno() == E2BIG) continue;
       return tl::unexpected(std::move(r.error()));
     }
     CpuidEntries out(c->nent);
-    std::memcpy(out.data(), c->entries, c->nent * sizeof(kvm_cpuid_entry2));
+    std::memcpy(out.data(), buf.data() + ioctl::kCpuid2Header, c->nent * sizeof(kvm_cpuid_entry2));
     return out;
   }
   return make_error(ErrorCode::kUnsupported, "KVM_GET_SUPPORTED_CPUID wants more than 1024 entries");
@@ -101,7 +102,7 @@ CpuidEntries decode_cpuid(const std::vector<uint8_t>& bytes) {
 
 Status set_cpuid(const kvm::Vcpu& vcpu, const CpuidEntries& entries) {
   auto buf = header_and(entries);
-  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_CPUID2, buf.data(), "KVM_SET_CPUID2"));
+  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kSetCpuid2, buf.data(), "KVM_SET_CPUID2"));
   return {};
 }
 

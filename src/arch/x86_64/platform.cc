@@ -18,6 +18,7 @@
 #include "arch/x86_64/system_devices.h"
 #include "arch/x86_64/vcpu_state.h"
 #include "devices/serial_8250.h"
+#include "arch/x86_64/kvm_ioctls.h"
 #include "kvm/ioctl.h"
 #include "state/x86_state.h"
 
@@ -280,14 +281,15 @@ Status Platform::Impl::boot_vcpu(const kvm::Vcpu& vcpu) const {
   fpu.mxcsr = 0x1f80;
   SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"));
 
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + std::size(kBootMsrs) * sizeof(kvm_msr_entry), 0);
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
-  m->nmsrs = std::size(kBootMsrs);
+  std::vector<uint8_t> buf(ioctl::kMsrsHeader + std::size(kBootMsrs) * sizeof(kvm_msr_entry), 0);
+  uint32_t count = std::size(kBootMsrs);
+  std::memcpy(buf.data(), &count, 4);
+  auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + ioctl::kMsrsHeader);
   for (size_t i = 0; i < std::size(kBootMsrs); ++i) {
-    m->entries[i].index = kBootMsrs[i].first;
-    m->entries[i].data = kBootMsrs[i].second;
+    entries[i].index = kBootMsrs[i].first;
+    entries[i].data = kBootMsrs[i].second;
   }
-  int n = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_MSRS, m, "KVM_SET_MSRS"));
+  int n = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kSetMsrs, buf.data(), "KVM_SET_MSRS"));
   if (n != static_cast<int>(std::size(kBootMsrs))) {
     return make_error(ErrorCode::kIo, "KVM_SET_MSRS: boot MSR {:#x} refused", kBootMsrs[n].first);
   }

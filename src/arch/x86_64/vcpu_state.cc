@@ -6,6 +6,7 @@
 #include <cstring>
 #include <optional>
 
+#include "arch/x86_64/kvm_ioctls.h"
 #include "kvm/ioctl.h"
 #include "state/x86_state.h"
 
@@ -44,11 +45,12 @@ Status set(const kvm::Vcpu& vcpu, unsigned long req, const char* name, const sta
 // kvm_msrs with its entries, as one buffer.
 struct MsrBuffer {
   std::vector<uint8_t> bytes;
-  explicit MsrBuffer(size_t n) : bytes(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry), 0) {
-    head()->nmsrs = static_cast<uint32_t>(n);
+  explicit MsrBuffer(size_t n) : bytes(ioctl::kMsrsHeader + n * sizeof(kvm_msr_entry), 0) {
+    uint32_t count = static_cast<uint32_t>(n);
+    std::memcpy(bytes.data(), &count, 4);
   }
-  kvm_msrs* head() { return reinterpret_cast<kvm_msrs*>(bytes.data()); }
-  kvm_msr_entry* entries() { return head()->entries; }
+  void* head() { return bytes.data(); }
+  kvm_msr_entry* entries() { return reinterpret_cast<kvm_msr_entry*>(bytes.data() + ioctl::kMsrsHeader); }
 };
 
 }  // namespace
@@ -61,25 +63,26 @@ uint64_t saved_msr(const state::VcpuState& v, uint32_t msr) {
 }
 
 Result<std::vector<uint32_t>> readable_msrs(const kvm::Kvm& kvm, const kvm::Vcpu& probe) {
-  std::vector<uint8_t> buf(sizeof(kvm_msr_list) + 4096 * sizeof(uint32_t));
-  auto* list = reinterpret_cast<kvm_msr_list*>(buf.data());
-  list->nmsrs = 4096;
-  SNAPVM_TRY(kvm::checked_ioctl(kvm.fd(), KVM_GET_MSR_INDEX_LIST, list, "KVM_GET_MSR_INDEX_LIST"));
+  std::vector<uint32_t> buf(1 + 4096, 0);  // nmsrs, then the indices
+  buf[0] = 4096;
+  SNAPVM_TRY(kvm::checked_ioctl(kvm.fd(), ioctl::kGetMsrIndexList, buf.data(), "KVM_GET_MSR_INDEX_LIST"));
+  const uint32_t count = std::min<uint32_t>(buf[0], 4096);
+  const uint32_t* indices = buf.data() + ioctl::kMsrListHeader / 4;
   std::vector<uint32_t> out;
   bool deadline = false;
-  for (uint32_t i = 0; i < list->nmsrs; ++i) {
+  for (uint32_t i = 0; i < count; ++i) {
     // The list names MSRs KVM knows, not all of which this vCPU has (the
     // other vendor's, features CPUID left out): KVM_GET_MSRS stops at the
     // first it cannot read, so each is tried alone.
     MsrBuffer one(1);
-    one.entries()[0].index = list->indices[i];
-    int got = ::ioctl(probe.fd(), KVM_GET_MSRS, one.head());
+    one.entries()[0].index = indices[i];
+    int got = ::ioctl(probe.fd(), ioctl::kGetMsrs, one.head());
     if (got != 1) continue;
-    if (list->indices[i] == kMsrTscDeadline) {
+    if (indices[i] == kMsrTscDeadline) {
       deadline = true;
       continue;
     }
-    out.push_back(list->indices[i]);
+    out.push_back(indices[i]);
   }
   if (deadline) out.push_back(kMsrTscDeadline);  // after IA32_TSC
   return out;
@@ -91,11 +94,12 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu, const std::vector<u
   s.mp_state = SNAPVM_TRY(vcpu.get_mp_state()).mp_state;
 
   // CPUID as set (KVM_GET_CPUID2 returns what KVM_SET_CPUID2 gave it).
-  std::vector<uint8_t> cpuid(8 + state::x86::kMaxCpuidEntries * sizeof(kvm_cpuid_entry2), 0);
-  auto* c = reinterpret_cast<kvm_cpuid2*>(cpuid.data());
-  c->nent = state::x86::kMaxCpuidEntries;
-  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_CPUID2, c, "KVM_GET_CPUID2"));
-  cpuid.resize(8 + c->nent * sizeof(kvm_cpuid_entry2));
+  std::vector<uint8_t> cpuid(ioctl::kCpuid2Header + state::x86::kMaxCpuidEntries * sizeof(kvm_cpuid_entry2), 0);
+  uint32_t nent = state::x86::kMaxCpuidEntries;
+  std::memcpy(cpuid.data(), &nent, 4);
+  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kGetCpuid2, cpuid.data(), "KVM_GET_CPUID2"));
+  std::memcpy(&nent, cpuid.data(), 4);
+  cpuid.resize(ioctl::kCpuid2Header + std::min(nent, state::x86::kMaxCpuidEntries) * sizeof(kvm_cpuid_entry2));
   s.registers.push_back({struct_id(Struct::kCpuid), std::move(cpuid)});
 
   int khz = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ"));
@@ -104,7 +108,7 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu, const std::vector<u
   SNAPVM_CHECK_OK(get<kvm_regs>(vcpu, KVM_GET_REGS, "KVM_GET_REGS", s, Struct::kRegs));
   SNAPVM_CHECK_OK(get<kvm_sregs>(vcpu, KVM_GET_SREGS, "KVM_GET_SREGS", s, Struct::kSregs));
   std::vector<uint8_t> xsave(xsave_bytes, 0);
-  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), xsave_bytes > state::x86::kXsaveLegacyBytes ? KVM_GET_XSAVE2 : KVM_GET_XSAVE,
+  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), xsave_bytes > ioctl::kXsaveLegacy ? ioctl::kGetXsave2 : ioctl::kGetXsave,
                                 xsave.data(), "KVM_GET_XSAVE"));
   s.registers.push_back({struct_id(Struct::kXsave), std::move(xsave)});
   SNAPVM_CHECK_OK(get<kvm_xcrs>(vcpu, KVM_GET_XCRS, "KVM_GET_XCRS", s, Struct::kXcrs));
@@ -118,7 +122,7 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu, const std::vector<u
 
   MsrBuffer all(msrs.size());
   for (size_t i = 0; i < msrs.size(); ++i) all.entries()[i].index = msrs[i];
-  int got = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_MSRS, all.head(), "KVM_GET_MSRS"));
+  int got = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kGetMsrs, all.head(), "KVM_GET_MSRS"));
   if (static_cast<size_t>(got) != msrs.size()) {
     return make_error(ErrorCode::kIo, "KVM_GET_MSRS read {} of {} MSRs; MSR {:#x} failed", got, msrs.size(),
                       msrs[static_cast<size_t>(got)]);
@@ -138,7 +142,7 @@ Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool c
   const auto* cpuid = saved.find(struct_id(Struct::kCpuid));
   const auto* khz = saved.find(struct_id(Struct::kTscKhz));
   if (cpuid == nullptr || khz == nullptr) return make_error(ErrorCode::kDataLoss, "x86 vCPU state without CPUID or TSC");
-  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_CPUID2, const_cast<uint8_t*>(cpuid->value.data()), "KVM_SET_CPUID2"));
+  SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kSetCpuid2, const_cast<uint8_t*>(cpuid->value.data()), "KVM_SET_CPUID2"));
   uint64_t want_khz = 0;
   std::memcpy(&want_khz, khz->value.data(), 8);
   int here_khz = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ"));
@@ -168,7 +172,7 @@ Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool c
       case Struct::kSregs: SNAPVM_CHECK_OK(set<kvm_sregs>(vcpu, KVM_SET_SREGS, "KVM_SET_SREGS", r)); break;
       case Struct::kXsave: {
         std::vector<uint8_t> x = r.value;  // KVM reads its own full size from the buffer
-        SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_XSAVE, x.data(), "KVM_SET_XSAVE"));
+        SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kSetXsave, x.data(), "KVM_SET_XSAVE"));
         break;
       }
       case Struct::kXcrs: SNAPVM_CHECK_OK(set<kvm_xcrs>(vcpu, KVM_SET_XCRS, "KVM_SET_XCRS", r)); break;
@@ -183,7 +187,7 @@ Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool c
     all.entries()[i].index = msrs[i].first;
     all.entries()[i].data = msrs[i].second;
   }
-  int written = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_MSRS, all.head(), "KVM_SET_MSRS"));
+  int written = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kSetMsrs, all.head(), "KVM_SET_MSRS"));
   if (static_cast<size_t>(written) != msrs.size()) {
     return make_error(ErrorCode::kFailedPrecondition, "KVM_SET_MSRS took {} of {} MSRs; MSR {:#x} was refused", written,
                       msrs.size(), msrs[static_cast<size_t>(written)].first);
