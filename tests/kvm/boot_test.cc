@@ -38,7 +38,7 @@ void expect_boots(uint32_t vcpus, uint64_t mem) {
   EXPECT_EQ(cpus, static_cast<long>(vcpus));
   // The kernel keeps some memory for itself; the rest must be what was asked.
   EXPECT_LE(mem_kb, static_cast<long>(mem >> 10));
-  EXPECT_GE(mem_kb, static_cast<long>((mem >> 10) * 8 / 10));
+  EXPECT_GE(mem_kb, static_cast<long>((mem >> 10) * 3 / 4));  // x86_64 keeps ~20% at 256 MiB
   std::printf("FIGURE boot_to_init_marker vcpus=%u mem_mib=%llu seconds=%.2f\n", vcpus,
               static_cast<unsigned long long>(mem >> 20), r.seconds_to_marker);
 }
