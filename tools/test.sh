@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs dependencies, builds,
 # runs the native tests (plain, ASan+UBSan, ThreadSanitizer), fuzzes every parser of
-# untrusted input for a bounded time, runs the KVM tests inside the emulated
-# arm64 test host, the VM benchmarks there at CI sizes, and smoke-runs the
-# format benchmark. Ends with the time each suite took.
+# untrusted input for a bounded time, runs the KVM suite for x86_64 and for
+# arm64 (natively where this machine's KVM boots the guest, otherwise in the
+# emulated test host of each), the VM benchmarks at CI sizes, and
+# smoke-runs the format benchmark. Ends with the time each suite took.
 #
 #   FUZZ_SECONDS=30  how long each fuzzer runs
 set -euo pipefail
@@ -62,7 +63,8 @@ fuzz_all() {
 }
 suite "fuzzing (5 targets, ${fuzz_seconds}s each)" fuzz_all
 
-suite "KVM tests in the emulated arm64 test host" tools/testhost/kvm-tests.sh
+suite "KVM tests, x86_64 (native KVM or the emulated x86_64 host)" tools/testhost/kvm-tests.sh x86_64
+suite "KVM tests, arm64 (native KVM or the emulated arm64 host)" tools/testhost/kvm-tests.sh aarch64
 # CI sizes: the benchmarks fail only on an error, never on a missed target;
 # full-size runs: tools/testhost/bench.sh (docs/benchmarks.md).
 suite "restore benchmark in the test host (256 MiB vs 2 GiB)" tools/testhost/bench.sh restore --reps 3

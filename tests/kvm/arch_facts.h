@@ -22,11 +22,23 @@ inline constexpr uint64_t kPcRegister = state::x86::struct_id(state::x86::Struct
 inline constexpr size_t kMinRegisters = 20;  // 8 structures and the readable MSRs
 inline constexpr size_t kConsoleRecordBytes = 16;  // 8250
 using ArchVm = state::x86::VmState;
-// The TSC counts on, and the LAPIC record holds the timer's current count.
+// The TSC and Hyper-V's run-time and reference-time counters count on,
+// and the LAPIC record holds the timer's current count.
 inline bool moves_while_paused(uint64_t id) {
-  return id == state::x86::msr_id(0x10) || id == state::x86::struct_id(state::x86::Struct::kLapic);
+  return id == state::x86::msr_id(0x10) || id == state::x86::msr_id(0x40000010) ||
+         id == state::x86::msr_id(0x40000020) || id == state::x86::struct_id(state::x86::Struct::kLapic);
 }
 #endif
+
+// An online vCPU of an idle guest: runnable, or on x86 halted in the
+// kernel's LAPIC (HLT never leaves KVM there).
+inline bool online(uint32_t mp_state) {
+#if defined(__aarch64__)
+  return mp_state == 0;
+#else
+  return mp_state == 0 || mp_state == 3;
+#endif
+}
 
 inline bool holds_arch_vm(const state::ArchVmState& s) { return std::holds_alternative<ArchVm>(s); }
 

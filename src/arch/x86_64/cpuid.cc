@@ -15,6 +15,7 @@ constexpr uint32_t kTscDeadlineBit = 1u << 24;     // leaf 1 ECX
 constexpr uint32_t kOsxsaveBit = 1u << 27;         // leaf 1 ECX: follows CR4, not the host
 constexpr uint32_t kApicBit = 1u << 9;             // leaf 1 EDX: follows the APIC base MSR
 constexpr uint32_t kHttBit = 1u << 28;             // leaf 1 EDX
+constexpr uint32_t kOspkeBit = 1u << 4;            // leaf 7 ECX: follows CR4.PKE
 
 std::vector<uint8_t> header_and(const CpuidEntries& e) {
   std::vector<uint8_t> out(8 + e.size() * sizeof(kvm_cpuid_entry2), 0);
@@ -131,7 +132,7 @@ std::string missing_features(const CpuidEntries& saved, const CpuidEntries& supp
   };
   static const Check kChecks[] = {
       {1, 0, 2, kHypervisorBit | kTscDeadlineBit | kOsxsaveBit}, {1, 0, 3, kApicBit | kHttBit},
-      {7, 0, 1, 0}, {7, 0, 2, 0}, {7, 0, 3, 0}, {0xd, 1, 0, 0}, {0x80000001, 0, 2, 0}, {0x80000001, 0, 3, 0},
+      {7, 0, 1, 0}, {7, 0, 2, kOspkeBit}, {7, 0, 3, 0}, {0xd, 1, 0, 0}, {0x80000001, 0, 2, 0}, {0x80000001, 0, 3, 0},
   };
   static const char* kRegs[] = {"eax", "ebx", "ecx", "edx"};
   auto reg = [](const kvm_cpuid_entry2& e, int r) { return r == 0 ? e.eax : r == 1 ? e.ebx : r == 2 ? e.ecx : e.edx; };
