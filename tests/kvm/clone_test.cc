@@ -85,7 +85,7 @@ TEST(Clones, EightRunConcurrentlyDrawOwnRandomNumbersAndShareRam) {
     // Every clone reads the guest file the base wrote (RAM from the snapshot)
     // and draws random numbers.
     auto r = test::run_when_up(c->vsock(), {"sh", "-c", "sha256sum < /tmp/fill | head -c 16; echo; head -c 16 /dev/urandom | od -An -tx1"});
-    ASSERT_TRUE(r.error.empty()) << r.error;
+    ASSERT_TRUE(r.error.empty()) << r.error << "\nclone log:\n" << c->log();
     ASSERT_EQ(r.result.exit_code, 0) << r.err;
     randoms.insert(r.out.substr(r.out.find('\n') + 1));
   }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "arch/platform.h"
 #include "background_vm.h"
 #include "guest_env.h"
 #include "restored_vm.h"
@@ -129,6 +130,7 @@ TEST(DiffSnapshots, CarryWhatChangedChainAndRestore) {
         << old_base.error().describe();
     {
       state::SnapshotState other;
+      other.arch = arch::snapshot_arch();
       other.machine.vcpu_count = 1;
       other.machine.memory.push_back({0x4000'0000, 64 << 10});
       other.vcpus.push_back({});

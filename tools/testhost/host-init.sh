@@ -12,7 +12,7 @@ mount -t cgroup2 none /sys/fs/cgroup   # limits for snapvm jail
 mount -t tmpfs -o size=75% tmp /tmp
 ip link set lo up
 if [ -e /lib/host-modules/load-order ]; then  # KVM as modules (x86_64)
-  for m in $(cat /lib/host-modules/load-order); do insmod "/lib/host-modules/$m"; done
+  while read -r m params; do insmod "/lib/host-modules/$m" $params; done < /lib/host-modules/load-order
 fi
 echo "SNAPVM-TESTHOST-BOOTED kvm=$([ -c /dev/kvm ] && echo yes || echo no) cpus=$(nproc)"
 cd /payload

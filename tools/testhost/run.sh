@@ -40,11 +40,13 @@ chmod +x "$root/init"
 if ((${#host_modules[@]})); then
   mkdir -p "$root/lib/host-modules"
   moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
-  for m in "${host_modules[@]}"; do
+  for entry in "${host_modules[@]}"; do
+    m=${entry%% *}  # module path, then any parameters
+    params=${entry#"$m"}
     name=$(basename "$m").ko
     if [ -e "$moddir/kernel/$m.ko" ]; then cp "$moddir/kernel/$m.ko" "$root/lib/host-modules/$name"
     else xz -dc "$moddir/kernel/$m.ko.xz" > "$root/lib/host-modules/$name"; fi
-    echo "$name" >> "$root/lib/host-modules/load-order"
+    echo "$name$params" >> "$root/lib/host-modules/load-order"
   done
 fi
 [ -z "$payload" ] || cp -a "$payload/." "$root/payload/"

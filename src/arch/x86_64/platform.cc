@@ -443,7 +443,7 @@ Status Platform::restore(std::span<const kvm::Vcpu> vcpus, const state::Snapshot
   }
   for (const auto& v : saved.vcpus) {
     if (v.index >= vcpus.size()) return make_error(ErrorCode::kDataLoss, "vCPU index out of range");
-    SNAPVM_CHECK_OK(x86::restore_vcpu(vcpus[v.index], v, impl_->can_scale_tsc, tsc));
+    SNAPVM_CHECK_OK(x86::restore_vcpu(vcpus[v.index], v, impl_->can_scale_tsc, /*fresh=*/true, tsc));
   }
   if (split != nullptr) {
     split->arch_vm_us = std::chrono::duration<double, std::micro>(t1 - t0).count();
@@ -453,7 +453,7 @@ Status Platform::restore(std::span<const kvm::Vcpu> vcpus, const state::Snapshot
 }
 
 Status Platform::restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved) const {
-  return x86::restore_vcpu(vcpu, saved, impl_->can_scale_tsc);
+  return x86::restore_vcpu(vcpu, saved, impl_->can_scale_tsc, /*fresh=*/false);
 }
 
 Status Platform::restore_vm(std::span<const kvm::Vcpu> /*vcpus*/, const state::ArchVmState& saved) const {

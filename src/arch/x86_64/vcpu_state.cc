@@ -138,37 +138,25 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu, const std::vector<u
   return s;
 }
 
-Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool can_scale_tsc,
+Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool can_scale_tsc, bool fresh,
                     std::optional<uint64_t> tsc) {
   const auto* cpuid = saved.find(struct_id(Struct::kCpuid));
   const auto* khz = saved.find(struct_id(Struct::kTscKhz));
   if (cpuid == nullptr || khz == nullptr) return make_error(ErrorCode::kDataLoss, "x86 vCPU state without CPUID or TSC");
-  // KVM refuses to change CPUID once a vCPU has run; writing back the same
-  // table into a vCPU that ran (restore in place) is no change, so that
-  // refusal is accepted when the tables match.
-  auto cpuid_set = kvm::checked_ioctl(vcpu.fd(), ioctl::kSetCpuid2, const_cast<uint8_t*>(cpuid->value.data()), "KVM_SET_CPUID2");
-  if (!cpuid_set) {
-    std::vector<uint8_t> now(cpuid->value.size() + sizeof(kvm_cpuid_entry2), 0);
-    uint32_t nent = static_cast<uint32_t>((now.size() - ioctl::kCpuid2Header) / sizeof(kvm_cpuid_entry2));
-    std::memcpy(now.data(), &nent, 4);
-    bool same = ::ioctl(vcpu.fd(), ioctl::kGetCpuid2, now.data()) == 0;
-    if (same) {
-      std::memcpy(&nent, now.data(), 4);
-      now.resize(ioctl::kCpuid2Header + nent * sizeof(kvm_cpuid_entry2));
-      same = now == cpuid->value;
+  if (fresh) {
+    SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), ioctl::kSetCpuid2, const_cast<uint8_t*>(cpuid->value.data()),
+                                  "KVM_SET_CPUID2"));
+    uint64_t want_khz = 0;
+    std::memcpy(&want_khz, khz->value.data(), 8);
+    int here_khz = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ"));
+    if (want_khz != 0 && static_cast<uint64_t>(here_khz) != want_khz) {
+      if (!can_scale_tsc) {
+        return make_error(ErrorCode::kFailedPrecondition,
+                          "the snapshot's TSC runs at {} kHz, this host's at {} kHz, and KVM here cannot scale it",
+                          want_khz, here_khz);
+      }
+      SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_TSC_KHZ, want_khz, "KVM_SET_TSC_KHZ"));
     }
-    if (!same) return tl::unexpected(std::move(cpuid_set.error()).context("restore CPUID"));
-  }
-  uint64_t want_khz = 0;
-  std::memcpy(&want_khz, khz->value.data(), 8);
-  int here_khz = SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ"));
-  if (want_khz != 0 && static_cast<uint64_t>(here_khz) != want_khz) {
-    if (!can_scale_tsc) {
-      return make_error(ErrorCode::kFailedPrecondition,
-                        "the snapshot's TSC runs at {} kHz, this host's at {} kHz, and KVM here cannot scale it",
-                        want_khz, here_khz);
-    }
-    SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_TSC_KHZ, want_khz, "KVM_SET_TSC_KHZ"));
   }
   kvm_mp_state mp{saved.mp_state};
   SNAPVM_CHECK_OK(vcpu.set_mp_state(mp));

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "base/result.h"
@@ -33,7 +34,10 @@ Result<state::VcpuState> capture_vcpu(const kvm::Vcpu& vcpu, const std::vector<u
 
 // `tsc`: the value to give IA32_TSC instead of the saved one (a restore
 // moves the guest's clocks on by the time the snapshot spent on disk).
-Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool can_scale_tsc,
+// `fresh`: the vCPU has never run, so CPUID and TSC frequency are set (KVM
+// refuses to change CPUID after KVM_RUN; a vCPU restored in place keeps its
+// own, which is the one it was captured with).
+Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved, bool can_scale_tsc, bool fresh,
                     std::optional<uint64_t> tsc = std::nullopt);
 
 inline constexpr uint32_t kMsrTsc = 0x10;
