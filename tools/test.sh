@@ -40,6 +40,7 @@ fuzz_all() {
   mkdir -p "$seeds"
   build/bin/snapvm-mksample "$seeds/small.snap" --mem 16K --cpus 1 --density 0.5 >/dev/null
   build/bin/snapvm-mksample "$seeds/compact.snap" --mem 32K --cpus 2 --density 1 --writer compact >/dev/null
+  build/bin/snapvm-mksample "$seeds/x86.snap" --mem 16K --cpus 2 --density 0.5 --arch x86_64 >/dev/null
   cp tests/data/sample-v1.0.snap "$seeds/"
   fuzz() {  # target, max input length, extra corpus folders...
     local target=$1 max_len=$2 log=build-fuzz/$1.log corpus=build-fuzz/corpus-$1

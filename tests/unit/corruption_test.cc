@@ -32,8 +32,8 @@ struct SmallSnapshot {
   TempDir dir;
   std::string path = dir.file("a.snap");
   Header header;
-  SmallSnapshot() {
-    SampleVm vm(64 << 10, 0.5, 2);
+  explicit SmallSnapshot(format::Arch arch = format::Arch::kArm64) {
+    SampleVm vm(64 << 10, 0.5, 2, 2, arch);
     auto src = vm.source();
     EXPECT_TRUE(write_full(path, vm.contents(), {&src, 1}));
     header = SnapshotFile::open(path)->header();
@@ -48,8 +48,8 @@ void flip_byte(const std::string& path, uint64_t offset, uint8_t mask) {
   ASSERT_TRUE(pwrite_all(fd.get(), {&b, 1}, offset));
 }
 
-TEST(Corruption, EveryMetadataByteFlipIsDetected) {
-  SmallSnapshot s;
+void every_metadata_byte_flip_is_detected(format::Arch arch) {
+  SmallSnapshot s(arch);
   ASSERT_TRUE(load_all(s.path));
   std::vector<uint64_t> offsets;
   for (uint64_t o = 0; o < format::kHeaderSize; ++o) offsets.push_back(o);
@@ -73,6 +73,9 @@ TEST(Corruption, EveryMetadataByteFlipIsDetected) {
   ASSERT_TRUE(load_all(s.path)) << "the file was not restored between flips";
 }
 
+TEST(Corruption, EveryMetadataByteFlipIsDetected) { every_metadata_byte_flip_is_detected(format::Arch::kArm64); }
+TEST(Corruption, EveryMetadataByteFlipIsDetectedX86) { every_metadata_byte_flip_is_detected(format::Arch::kX86_64); }
+
 TEST(Corruption, ErrorsNameTheSectionAndOffset) {
   SmallSnapshot s;
   auto f = SnapshotFile::open(s.path).value();
@@ -86,8 +89,8 @@ TEST(Corruption, ErrorsNameTheSectionAndOffset) {
       << r.error().message();
 }
 
-TEST(Corruption, TruncationAtEveryBoundaryIsRejected) {
-  SmallSnapshot s;
+void truncation_at_every_boundary_is_rejected(format::Arch arch) {
+  SmallSnapshot s(arch);
   auto f = SnapshotFile::open(s.path).value();
   std::vector<uint64_t> cuts = {0, 1, format::kHeaderSize - 1, format::kHeaderSize, f.ram_regions()[0].file_offset,
                                 f.ram_regions()[0].file_offset + 4096, f.ram_regions()[0].table_offset,
@@ -106,6 +109,11 @@ TEST(Corruption, TruncationAtEveryBoundaryIsRejected) {
     }
     test::write_file(s.path, original);
   }
+}
+
+TEST(Corruption, TruncationAtEveryBoundaryIsRejected) { truncation_at_every_boundary_is_rejected(format::Arch::kArm64); }
+TEST(Corruption, TruncationAtEveryBoundaryIsRejectedX86) {
+  truncation_at_every_boundary_is_rejected(format::Arch::kX86_64);
 }
 
 TEST(Corruption, FileTruncatedAfterOpenCannotBeMapped) {

@@ -48,11 +48,13 @@ ScratchMount::~ScratchMount() {
   if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
 }
 
-SampleVm::SampleVm(uint64_t bytes, double density, uint64_t seed, uint32_t vcpus)
+SampleVm::SampleVm(uint64_t bytes, double density, uint64_t seed, uint32_t vcpus, format::Arch arch)
     : ram(std::move(MappedRegion::anonymous(bytes).value())) {
   sample::fill_ram(ram.span(), density, seed);
-  RamExtent e{sample::kRamBase, bytes};
-  state = sample::make_state(vcpus, {&e, 1}, seed);
+  const bool x86 = arch == format::Arch::kX86_64;
+  base = x86 ? sample::kX86RamBase : sample::kRamBase;
+  RamExtent e{base, bytes};
+  state = x86 ? sample::make_x86_state(vcpus, {&e, 1}, seed) : sample::make_state(vcpus, {&e, 1}, seed);
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {

@@ -47,8 +47,10 @@ class ScratchMount {
 
 // Guest RAM of `bytes` with the given data density, at the sample RAM base.
 struct SampleVm {
-  SampleVm(uint64_t bytes, double density, uint64_t seed = 1, uint32_t vcpus = 2);
-  RamSource source() const { return {sample::kRamBase, ram.span()}; }
+  SampleVm(uint64_t bytes, double density, uint64_t seed = 1, uint32_t vcpus = 2,
+           format::Arch arch = format::Arch::kArm64);
+  RamSource source() const { return {base, ram.span()}; }
+  uint64_t base = sample::kRamBase;
   MappedRegion ram;
   state::SnapshotState state;
   SnapshotContents contents() const { return state::to_contents(state); }

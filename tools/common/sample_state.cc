@@ -154,4 +154,55 @@ state::SnapshotState make_state(uint32_t vcpus, std::span<const RamExtent> memor
   return s;
 }
 
+state::SnapshotState make_x86_state(uint32_t vcpus, std::span<const RamExtent> memory, uint64_t seed) {
+  using namespace state::x86;
+  state::SnapshotState s = make_state(vcpus, memory, seed);  // devices, forwards, clock, creator
+  s.arch = format::Arch::kX86_64;
+  s.machine.kernel_cmdline = "console=ttyS0 quiet panic=-1 reboot=k pci=off";
+  s.machine.devices[0] = {state::DeviceKind::kSerial8250, 0, 0x3f8, 8, 4, "console", ""};
+  for (size_t d = 1; d < s.machine.devices.size(); ++d) {
+    s.machine.devices[d].mmio_base = 0xd000'0000 + 0x200 * (d - 1);
+    s.machine.devices[d].irq = 5 + static_cast<uint32_t>(d - 1);
+  }
+  for (auto& v : s.vcpus) {
+    uint64_t vs = seed * 1000 + v.index;
+    v.arch_id = v.index;
+    v.mp_state = v.index == 0 ? 0 : 3;
+    v.registers.clear();
+    v.registers.push_back(reg(struct_id(Struct::kCpuid), 8 + 40 * 24, vs));
+    uint32_t nent = 24;
+    std::memcpy(v.registers.back().value.data(), &nent, 4);
+    v.registers.push_back({struct_id(Struct::kTscKhz), {0x40, 0x9c, 0x27, 0, 0, 0, 0, 0}});  // 2.6 GHz
+    v.registers.push_back(reg(struct_id(Struct::kRegs), 144, vs));
+    v.registers.push_back(reg(struct_id(Struct::kSregs), 312, vs));
+    v.registers.push_back(reg(struct_id(Struct::kXsave), 4096, vs));
+    v.registers.push_back(reg(struct_id(Struct::kXcrs), 392, vs));
+    v.registers.push_back(reg(struct_id(Struct::kDebugRegs), 128, vs));
+    v.registers.push_back(reg(struct_id(Struct::kLapic), 1024, vs));
+    for (uint32_t msr : {0x10u, 0x174u, 0x175u, 0x176u, 0x1a0u, 0x277u, 0x2ffu, 0xc0000080u, 0xc0000081u,
+                         0xc0000082u, 0xc0000084u, 0xc0000102u, 0x4b564d00u, 0x4b564d01u, 0x6e0u}) {
+      v.registers.push_back(reg(msr_id(msr), 8, vs));
+    }
+    v.events.assign(64, 0);
+  }
+  VmState vm;
+  for (auto k : {VmRecord::kPit, VmRecord::kClock, VmRecord::kPicMaster, VmRecord::kPicSlave, VmRecord::kIoapic}) {
+    auto r = reg(static_cast<uint64_t>(k), vm_record_size(k), seed);
+    vm.records.push_back({k, std::move(r.value)});
+  }
+  s.arch_vm = std::move(vm);
+  for (auto& d : s.devices) {
+    if (!d.transport) continue;
+    for (auto& q : d.transport->queues) {
+      q.desc_addr -= kRamBase - kX86RamBase;
+      q.avail_addr -= kRamBase - kX86RamBase;
+      q.used_addr -= kRamBase - kX86RamBase;
+    }
+  }
+  s.clock.counter_frequency_hz = 2'600'000'000;
+  s.host.cpu_model = "AuthenticAMD family 0x19 model 0x1 stepping 1";
+  s.host.cpu_regs = {{id(Kind::kIdentity, 0), 0x69746e6568747541ull}, {id(Kind::kIdentity, 1), 0xa00f11}};
+  return s;
+}
+
 }  // namespace snapvm::sample

@@ -1,6 +1,7 @@
-// A synthetic but realistic arm64 machine state and RAM image, for the demo,
-// the benchmark, the tests and the fuzz corpus. Register ids use KVM's real
-// encodings so that inspect output reads like a real snapshot's.
+// Synthetic but realistic machine states (arm64 and x86_64) and RAM images,
+// for the demo, the benchmark, the tests and the fuzz corpus. Register ids
+// and record sizes are KVM's, so inspect output reads like a real
+// snapshot's.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,12 @@ namespace snapvm::sample {
 
 inline constexpr uint64_t kRamBase = 0x4000'0000;  // the arm64 machine's RAM base
 
+inline constexpr uint64_t kX86RamBase = 0;
+
 state::SnapshotState make_state(uint32_t vcpus, std::span<const RamExtent> memory, uint64_t seed = 1);
+// The x86_64 machine: 8250 console, virtio-mmio in the hole below 4 GiB,
+// vCPU structures and MSRs, PIT/kvmclock/PIC/IOAPIC records.
+state::SnapshotState make_x86_state(uint32_t vcpus, std::span<const RamExtent> memory, uint64_t seed = 1);
 
 // Fills `ram` so that about `density` (0..1) of its pages hold pseudo-random
 // data and the rest are zero; every page is written, so none is left as the

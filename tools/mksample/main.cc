@@ -45,11 +45,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   snapvm::sample::fill_ram(ram->span(), density, seed);
-  snapvm::RamExtent extent{snapvm::sample::kRamBase, bytes};
-  auto sample_state = snapvm::sample::make_state(vcpus, {&extent, 1}, seed);
-  if (arch == "x86_64") sample_state.arch = snapvm::format::Arch::kX86_64;
+  const bool x86 = arch == "x86_64";
+  const uint64_t base = x86 ? snapvm::sample::kX86RamBase : snapvm::sample::kRamBase;
+  snapvm::RamExtent extent{base, bytes};
+  auto sample_state = x86 ? snapvm::sample::make_x86_state(vcpus, {&extent, 1}, seed)
+                          : snapvm::sample::make_state(vcpus, {&extent, 1}, seed);
   auto contents = snapvm::state::to_contents(sample_state);
-  snapvm::RamSource src{snapvm::sample::kRamBase, ram->span()};
+  snapvm::RamSource src{base, ram->span()};
 
   auto t0 = std::chrono::steady_clock::now();
   snapvm::Result<snapvm::WriteStats> stats = [&]() -> snapvm::Result<snapvm::WriteStats> {
