@@ -68,7 +68,8 @@ suite "KVM tests, x86_64 (native KVM or the emulated x86_64 host)" tools/testhos
 suite "KVM tests, arm64 (native KVM or the emulated arm64 host)" tools/testhost/kvm-tests.sh aarch64
 # CI sizes: the benchmarks fail only on an error, never on a missed target;
 # full-size runs: tools/testhost/bench.sh (docs/benchmarks.md).
-suite "restore benchmark in the test host (256 MiB vs 2 GiB)" tools/testhost/bench.sh restore --reps 3
+suite "restore benchmark, arm64 test host (256 MiB vs 2 GiB)" tools/testhost/bench.sh restore --reps 3
+suite "restore benchmark, x86_64 test host (256 MiB vs 2 GiB)" tools/testhost/bench.sh --arch x86_64 restore --reps 3
 suite "diff benchmark in the test host (1 GiB, 1% dirty)" tools/testhost/bench.sh diff --mem 1G --percents 1
 suite "seccomp and jailer overhead in the test host (256 MiB, 3 restores each)" tools/testhost/bench.sh sandbox --reps 3
 suite "format benchmark smoke run" build/bin/snapvm-bench-format --sizes 64M --densities 2,100 --dir build/bench-smoke

@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
   if (o.reps < 1 || o.sizes.empty()) die("need at least one size and one rep");
 
   fmt::print("{:>6} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>11} {:>11}\n", "RAM", "restore ms", "open", "map RAM",
-             "VM+vCPUs", "GIC", "devices", "1st exec ms", "bytes read", "RAM touched");
+             "VM+vCPUs", "irqchip", "devices", "1st exec ms", "bytes read", "RAM touched");
   std::vector<double> medians;
   for (const auto& size_text : o.sizes) {
     auto mem = parse_size(size_text);
