@@ -17,7 +17,8 @@ RestoredVm::RestoredVm(const std::string& snap, const std::string& vsock, const 
                        const std::vector<std::string>& extra)
     : vsock_(vsock), log_(log) {
   ::unlink(log.c_str());
-  std::vector<std::string> args = {snapvm_binary(), "restore", snap, "--vsock", vsock, "--console", "/dev/null"};
+  // The guest's console goes to log + ".console": what a failing test shows.
+  std::vector<std::string> args = {snapvm_binary(), "restore", snap, "--vsock", vsock, "--console", log + ".console"};
   args.insert(args.end(), extra.begin(), extra.end());
   pid_ = spawn_logged(std::move(args), log);
 }
@@ -28,7 +29,11 @@ RestoredVm::~RestoredVm() {
   ::waitpid(pid_, nullptr, 0);
 }
 
-std::string RestoredVm::log() const { return read_text(log_); }
+std::string RestoredVm::log() const {
+  std::string console = read_text(log_ + ".console");
+  if (console.size() > 6000) console = "..." + console.substr(console.size() - 6000);
+  return read_text(log_) + (console.empty() ? "" : "guest console (end):\n" + console);
+}
 
 bool RestoredVm::wait_log(const std::string& text, std::chrono::seconds timeout) {
   auto end = std::chrono::steady_clock::now() + timeout;
