@@ -9,7 +9,8 @@
 #  2. write a snapshot of a synthetic 256 MiB machine, inspect it, verify
 #     it, and time opening and copy-on-write mapping it.
 #
-#   DEMO_ARCHES="x86_64 aarch64"   which guests to boot
+#   DEMO_ARCHES="aarch64 x86_64"   which guests to boot (the emulated x86_64
+#   host can still lock up now and then, issue 12; its run times out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -58,7 +59,7 @@ echo "\$ snapvm exec demo2.vsock -- cat /tmp/note; uptime"
 wait $clone
 echo "the restored VM exited with status $? after its guest powered off"
 DEMO
-for arch in ${DEMO_ARCHES:-x86_64 aarch64}; do
+for arch in ${DEMO_ARCHES:-aarch64 x86_64}; do
   echo
   echo "=== $arch guest"
   th=$(source tools/testhost/arch.sh "$arch" && echo "$out")  # that test host's folder
@@ -74,7 +75,7 @@ for arch in ${DEMO_ARCHES:-x86_64 aarch64}; do
   echo "(no usable $arch KVM here: booting the emulated $arch KVM test host first; its times are not hardware times)"
   tools/testhost/build.sh "$arch" >/dev/null
   cp "$out/boot-demo.sh" "$th/payload/boot-demo.sh"
-  tools/testhost/run.sh --arch "$arch" --timeout 900 --payload "$th/payload" --log "$out/boot-console-$arch.log" -- \
+  tools/testhost/run.sh --arch "$arch" --timeout 600 --payload "$th/payload" --log "$out/boot-console-$arch.log" -- \
     sh /payload/boot-demo.sh /tmp /payload/guest/kernel /payload/guest/initrd.cpio /payload/snapvm
 done
 
