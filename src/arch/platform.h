@@ -97,6 +97,10 @@ struct Exit {
   std::string error;
 };
 Exit decode_exit(kvm_run& run, uint32_t vcpu_index);
+// For implementations: the exits all architectures share (common_exits.cc),
+// and the vCPU count KVM allows.
+Exit decode_common_exit(kvm_run& run, uint32_t vcpu_index);
+uint32_t kvm_vcpu_limit(const kvm::Kvm& kvm);
 
 // --- The per-VM platform ----------------------------------------------------
 // What a running guest asks of the machine through platform devices (x86's

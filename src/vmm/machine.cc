@@ -408,10 +408,6 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   auto st_r = state::load_state(file);
   if (!st_r) return tl::unexpected(std::move(st_r.error()).context(path));
   state::SnapshotState st = std::move(*st_r);
-  if (st.arch != arch::snapshot_arch()) {
-    return make_error(ErrorCode::kUnsupported, "{} is a {} snapshot; this VMM runs {} guests", path,
-                      format::arch_name(st.arch), arch::name());
-  }
   uint64_t mem_bytes = 0;
   for (const auto& r : file.ram_regions()) mem_bytes += r.size;
   // The regions must be exactly the ones this machine lays out for that

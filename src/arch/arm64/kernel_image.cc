@@ -1,11 +1,9 @@
 #include "arch/arm64/kernel_image.h"
 
-#include <fcntl.h>
 
 #include <algorithm>
 
 #include "base/byte_codec.h"
-#include "base/file_io.h"
 
 namespace snapvm::arch {
 namespace {
@@ -18,22 +16,12 @@ uint64_t align_down(uint64_t v, uint64_t a) { return v / a * a; }
 
 }  // namespace
 
-Result<KernelImage> read_kernel_image(const std::string& path) {
-  auto fd = open_file(path, O_RDONLY);
-  if (!fd) return tl::unexpected(std::move(fd.error()).context("kernel"));
-  uint64_t size = SNAPVM_TRY(file_size(fd->get()));
-  if (size > (512ull << 20)) return make_error(ErrorCode::kInvalidArgument, "kernel {} is {} bytes: too large", path, size);
-  std::vector<uint8_t> bytes(size);
-  SNAPVM_CHECK_OK(pread_exact(fd->get(), bytes, 0));
-  return parse_kernel_image(std::move(bytes), path);
-}
-
-Result<KernelImage> parse_kernel_image(std::vector<uint8_t> bytes, const std::string& name) {
+Result<KernelImage> parse_kernel_image(std::span<const uint8_t> bytes, const std::string& name) {
   if (bytes.size() < kHeaderBytes) {
     return make_error(ErrorCode::kInvalidArgument, "kernel {} is not an arm64 Image ({} bytes, no header)", name,
                       bytes.size());
   }
-  ByteReader r(std::span<const uint8_t>(bytes).first(kHeaderBytes), 0, "kernel header");
+  ByteReader r(bytes.first(kHeaderBytes), 0, "kernel header");
   r.bytes(8);  // code0, code1
   KernelImage k;
   k.text_offset = r.u64();
@@ -51,7 +39,7 @@ Result<KernelImage> parse_kernel_image(std::vector<uint8_t> bytes, const std::st
     return make_error(ErrorCode::kInvalidArgument, "kernel {}: implausible header (text_offset {:#x}, image_size {:#x})",
                       name, k.text_offset, k.image_size);
   }
-  k.bytes = std::move(bytes);
+  k.bytes = bytes;
   return k;
 }
 

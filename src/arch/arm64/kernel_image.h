@@ -12,14 +12,14 @@
 namespace snapvm::arch {
 
 struct KernelImage {
-  std::vector<uint8_t> bytes;
+  std::span<const uint8_t> bytes;  // the file, owned by the caller
   uint64_t text_offset = 0;  // load offset from a 2 MiB-aligned base
   uint64_t image_size = 0;   // bytes the kernel occupies once loaded, BSS included
 };
 
-// Reads and checks an uncompressed arm64 Image ("ARM\x64" magic at 0x38).
-Result<KernelImage> read_kernel_image(const std::string& path);
-Result<KernelImage> parse_kernel_image(std::vector<uint8_t> bytes, const std::string& name);
+// Checks an uncompressed arm64 Image ("ARM\x64" magic at 0x38); the result
+// points into `bytes`.
+Result<KernelImage> parse_kernel_image(std::span<const uint8_t> bytes, const std::string& name);
 
 struct BootLayout {
   uint64_t kernel_addr = 0;

@@ -53,12 +53,7 @@ Status check_ram_size(uint64_t bytes) {
 
 std::vector<RamRegion> ram_regions(uint64_t bytes) { return {{kRamBase, bytes}}; }
 
-uint32_t max_vcpus(const kvm::Kvm& kvm) {
-  int n = kvm.check_extension(KVM_CAP_MAX_VCPUS);
-  if (n <= 0) n = kvm.check_extension(KVM_CAP_NR_VCPUS);
-  if (n <= 0) n = 4;
-  return std::min<uint32_t>(kMaxVcpus, static_cast<uint32_t>(n));
-}
+uint32_t max_vcpus(const kvm::Kvm& kvm) { return std::min(kMaxVcpus, kvm_vcpu_limit(kvm)); }
 
 uint32_t virtio_slot_count() { return kVirtioMmioSlots; }
 
@@ -78,38 +73,8 @@ Status check_boot(const BootImages& images, uint64_t ram_bytes) {
   return {};
 }
 
-Exit decode_exit(kvm_run& run, uint32_t vcpu_index) {
-  Exit e;
-  switch (run.exit_reason) {
-    case KVM_EXIT_MMIO:
-      e.kind = Exit::Kind::kMmio;
-      e.addr = run.mmio.phys_addr;
-      e.data = {run.mmio.data, run.mmio.len};
-      e.size = run.mmio.len;
-      e.write = run.mmio.is_write != 0;
-      return e;
-    case KVM_EXIT_SYSTEM_EVENT:  // PSCI SYSTEM_OFF / SYSTEM_RESET
-      switch (run.system_event.type) {
-        case KVM_SYSTEM_EVENT_SHUTDOWN: e.kind = Exit::Kind::kPowerOff; return e;
-        case KVM_SYSTEM_EVENT_RESET: e.kind = Exit::Kind::kReset; return e;
-        default: e.kind = Exit::Kind::kCrash; return e;
-      }
-    case KVM_EXIT_INTR: return e;
-    case KVM_EXIT_FAIL_ENTRY:
-      e.kind = Exit::Kind::kFail;
-      e.error = fmt::format("vCPU {}: KVM_EXIT_FAIL_ENTRY, reason {:#x}", vcpu_index,
-                            run.fail_entry.hardware_entry_failure_reason);
-      return e;
-    case KVM_EXIT_INTERNAL_ERROR:
-      e.kind = Exit::Kind::kFail;
-      e.error = fmt::format("vCPU {}: KVM internal error {}", vcpu_index, run.internal.suberror);
-      return e;
-    default:
-      e.kind = Exit::Kind::kFail;
-      e.error = fmt::format("vCPU {}: unhandled exit reason {}", vcpu_index, run.exit_reason);
-      return e;
-  }
-}
+// Everything arm64 reports (MMIO, PSCI power events) is common to KVM.
+Exit decode_exit(kvm_run& run, uint32_t vcpu_index) { return decode_common_exit(run, vcpu_index); }
 
 Platform::Platform(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Platform::~Platform() = default;

@@ -106,6 +106,25 @@ Bytes aml_device(std::string_view seg, const Bytes& body) {
   return aml_pkg({0x5b, 0x82}, inner);
 }
 
+// Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi }, then
+// the end tag: how every device here ends its _CRS.
+void append_interrupt_and_end(Bytes& res, uint32_t gsi) {
+  append(res, 0x89, 1);
+  append(res, 6, 2);
+  res.push_back(0x03);
+  res.push_back(1);
+  append(res, gsi, 4);
+  res.push_back(0x79);
+  res.push_back(0);
+}
+
+Bytes device_with_resources(std::string_view seg, const Bytes& hid, uint64_t uid, const Bytes& resources) {
+  Bytes body = aml_name("_HID", hid);
+  append(body, aml_name("_UID", aml_integer(uid)));
+  append(body, aml_name("_CRS", aml_buffer(resources)));
+  return aml_device(seg, body);
+}
+
 Bytes virtio_device(size_t index, const AcpiDevice& d) {
   static const char kHex[] = "0123456789ABCDEF";
   char seg[5] = {'V', kHex[(index >> 8) & 0xf], kHex[(index >> 4) & 0xf], kHex[index & 0xf], 0};
@@ -116,19 +135,8 @@ Bytes virtio_device(size_t index, const AcpiDevice& d) {
   res.push_back(1);
   append(res, d.base, 4);
   append(res, d.size, 4);
-  // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi }
-  append(res, 0x89, 1);
-  append(res, 6, 2);
-  res.push_back(0x03);
-  res.push_back(1);
-  append(res, d.gsi, 4);
-  // End tag
-  res.push_back(0x79);
-  res.push_back(0);
-  Bytes body = aml_name("_HID", aml_string("LNRO0005"));
-  append(body, aml_name("_UID", aml_integer(index)));
-  append(body, aml_name("_CRS", aml_buffer(res)));
-  return aml_device(seg, body);
+  append_interrupt_and_end(res, d.gsi);
+  return device_with_resources(seg, aml_string("LNRO0005"), index, res);
 }
 
 // COM1, as a PNP0501 device with its ports and interrupt. In
@@ -144,18 +152,8 @@ Bytes com1_device() {
   append(res, kCom1Port, 2);
   res.push_back(8);
   res.push_back(8);
-  // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { 4 }
-  append(res, 0x89, 1);
-  append(res, 6, 2);
-  res.push_back(0x03);
-  res.push_back(1);
-  append(res, kCom1Irq, 4);
-  res.push_back(0x79);
-  res.push_back(0);
-  Bytes body = aml_name("_HID", aml_integer(0x0105d041));  // EisaId("PNP0501")
-  append(body, aml_name("_UID", aml_integer(0)));
-  append(body, aml_name("_CRS", aml_buffer(res)));
-  return aml_device("COM1", body);
+  append_interrupt_and_end(res, kCom1Irq);
+  return device_with_resources("COM1", aml_integer(0x0105d041), 0, res);  // EisaId("PNP0501")
 }
 
 }  // namespace

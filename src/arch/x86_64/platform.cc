@@ -84,7 +84,8 @@ struct Platform::Impl {
   std::unique_ptr<I8042> i8042;
 
   Status boot_vcpu(const kvm::Vcpu& vcpu) const;
-  Status restore_vm_records(const state::x86::VmState& saved, int64_t advance_realtime_from) const;
+  // `advance`: move kvmclock on by the wall time since it was saved.
+  Status restore_vm_records(const state::x86::VmState& saved, bool advance) const;
 };
 
 format::Arch snapshot_arch() { return format::Arch::kX86_64; }
@@ -106,12 +107,7 @@ std::vector<RamRegion> ram_regions(uint64_t bytes) {
   return r;
 }
 
-uint32_t max_vcpus(const kvm::Kvm& kvm) {
-  int n = kvm.check_extension(KVM_CAP_MAX_VCPUS);
-  if (n <= 0) n = kvm.check_extension(KVM_CAP_NR_VCPUS);
-  if (n <= 0) n = 4;
-  return std::min<uint32_t>(kMaxX86Vcpus, static_cast<uint32_t>(n));
-}
+uint32_t max_vcpus(const kvm::Kvm& kvm) { return std::min(kMaxX86Vcpus, kvm_vcpu_limit(kvm)); }
 
 uint32_t virtio_slot_count() { return kVirtioMmioSlots; }
 
@@ -150,38 +146,11 @@ Exit decode_exit(kvm_run& run, uint32_t vcpu_index) {
       e.write = run.io.direction == KVM_EXIT_IO_OUT;
       e.data = {reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, size_t{run.io.size} * run.io.count};
       return e;
-    case KVM_EXIT_MMIO:
-      e.kind = Exit::Kind::kMmio;
-      e.addr = run.mmio.phys_addr;
-      e.data = {run.mmio.data, run.mmio.len};
-      e.size = run.mmio.len;
-      e.write = run.mmio.is_write != 0;
-      return e;
     case KVM_EXIT_SHUTDOWN:  // a triple fault: what a PC does then is reset
       e.kind = Exit::Kind::kReset;
       return e;
-    case KVM_EXIT_SYSTEM_EVENT:
-      switch (run.system_event.type) {
-        case KVM_SYSTEM_EVENT_SHUTDOWN: e.kind = Exit::Kind::kPowerOff; return e;
-        case KVM_SYSTEM_EVENT_RESET: e.kind = Exit::Kind::kReset; return e;
-        default: e.kind = Exit::Kind::kCrash; return e;
-      }
-    case KVM_EXIT_INTR:
-    case KVM_EXIT_IRQ_WINDOW_OPEN:
-      return e;
-    case KVM_EXIT_FAIL_ENTRY:
-      e.kind = Exit::Kind::kFail;
-      e.error = fmt::format("vCPU {}: KVM_EXIT_FAIL_ENTRY, reason {:#x}", vcpu_index,
-                            run.fail_entry.hardware_entry_failure_reason);
-      return e;
-    case KVM_EXIT_INTERNAL_ERROR:
-      e.kind = Exit::Kind::kFail;
-      e.error = fmt::format("vCPU {}: KVM internal error {}", vcpu_index, run.internal.suberror);
-      return e;
-    default:
-      e.kind = Exit::Kind::kFail;
-      e.error = fmt::format("vCPU {}: unhandled exit reason {}", vcpu_index, run.exit_reason);
-      return e;
+    case KVM_EXIT_IRQ_WINDOW_OPEN: return e;
+    default: return decode_common_exit(run, vcpu_index);
   }
 }
 
@@ -365,7 +334,7 @@ Result<state::ArchVmState> Platform::capture_vm(std::span<const kvm::Vcpu> /*vcp
   return state::ArchVmState{std::move(s)};
 }
 
-Status Platform::Impl::restore_vm_records(const state::x86::VmState& saved, int64_t advance_realtime_from) const {
+Status Platform::Impl::restore_vm_records(const state::x86::VmState& saved, bool advance) const {
   auto record = [&](VmRecord k) -> Result<const std::vector<uint8_t>*> {
     const auto* r = saved.find(k);
     if (r == nullptr || r->bytes.size() != state::x86::vm_record_size(k)) {
@@ -381,13 +350,13 @@ Status Platform::Impl::restore_vm_records(const state::x86::VmState& saved, int6
   // kvmclock runs on from the saved value; with a capture time, KVM moves
   // it on by the wall time that passed since (KVM_CLOCK_REALTIME), so the
   // guest's wall clock is right and its monotonic clock only goes forward.
-  uint64_t realtime = clock.realtime;
-  std::memset(&clock.flags, 0, sizeof clock - offsetof(kvm_clock_data, flags));
-  if (advance_realtime_from >= 0) {
-    clock.flags = KVM_CLOCK_REALTIME;
-    clock.realtime = realtime;
+  kvm_clock_data set{};
+  set.clock = clock.clock;
+  if (advance) {
+    set.flags = KVM_CLOCK_REALTIME;
+    set.realtime = clock.realtime;
   }
-  SNAPVM_TRY(kvm::checked_ioctl(vm->fd(), KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK"));
+  SNAPVM_TRY(kvm::checked_ioctl(vm->fd(), KVM_SET_CLOCK, &set, "KVM_SET_CLOCK"));
   for (auto [chip, kind] : {std::pair{KVM_IRQCHIP_PIC_MASTER, VmRecord::kPicMaster},
                             std::pair{KVM_IRQCHIP_PIC_SLAVE, VmRecord::kPicSlave},
                             std::pair{KVM_IRQCHIP_IOAPIC, VmRecord::kIoapic}}) {
@@ -433,7 +402,7 @@ Status Platform::restore(std::span<const kvm::Vcpu> vcpus, const state::Snapshot
   const auto* vm_state = std::get_if<state::x86::VmState>(&saved.arch_vm);
   if (vm_state == nullptr) return make_error(ErrorCode::kDataLoss, "the snapshot holds no x86 VM state");
   auto t0 = Clock::now();
-  SNAPVM_CHECK_OK(impl_->restore_vm_records(*vm_state, saved.clock.host_realtime_ns));
+  SNAPVM_CHECK_OK(impl_->restore_vm_records(*vm_state, /*advance=*/true));
   auto t1 = Clock::now();
   std::optional<uint64_t> tsc;
   if (!saved.vcpus.empty() && saved.clock.counter_frequency_hz != 0) {
@@ -459,7 +428,7 @@ Status Platform::restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& sav
 Status Platform::restore_vm(std::span<const kvm::Vcpu> /*vcpus*/, const state::ArchVmState& saved) const {
   const auto* s = std::get_if<state::x86::VmState>(&saved);
   if (s == nullptr) return make_error(ErrorCode::kDataLoss, "the snapshot holds no x86 VM state");
-  return impl_->restore_vm_records(*s, -1);
+  return impl_->restore_vm_records(*s, /*advance=*/false);
 }
 
 state::ClockState Platform::clock_of(const state::VcpuState& v) const {
