@@ -4,6 +4,10 @@
 //
 // Kernel command line switches:
 //   snapvm.poweroff   power off right after reporting readiness (tests)
+//   snapvm.fill=MIB   write MIB MiB of pseudo-random bytes to /ram/fill (a
+//                     ramfs: tmpfs would stop at half the RAM) before
+//                     reporting readiness (benchmarks against VMMs that have
+//                     no snapvm agent to ask)
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -14,6 +18,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -22,6 +27,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "fill_memory.h"
 #include "vsock_connect.h"
 
 namespace {
@@ -121,7 +127,9 @@ std::string disks() {
 int main(int argc, char** argv) {
   // The same binary serves as guest tools, by the name it is called.
   std::string self = argv[0];
-  if (self.substr(self.find_last_of('/') + 1) == "vsock-connect") return snapvm::guest::vsock_connect_main(argc, argv);
+  std::string tool = self.substr(self.find_last_of('/') + 1);
+  if (tool == "vsock-connect") return snapvm::guest::vsock_connect_main(argc, argv);
+  if (tool == "fill-memory") return snapvm::guest::fill_memory_main(argc, argv);
   mount_basics();
   install_busybox();
   int modules = load_modules();
@@ -129,6 +137,15 @@ int main(int argc, char** argv) {
   std::string cmdline = read_file("/proc/cmdline");
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));
   bool poweroff = cmdline.find("snapvm.poweroff") != std::string::npos;
+  if (auto at = cmdline.find("snapvm.fill="); at != std::string::npos) {
+    uint64_t mib = std::strtoull(cmdline.c_str() + at + 12, nullptr, 10);
+    ::mkdir("/ram", 0700);
+    ::mount("ramfs", "/ram", "ramfs", MS_NOSUID | MS_NODEV, nullptr);
+    if (!snapvm::guest::fill_memory("/ram/fill", mib)) {
+      log_console(std::string("snapvm-init: cannot fill /ram/fill: ") + std::strerror(errno));
+    }
+    log_console("SNAPVM-GUEST-FILLED mib=" + std::to_string(mib));
+  }
   // Listening before readiness is reported: a host that saw the line can
   // connect at once.
   int agent = poweroff ? -1 : snapvm::guest::agent_listen();

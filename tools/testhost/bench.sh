@@ -7,17 +7,25 @@
 #   tools/testhost/bench.sh restore [--sizes 256M,2G] [--reps 5]   restore latency against RAM size
 #   tools/testhost/bench.sh diff [--mem 2G] [--percents 1,10]      diff vs full snapshots, pauses, tracking cost
 #   tools/testhost/bench.sh sandbox [--reps 5]                     seccomp and jailer against neither: restore, vsock RTT
+#   tools/testhost/bench.sh --arch x86_64 vs-qemu [--sizes 256M,2G] [--cpus 1,4] [--reps 3]
+#                                                                  snapvm next to QEMU (microvm, migrate/-incoming)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 arch=aarch64
 if [ "${1:-}" = --arch ]; then arch=$2; shift 2; fi
 case "${1:-}" in
-  restore|diff|sandbox) which=$1; shift ;;
-  *) echo "usage: tools/testhost/bench.sh restore|diff|sandbox [options]" >&2; exit 2 ;;
+  restore|diff|sandbox|vs-qemu) which=$1; shift ;;
+  *) echo "usage: tools/testhost/bench.sh [--arch x86_64] restore|diff|sandbox|vs-qemu [options]" >&2; exit 2 ;;
 esac
 source tools/testhost/arch.sh "$arch"
 tools/testhost/prepare.sh "$arch"
 tools/testhost/build.sh "$arch"
+if [ "$which" = vs-qemu ]; then
+  [ "$arch" = x86_64 ] || { echo "bench: vs-qemu runs in the x86_64 test host only for now" >&2; exit 2; }
+  tools/testhost/pack-qemu.sh "$out/payload/qemu"
+  # Two guests' filled RAM and two saved images of it at 2 GiB.
+  export TESTHOST_MEM_MB=${TESTHOST_MEM_MB:-6144}
+fi
 exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-1200}" --payload "$out/payload" \
   --log "$out/bench-$which.log" \
   -- "/payload/snapvm-bench-$which" --kernel /payload/guest/kernel --initrd /payload/guest/initrd.cpio "$@"

@@ -14,6 +14,11 @@ ip link set lo up
 if [ -e /lib/host-modules/load-order ]; then  # KVM as modules (x86_64)
   while read -r m params; do insmod "/lib/host-modules/$m" $params; done < /lib/host-modules/load-order
 fi
+# x86_64: keep KVM from live-patching the host kernel (hold-kvm-keys.c).
+if [ -x /bin/hold-kvm-keys ] && [ -c /dev/kvm ]; then
+  /bin/hold-kvm-keys &
+  sleep 0.2
+fi
 echo "SNAPVM-TESTHOST-BOOTED kvm=$([ -c /dev/kvm ] && echo yes || echo no) cpus=$(nproc)"
 cd /payload
 sh /payload/run.sh

@@ -11,6 +11,7 @@ mkdir -p "$guest/lib/modules" "$guest/bin" "$guest/sbin" "$guest/usr/bin" "$gues
 cp "$init" "$guest/init"
 cp "$busybox" "$guest/bin/busybox"
 ln -s /init "$guest/bin/vsock-connect"
+ln -s /init "$guest/bin/fill-memory"
 : > "$guest/lib/modules/load-order"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
          net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \

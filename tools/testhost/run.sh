@@ -6,7 +6,9 @@
 #   tools/testhost/run.sh [--arch aarch64|x86_64] [--timeout SECONDS] [--payload DIR] [--log FILE] -- COMMAND...
 #
 # The console streams to stdout and to the log. The exit status is the
-# command's; a hang becomes exit 124 after the timeout, with the log kept.
+# command's; a hang becomes exit 124 after the timeout, with the log kept
+# and the host CPUs' registers (kernel RIPs named) in FILE.monitor.log.
+# TESTHOST_MEM_MB sets the host's RAM (default 3072).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -49,6 +51,12 @@ if ((${#host_modules[@]})); then
     echo "$name$params" >> "$root/lib/host-modules/load-order"
   done
 fi
+if [ "$arch" = x86_64 ]; then  # see hold-kvm-keys.c
+  cc=gcc; [ "$(uname -m)" = x86_64 ] || cc=x86_64-linux-gnu-gcc
+  [ "$out/hold-kvm-keys" -nt "$here/hold-kvm-keys.c" ] ||
+    "$cc" -O2 -Wall -static -o "$out/hold-kvm-keys" "$here/hold-kvm-keys.c"
+  cp "$out/hold-kvm-keys" "$root/bin/hold-kvm-keys"
+fi
 [ -z "$payload" ] || cp -a "$payload/." "$root/payload/"
 printf '%q ' "$@" > "$root/payload/run.sh"
 echo >> "$root/payload/run.sh"
@@ -57,17 +65,62 @@ echo >> "$root/payload/run.sh"
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$out/host-initrd.cpio"
 
 mkdir -p "$(dirname "$log")"
+# The monitor on two FIFOs (QEMU's pipe: chardev) lets this script ask a
+# hung host where its CPUs are before killing it.
+mkfifo "$root/monitor.in" "$root/monitor.out"
+monitor_log="${log%.log}.monitor.log"
+: > "$monitor_log"
+cat "$root/monitor.out" >> "$monitor_log" &
+monitor_reader=$!
+# A hung host's CPUs: three register samples a second apart (stuck or
+# looping), then each kernel RIP named from /proc/kallsyms of a second host
+# booted with the same kernel (nokaslr keeps addresses the same; Debian's
+# System.map is a stub).
+hang_report() {
+  for i in 1 2 3; do
+    echo "info registers -a" > "$root/monitor.in"
+    sleep 1
+  done
+  local rips
+  rips=$(grep -aoE 'RIP=ffffffff[0-9a-f]+' "$monitor_log" | tail -n 12 | sed 's/RIP=//' | sort -u | tr '\n' ' ')
+  echo "testhost: the host's CPUs were at: ${rips:-no kernel address} (registers in $monitor_log)" >&2
+  [ -n "$rips" ] && [ -z "${TESTHOST_NO_NAMES:-}" ] || return 0
+  mkdir -p "$root/names"
+  cat > "$root/names/names.sh" <<NAMES
+awk -v list="$rips" 'BEGIN { n = split(list, want, " ") }
+  { for (i = 1; i <= n; i++) if (\$1 <= want[i] && \$1 > best[i]) { best[i] = \$1; name[i] = \$3 } }
+  END { for (i = 1; i <= n; i++) print "testhost:   " want[i] " in " name[i] }' /proc/kallsyms
+NAMES
+  TESTHOST_NO_NAMES=1 "$here/run.sh" --arch "$arch" --timeout 120 --payload "$root/names" \
+    --log "${log%.log}.names.log" -- sh /payload/names.sh 2>/dev/null | grep -a '^testhost:   ' >&2 || true
+}
 start=$(date +%s%N)
 set +e
-timeout --foreground -k 5 "$timeout_s" \
-  "${qemu_cmd[@]}" -smp 2 -m 3072 \
-    -accel tcg,thread=multi -nographic -no-reboot -monitor none -serial stdio -nic none \
+"${qemu_cmd[@]}" -smp 2 -m "${TESTHOST_MEM_MB:-3072}" \
+    -accel tcg,thread=multi -nographic -no-reboot -monitor "pipe:$root/monitor" -serial stdio -nic none \
     -kernel "$out/kernel-image" -initrd "$out/host-initrd.cpio" \
-    -append "console=$console panic=-1 quiet rdinit=/init" </dev/null 2>&1 | tee "$log"
-qemu_rc=${PIPESTATUS[0]}
+    -append "console=$console panic=-1 quiet nokaslr rdinit=/init" </dev/null > >(tee "$log") 2>&1 &
+qemu_pid=$!
+# The sleep must die with the watchdog: left behind, it would hold this
+# script's output pipe open until the timeout.
+( sleep "$timeout_s" & sleeper=$!
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  wait "$sleeper"
+  if kill -0 "$qemu_pid" 2>/dev/null; then
+    touch "$root/timed-out"
+    hang_report
+    kill "$qemu_pid"; sleep 5; kill -9 "$qemu_pid" 2>/dev/null
+    trap - TERM
+  fi ) &
+watchdog=$!
+wait "$qemu_pid"
+qemu_rc=$?
+kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null
+kill "$monitor_reader" 2>/dev/null
+sleep 0.2  # let tee finish the console
 set -e
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+if [ -e "$root/timed-out" ]; then
   # Name where it stopped: the last test started or benchmark step.
   step=$(grep -aE '^\[ RUN +\]|^\[ *[0-9.]+ s\]' "$log" | tail -n 1 || true)
   echo "testhost: timed out after ${timeout_s}s; last step: ${step:-none seen}; the console's last lines:" >&2
