@@ -6,8 +6,9 @@
 //   save       snapvm: pause and full snapshot to a file; QEMU: `stop` and
 //              `migrate` to a file (bandwidth unlimited), until completed
 //   restore    a new process until the guest runs: snapvm `restore` until it
-//              reports the vCPUs started; QEMU `-incoming` until QMP says
-//              "running"
+//              reports the vCPUs started; QEMU `-incoming` until the image is
+//              loaded, then `cont` (the image was saved stopped) until QMP
+//              says "running"
 //   1st exec   snapvm only: new process until the guest agent's first reply
 //   in-process snapvm's own figure, snapshot open to vCPUs ready, and its
 //              bytes read before the guest runs
@@ -186,7 +187,14 @@ double qemu_restore(const Options& o, uint64_t mem, uint32_t cpus, const std::st
   for (auto deadline = Clock::now() + minutes(10);;) {
     auto r = q->execute("query-status");
     if (!r) die("QEMU -incoming: " + r.error().describe() + ": " + vm.output());
-    if (r->value("status", "") == "running") break;
+    std::string status = r->value("status", "");
+    if (status == "running") break;
+    // The image remembers the source was stopped, so QEMU loads it and
+    // stays paused ("inmigrate" while loading): resume it as a user would.
+    if (status == "paused" || status == "postmigrate") {
+      if (auto c = q->execute("cont"); !c) die("QEMU cont: " + c.error().describe());
+      continue;
+    }
     if (Clock::now() > deadline) die("QEMU -incoming never ran: " + r->dump());
     std::this_thread::sleep_for(milliseconds(1));
   }
