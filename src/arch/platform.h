@@ -94,7 +94,7 @@ struct Exit {
   std::span<uint8_t> data;
   uint32_t size = 0;
   bool write = false;
-  std::string error;
+  std::string error;  // kFail: why; kReset: how, where the arch knows (a triple fault)
 };
 Exit decode_exit(kvm_run& run, uint32_t vcpu_index);
 // For implementations: the exits all architectures share (common_exits.cc),

@@ -110,7 +110,11 @@ int run_until_exit(Machine& machine, const std::string& api, FILE* console) {
   switch (*exit) {
     case ExitReason::kPowerOff: return 0;
     case ExitReason::kReset:
-      fmt::print(stderr, "snapvm: the guest asked for a reset; the VM has stopped\n");
+      if (std::string detail = machine.exit_detail(); !detail.empty()) {
+        fmt::print(stderr, "snapvm: the guest reset ({}); the VM has stopped\n", detail);
+      } else {
+        fmt::print(stderr, "snapvm: the guest asked for a reset; the VM has stopped\n");
+      }
       return 0;
     case ExitReason::kCrash:
       fmt::print(stderr, "snapvm: the guest reported a crash\n");

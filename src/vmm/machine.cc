@@ -124,6 +124,7 @@ struct Machine::State {
   std::atomic<bool> pausing{false};
   size_t parked = 0;
   std::optional<ExitReason> exit;
+  std::string exit_detail;  // how the exit came about, when the arch says (a triple fault)
   std::optional<Error> error;
 
   void stop_all();
@@ -269,7 +270,13 @@ void Machine::State::vcpu_loop(size_t index) {
         }
         break;
       case arch::Exit::Kind::kPowerOff: finish(ExitReason::kPowerOff, std::nullopt); return;
-      case arch::Exit::Kind::kReset: finish(ExitReason::kReset, std::nullopt); return;
+      case arch::Exit::Kind::kReset:
+        if (!e.error.empty()) {
+          std::lock_guard lock(mu);
+          if (exit_detail.empty()) exit_detail = e.error;
+        }
+        finish(ExitReason::kReset, std::nullopt);
+        return;
       case arch::Exit::Kind::kCrash: finish(ExitReason::kCrash, std::nullopt); return;
       case arch::Exit::Kind::kIgnore: break;
       case arch::Exit::Kind::kFail:
@@ -562,6 +569,11 @@ Result<ExitReason> Machine::run(const std::function<void()>& on_started) {
   }
   if (s_->error) return tl::unexpected(*s_->error);
   return s_->exit.value_or(ExitReason::kStopped);
+}
+
+std::string Machine::exit_detail() const {
+  std::lock_guard lock(s_->mu);
+  return s_->exit_detail;
 }
 
 Status Machine::pause(std::chrono::milliseconds timeout) {

@@ -98,6 +98,9 @@ class Machine {
   // `on_started` runs on the calling thread once the vCPU threads exist
   // (the command line installs the main thread's seccomp filter there).
   Result<ExitReason> run(const std::function<void()>& on_started = {});
+  // After run(): how the exit came about where the architecture tells more
+  // than the reason ("vCPU 2 triple-faulted"), else empty.
+  std::string exit_detail() const;
 
   // Thread-safe: makes run() return kStopped soon.
   void request_stop();

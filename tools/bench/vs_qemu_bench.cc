@@ -1,4 +1,5 @@
-// snapvm-bench-vs-qemu: snapvm next to QEMU on the same KVM, guest kernel,
+// snapvm-bench-vs-qemu: snapvm next to QEMU (microvm on x86_64, virt on
+// arm64) on the same KVM, guest kernel,
 // RAM sizes and vCPU counts, in the same run. Each guest first fills a share
 // of its RAM (60 % by default) with pseudo-random bytes, so neither VMM can
 // skip zero pages. Per configuration:
@@ -30,6 +31,7 @@
 #include <fmt/format.h>
 
 #include "agent/client.h"
+#include "arch/platform.h"
 #include "base/units.h"
 #include "tools/bench/bench_guest.h"
 #include "tools/bench/child_process.h"
@@ -128,10 +130,17 @@ SnapvmRestore snapvm_restore(const Options& o, const std::string& snap) {
 
 std::vector<std::string> qemu_args(const Options& o, uint64_t mem, uint32_t cpus, const std::string& qmp,
                                    const std::string& console, uint64_t fill) {
-  return {o.qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", fmt::format("{}M", mem >> 20), "-smp",
+  // QEMU's smallest machine for each architecture: microvm on x86_64, virt
+  // (GICv3 as snapvm's) on arm64; the guest gets snapvm's command line.
+#if defined(__x86_64__)
+  const char* machine = "microvm";
+#else
+  const char* machine = "virt,gic-version=3";
+#endif
+  return {o.qemu, "-M", machine, "-accel", "kvm", "-cpu", "host", "-m", fmt::format("{}M", mem >> 20), "-smp",
           std::to_string(cpus), "-nodefaults", "-no-user-config", "-display", "none", "-serial", "file:" + console,
           "-kernel", o.kernel, "-initrd", o.initrd, "-append",
-          fmt::format("console=ttyS0 quiet panic=-1 snapvm.fill={}", fill), "-qmp",
+          fmt::format("{} snapvm.fill={}", arch::default_cmdline(), fill), "-qmp",
           "unix:" + qmp + ",server=on,wait=off"};
 }
 
@@ -253,7 +262,7 @@ int main(int argc, char** argv) {
   app.add_option("--kernel", o.kernel, "guest kernel")->required();
   app.add_option("--initrd", o.initrd, "guest initramfs (snapvm's init: agent and fill-memory)")->required();
   app.add_option("--snapvm", o.snapvm, "snapvm binary");
-  app.add_option("--qemu", o.qemu, "QEMU (x86_64 system emulator with KVM)");
+  app.add_option("--qemu", o.qemu, "QEMU for this architecture, with KVM");
   app.add_option("--sizes", o.sizes, "guest RAM sizes, smallest first")->delimiter(',');
   app.add_option("--cpus", o.cpus, "vCPU counts")->delimiter(',');
   app.add_option("--fill", o.fill_percent, "percent of guest RAM the guest fills before each save")

@@ -1,6 +1,7 @@
 # Sourced by the test-host scripts: what differs between the two emulated
-# hosts. Sets out, deb_arch, kernel_flavour, qemu_pkg, qemu_cmd (an array)
-# and host_modules (loaded in the host before anything runs).
+# hosts. Sets out, deb_arch, kernel_flavour, qemu_pkg, qemu_cmd (an array),
+# console, host_cmdline (added to the host kernel's) and host_modules
+# (loaded in the host before anything runs).
 arch=$1
 case "$arch" in
   aarch64)
@@ -9,6 +10,7 @@ case "$arch" in
     # EL2 emulation gives the host kernel a real /dev/kvm (VHE, GICv3).
     qemu_cmd=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max)
     console=ttyAMA0
+    host_cmdline=""
     host_modules=()
     ;;
   x86_64)
@@ -17,6 +19,12 @@ case "$arch" in
     # -cpu max emulates SVM with nested paging; kvm-amd then offers /dev/kvm.
     qemu_cmd=(qemu-system-x86_64 -M q35 -cpu max)
     console=ttyS0
+    # idle=poll: an idle host CPU polls instead of halting, so waking it
+    # needs no IPI (one host CPU was seen halted for minutes while the
+    # other kept sending it IPIs and a guest vCPU waited for it). The TSC
+    # stays as Linux judges it (unsynchronised, so the host runs on the
+    # HPET): with tsc=reliable, guests stalled with both host CPUs idle.
+    host_cmdline="idle=poll"
     # kvm-amd without nested SVM for our guests and without the SVM extras
     # (virtual GIF, virtual VMLOAD/VMSAVE, AVIC, LBR virtualization): set
     # while chasing the host's lockups, whose cause turned out to be kernel

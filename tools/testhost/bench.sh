@@ -7,8 +7,8 @@
 #   tools/testhost/bench.sh restore [--sizes 256M,2G] [--reps 5]   restore latency against RAM size
 #   tools/testhost/bench.sh diff [--mem 2G] [--percents 1,10]      diff vs full snapshots, pauses, tracking cost
 #   tools/testhost/bench.sh sandbox [--reps 5]                     seccomp and jailer against neither: restore, vsock RTT
-#   tools/testhost/bench.sh --arch x86_64 vs-qemu [--sizes 256M,2G] [--cpus 1,4] [--reps 3]
-#                                                                  snapvm next to QEMU (microvm, migrate/-incoming)
+#   tools/testhost/bench.sh [--arch x86_64] vs-qemu [--sizes 256M,2G] [--cpus 1,4] [--reps 3]
+#                                                                  snapvm next to QEMU (migrate/-incoming)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 arch=aarch64
@@ -21,8 +21,7 @@ source tools/testhost/arch.sh "$arch"
 tools/testhost/prepare.sh "$arch"
 tools/testhost/build.sh "$arch"
 if [ "$which" = vs-qemu ]; then
-  [ "$arch" = x86_64 ] || { echo "bench: vs-qemu runs in the x86_64 test host only for now" >&2; exit 2; }
-  tools/testhost/pack-qemu.sh "$out/payload/qemu"
+  tools/testhost/pack-qemu.sh "$out/payload/qemu" "$arch"
   # Two guests' filled RAM and two saved images of it at 2 GiB.
   export TESTHOST_MEM_MB=${TESTHOST_MEM_MB:-6144}
 fi

@@ -99,7 +99,7 @@ set +e
 "${qemu_cmd[@]}" -smp 2 -m "${TESTHOST_MEM_MB:-3072}" \
     -accel tcg,thread=multi -nographic -no-reboot -monitor "pipe:$root/monitor" -serial stdio -nic none \
     -kernel "$out/kernel-image" -initrd "$out/host-initrd.cpio" \
-    -append "console=$console panic=-1 quiet nokaslr rdinit=/init" </dev/null > >(tee "$log") 2>&1 &
+    -append "console=$console panic=-1 quiet nokaslr $host_cmdline rdinit=/init" </dev/null > >(tee "$log") 2>&1 &
 qemu_pid=$!
 # The sleep must die with the watchdog: left behind, it would hold this
 # script's output pipe open until the timeout.

@@ -148,6 +148,7 @@ Exit decode_exit(kvm_run& run, uint32_t vcpu_index) {
       return e;
     case KVM_EXIT_SHUTDOWN:  // a triple fault: what a PC does then is reset
       e.kind = Exit::Kind::kReset;
+      e.error = fmt::format("vCPU {} triple-faulted", vcpu_index);
       return e;
     case KVM_EXIT_IRQ_WINDOW_OPEN: return e;
     default: return decode_common_exit(run, vcpu_index);
