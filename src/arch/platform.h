@@ -145,6 +145,11 @@ class Platform {
   Status restore_vcpu(const kvm::Vcpu& vcpu, const state::VcpuState& saved) const;
   Status restore_vm(std::span<const kvm::Vcpu> vcpus, const state::ArchVmState& saved) const;
 
+  // Where a stopped vCPU is, in one line for a crash report (program
+  // counter and the registers that say its mode); never fails, says what
+  // it could not read.
+  std::string describe_vcpu(const kvm::Vcpu& vcpu) const;
+
   // From a captured boot vCPU: the guest clock and what must match for the
   // state to load elsewhere.
   state::ClockState clock_of(const state::VcpuState& boot_vcpu) const;

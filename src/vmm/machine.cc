@@ -272,8 +272,10 @@ void Machine::State::vcpu_loop(size_t index) {
       case arch::Exit::Kind::kPowerOff: finish(ExitReason::kPowerOff, std::nullopt); return;
       case arch::Exit::Kind::kReset:
         if (!e.error.empty()) {
+          // Out of KVM_RUN, so its registers are readable: where it died.
+          std::string where = platform->describe_vcpu(vcpu);
           std::lock_guard lock(mu);
-          if (exit_detail.empty()) exit_detail = e.error;
+          if (exit_detail.empty()) exit_detail = e.error + " at " + where;
         }
         finish(ExitReason::kReset, std::nullopt);
         return;

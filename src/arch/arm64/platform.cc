@@ -198,6 +198,13 @@ Status Platform::restore_vm(std::span<const kvm::Vcpu> /*vcpus*/, const state::A
   return restore_gic(impl_->gic, *gic);
 }
 
+std::string Platform::describe_vcpu(const kvm::Vcpu& vcpu) const {
+  auto pc = vcpu.get_reg64(kRegPc);
+  auto pstate = vcpu.get_reg64(kRegPstate);
+  if (!pc || !pstate) return "registers unreadable";
+  return fmt::format("pc={:#x} pstate={:#x}", *pc, *pstate);
+}
+
 state::ClockState Platform::clock_of(const state::VcpuState& v) const { return arch::clock_of(v); }
 state::HostIdentity Platform::host_identity_of(const state::VcpuState& v) const { return arch::host_identity_of(v); }
 

@@ -5,6 +5,7 @@
 #include "arch/platform.h"
 
 #include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <time.h>
 
 #include <algorithm>
@@ -430,6 +431,23 @@ Status Platform::restore_vm(std::span<const kvm::Vcpu> /*vcpus*/, const state::A
   const auto* s = std::get_if<state::x86::VmState>(&saved);
   if (s == nullptr) return make_error(ErrorCode::kDataLoss, "the snapshot holds no x86 VM state");
   return impl_->restore_vm_records(*s, /*advance=*/false);
+}
+
+std::string Platform::describe_vcpu(const kvm::Vcpu& vcpu) const {
+  kvm_regs regs{};
+  kvm_sregs sregs{};
+  kvm_vcpu_events events{};
+  if (::ioctl(vcpu.fd(), KVM_GET_REGS, &regs) != 0 || ::ioctl(vcpu.fd(), KVM_GET_SREGS, &sregs) != 0 ||
+      ::ioctl(vcpu.fd(), KVM_GET_VCPU_EVENTS, &events) != 0) {
+    return "registers unreadable";
+  }
+  return fmt::format(
+      "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} "
+      "exception={}{} interrupt={}{}",
+      regs.rip, regs.rsp, regs.rflags, sregs.cs.selector, sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer,
+      events.exception.injected || events.exception.pending ? "" : "none",
+      events.exception.injected || events.exception.pending ? fmt::format("#{}", events.exception.nr) : "",
+      events.interrupt.injected ? "" : "none", events.interrupt.injected ? fmt::format("{}", events.interrupt.nr) : "");
 }
 
 state::ClockState Platform::clock_of(const state::VcpuState& v) const {
