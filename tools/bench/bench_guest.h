@@ -2,6 +2,8 @@
 // snapvm agent), running on a background thread until the object dies.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -19,6 +21,13 @@ namespace snapvm::bench {
 
 // The median of `v` (the upper one of an even count).
 double median(std::vector<double> v);
+
+// Milliseconds since `t0`.
+double ms_since(std::chrono::steady_clock::time_point t0);
+
+// Bytes process `pid` has read through read() and friends (/proc/PID/io
+// rchar); 0 if unknown.
+uint64_t bytes_read_by(pid_t pid);
 
 // One progress line on stderr, "[  12.3 s] what", timed from program start,
 // so a benchmark killed by a timeout shows the step it was in.

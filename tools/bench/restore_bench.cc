@@ -38,16 +38,6 @@ using Clock = std::chrono::steady_clock;
   std::exit(1);
 }
 
-uint64_t rchar() {
-  std::ifstream io("/proc/self/io");
-  std::string key;
-  uint64_t value = 0;
-  while (io >> key >> value) {
-    if (key == "rchar:") return value;
-  }
-  return 0;
-}
-
 // Resident kB of this process's mappings of `file`.
 long resident_kb(const std::string& file) {
   std::ifstream smaps("/proc/self/smaps");
@@ -97,9 +87,9 @@ Sample restore_once(const Options& o, const std::string& path) {
   RestoreOptions ro;
   ro.vsock_path = o.dir + "/bench-restore.vsock";
   auto t0 = Clock::now();
-  uint64_t read0 = rchar();
+  uint64_t read0 = bench::bytes_read_by(::getpid());
   auto m = Machine::restore(path, ro, &s.t);
-  s.bytes_read = rchar() - read0;
+  s.bytes_read = bench::bytes_read_by(::getpid()) - read0;
   if (!m) die(m.error().describe());
   std::thread runner([&] { (void)(*m)->run(); });
   agent::ExecRequest req;

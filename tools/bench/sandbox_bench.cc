@@ -11,10 +11,7 @@
 // "restored in" figure), process start to the guest agent's first reply,
 // and a vsock round trip (64 bytes to `cat` in the guest and back, through
 // the agent's stdin and stdout frames).
-#include <fcntl.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +29,7 @@
 #include "agent/client.h"
 #include "agent/protocol.h"
 #include "tools/bench/bench_guest.h"
+#include "tools/bench/child_process.h"
 
 namespace snapvm {
 namespace {
@@ -48,18 +46,6 @@ struct Options {
 struct Sample {
   double restore_ms = 0, first_reply_ms = 0, round_trip_us = 0;
 };
-
-std::string slurp(const std::string& path) {
-  std::string text;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char buf[4096];
-    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-    std::fclose(f);
-  }
-  return text;
-}
-
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // Medians of `round_trips` 64-byte echoes through `cat` in the guest.
 double round_trip_us(const std::string& vsock, int round_trips) {
@@ -107,32 +93,23 @@ Sample restore_once(const Options& o, const std::string& mode, const std::string
     args = {o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync", "--seccomp", mode};
   }
   auto t0 = Clock::now();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
+  bench::ChildProcess vmm(args, log);
   Sample s;
   agent::ExecRequest req;
   req.argv = {"true"};
   for (auto deadline = Clock::now() + std::chrono::minutes(2);;) {
     auto r = agent::exec(vsock, req, {}, {});
     if (r && r->exit_code == 0) break;
-    if (Clock::now() > deadline) die(fmt::format("{}: the restored agent never answered: {}", mode, slurp(log)));
+    if (Clock::now() > deadline) die(fmt::format("{}: the restored agent never answered: {}", mode, vmm.output()));
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  s.first_reply_ms = ms_since(t0);
+  s.first_reply_ms = bench::ms_since(t0);
   s.round_trip_us = round_trip_us(vsock, o.round_trips);
-  ::kill(pid, SIGTERM);
-  ::waitpid(pid, nullptr, 0);
-  std::string text = slurp(log);
-  auto at = text.find(" in ");
-  if (text.find("restored") == std::string::npos || at == std::string::npos) die(mode + ": no restore line: " + text);
+  vmm.stop();
+  std::string text = bench::slurp(log);
+  auto restored = text.find("restored");
+  auto at = restored == std::string::npos ? std::string::npos : text.find(" in ", restored);
+  if (at == std::string::npos) die(mode + ": no restore line: " + text);
   s.restore_ms = std::atof(text.c_str() + at + 4);
   return s;
 }

@@ -17,13 +17,12 @@
 // and the ratios snapvm / QEMU next to their targets (restore at most 1/20
 // of QEMU's at 256 MiB and 1/50 at 2 GiB, save at most 1/3), and snapvm's
 // restore at the largest size over the smallest (at most 1.1x).
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -46,8 +45,6 @@ using std::chrono::minutes;
 
 [[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-vs-qemu", what); }
 
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
 struct Options {
   std::string kernel, initrd, snapvm = "/payload/snapvm", qemu = "/payload/qemu/qemu", dir = "/tmp";
   std::vector<std::string> sizes = {"256M", "2G"};
@@ -67,18 +64,9 @@ struct Figures {
 };
 
 uint64_t file_size(const std::string& path) {
-  struct stat st{};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-}
-
-uint64_t read_chars(pid_t pid) {
-  std::ifstream io(fmt::format("/proc/{}/io", pid));
-  std::string key;
-  uint64_t value = 0;
-  while (io >> key >> value) {
-    if (key == "rchar:") return value;
-  }
-  return 0;
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : size;
 }
 
 // --- snapvm -----------------------------------------------------------------
@@ -91,7 +79,7 @@ double snapvm_save(const Options& o, uint64_t mem, uint32_t cpus, const std::str
   auto t0 = Clock::now();
   if (!guest.machine().pause()) die("snapvm: pause failed");
   auto stats = guest.machine().snapshot(snap);
-  double ms = ms_since(t0);
+  double ms = bench::ms_since(t0);
   if (!stats) die("snapvm: " + stats.error().describe());
   return ms;
 }
@@ -108,8 +96,8 @@ SnapvmRestore snapvm_restore(const Options& o, const std::string& snap) {
   auto t0 = Clock::now();
   bench::ChildProcess vm({o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync"}, log);
   if (!vm.wait_for_output("snapvm: restored", minutes(2))) die("snapvm restore did not start: " + vm.output());
-  r.running_ms = ms_since(t0);
-  r.bytes_read = read_chars(vm.pid());
+  r.running_ms = bench::ms_since(t0);
+  r.bytes_read = bench::bytes_read_by(vm.pid());
   agent::ExecRequest req;
   req.argv = {"true"};
   for (auto deadline = Clock::now() + minutes(2);;) {
@@ -118,7 +106,7 @@ SnapvmRestore snapvm_restore(const Options& o, const std::string& snap) {
     if (Clock::now() > deadline) die("the restored guest's agent did not answer: " + vm.output());
     std::this_thread::sleep_for(milliseconds(1));
   }
-  r.first_exec_ms = ms_since(t0);
+  r.first_exec_ms = bench::ms_since(t0);
   std::string text = vm.output();
   auto at = text.find(" in ", text.find("snapvm: restored"));
   if (at != std::string::npos) r.in_process_ms = std::atof(text.c_str() + at + 4);
@@ -177,7 +165,7 @@ double qemu_save(const Options& o, uint64_t mem, uint32_t cpus, const std::strin
     if (status == "failed" || status == "cancelled") die("QEMU migration " + status + ": " + r->dump());
     std::this_thread::sleep_for(milliseconds(1));
   }
-  double ms = ms_since(t0);
+  double ms = bench::ms_since(t0);
   (void)q->execute("quit");
   vm.stop();
   return ms;
@@ -207,7 +195,7 @@ double qemu_restore(const Options& o, uint64_t mem, uint32_t cpus, const std::st
     if (Clock::now() > deadline) die("QEMU -incoming never ran: " + r->dump());
     std::this_thread::sleep_for(milliseconds(1));
   }
-  double ms = ms_since(t0);
+  double ms = bench::ms_since(t0);
   (void)q->execute("quit");
   vm.stop();
   return ms;
