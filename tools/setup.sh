@@ -8,6 +8,7 @@ packages=(
   libexpected-dev libfmt-dev libxxhash-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
   libseccomp-dev                  # seccomp filters per VMM thread
+  libboost-dev                    # Boost.Beast: the Firecracker API's HTTP server
   clang-14 libclang-rt-14-dev     # libFuzzer and sanitizer runtimes
   xfsprogs util-linux             # reflink-capable loop filesystem for diff tests
 )

@@ -8,6 +8,15 @@
 #include "cli/vmm_commands.h"
 
 int main(int argc, char** argv) {
+  // Installed as `firecracker`, snapvm takes Firecracker's command line.
+  std::vector<char*> args(argv, argv + argc);
+  std::string_view self = argc > 0 ? argv[0] : "";
+  if (self.substr(self.rfind('/') + 1) == "firecracker") {
+    static char subcommand[] = "firecracker";
+    args.insert(args.begin() + 1, subcommand);
+    argc = static_cast<int>(args.size());
+    argv = args.data();
+  }
   CLI::App app{"snapvm: a snapshotting microVM monitor for Linux KVM"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "snapvm 0.1.0");

@@ -18,6 +18,7 @@
 #include "arch/platform.h"
 #include "base/units.h"
 #include "cli/control_commands.h"
+#include "cli/firecracker_command.h"
 #include "sandbox/seccomp.h"
 #include "vmm/control_server.h"
 #include "vmm/machine.h"
@@ -311,10 +312,11 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_flag("--track-dirty", o->track_dirty,
                 "track the pages the guest and devices write from boot on, for diff snapshots after the first full one");
   add_seccomp_option(run, o->seccomp);
-  return [run, o, restore, ro]() -> int {
+  auto run_firecracker = register_firecracker_command(app);
+  return [run, o, restore, ro, run_firecracker]() -> int {
     if (*run) return run_vm(*o);
     if (*restore) return restore_vm(*ro);
-    return -1;
+    return run_firecracker();
   };
 }
 

@@ -19,14 +19,14 @@ host=$(uname -m)
 if [ "$arch" = "$host" ]; then
   # The build machine's own architecture: no cross toolchain. The emulator
   # is needed unless this machine runs KVM natively.
-  packages=(cpio xz-utils libseccomp-dev "$qemu_pkg")
+  packages=(cpio xz-utils libseccomp-dev libboost-dev "$qemu_pkg")
   [ "$arch" = aarch64 ] && packages+=(libfdt-dev)
 else
   if ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
     "${sudo_cmd[@]}" dpkg --add-architecture "$deb_arch"
     "${sudo_cmd[@]}" apt-get update -qq
   fi
-  packages=("$qemu_pkg" cpio xz-utils)
+  packages=("$qemu_pkg" cpio xz-utils libboost-dev)  # Boost: header-only, any arch
   if [ "$arch" = aarch64 ]; then
     packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libfmt-dev:arm64 libxxhash-dev:arm64
                libgtest-dev:arm64 libseccomp-dev:arm64 libfdt-dev)

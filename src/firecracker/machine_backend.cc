@@ -1,0 +1,177 @@
+#include "firecracker/machine_backend.h"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "arch/platform.h"
+#include "sandbox/seccomp.h"
+
+namespace snapvm::firecracker {
+
+Result<MachineConfig> machine_config_of(const VmConfig& config) {
+  if (!config.boot_source) {
+    return make_error(ErrorCode::kFailedPrecondition, "InstanceStart: no boot source; PUT /boot-source first");
+  }
+  MachineConfig c;
+  c.kernel_path = config.boot_source->kernel_image_path;
+  c.initrd_path = config.boot_source->initrd_path.value_or("");
+  c.cmdline = config.boot_source->boot_args.value_or(std::string(arch::default_cmdline()));
+  c.mem_bytes = config.machine.mem_size_mib << 20;
+  c.vcpus = config.machine.vcpu_count;
+  c.track_dirty = config.machine.track_dirty_pages;
+  for (const auto& d : config.drives) {
+    if (!d.is_root_device) continue;
+    c.disks.push_back({d.path_on_host, d.is_read_only});
+    // What Firecracker adds for its root device.
+    c.cmdline += d.partuuid ? " root=PARTUUID=" + *d.partuuid : std::string(" root=/dev/vda");
+    c.cmdline += d.is_read_only ? " ro" : " rw";
+  }
+  for (const auto& d : config.drives) {
+    if (!d.is_root_device) c.disks.push_back({d.path_on_host, d.is_read_only});
+  }
+  if (config.vsock) {
+    c.vsock_path = config.vsock->uds_path;
+    c.guest_cid = config.vsock->guest_cid;
+  }
+  return c;
+}
+
+Status MachineBackend::on_vmm_thread(std::function<Status()> build) {
+  MutexLock lock(mu_);
+  if (stopping_) return make_error(ErrorCode::kFailedPrecondition, "the VMM is shutting down");
+  if (machine_ || job_) return make_error(ErrorCode::kFailedPrecondition, "the microVM is already built");
+  job_ = std::move(build);
+  cv_.notify_all();
+  cv_.wait(mu_, [&]() REQUIRES(mu_) { return job_result_.has_value() || stopping_; });
+  if (!job_result_) return make_error(ErrorCode::kFailedPrecondition, "the VMM is shutting down");
+  Status r = std::move(*job_result_);
+  job_result_.reset();
+  return r;
+}
+
+int MachineBackend::run_vmm_thread() {
+  Machine* m = nullptr;
+  for (;;) {
+    std::function<Status()> job;
+    {
+      MutexLock lock(mu_);
+      cv_.wait(mu_, [&]() REQUIRES(mu_) { return job_ != nullptr || stopping_; });
+      if (stopping_) return 0;
+      job = std::move(job_);
+      job_ = nullptr;
+    }
+    Status built = job();  // sets machine_ on success
+    MutexLock lock(mu_);
+    m = machine_.get();
+    if (m != nullptr) break;
+    job_result_ = std::move(built);
+    cv_.notify_all();
+  }
+  // The start is answered once the vCPUs run, so a pause right after it
+  // finds them.
+  bool started = false;  // only the VMM thread touches it
+  auto exit = m->run([this, &started] {
+    sandbox::enter_or_die(sandbox::ThreadKind::kMain);
+    started = true;
+    MutexLock lock(mu_);
+    job_result_ = Status{};
+    cv_.notify_all();
+  });
+  if (!started) {
+    MutexLock lock(mu_);
+    {
+      // run() failed before its threads started: the waiting request hears why.
+      job_result_ = exit ? Status{} : Status(tl::unexpected(exit.error()));
+      cv_.notify_all();
+    }
+  }
+  std::fflush(stdout);
+  if (!exit) {
+    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
+    return 1;
+  }
+  switch (*exit) {
+    case ExitReason::kPowerOff:
+    case ExitReason::kStopped: return 0;
+    case ExitReason::kReset:
+      if (std::string detail = m->exit_detail(); !detail.empty()) {
+        fmt::print(stderr, "snapvm: the guest reset ({}); the VM has stopped\n", detail);
+      }
+      return 0;
+    case ExitReason::kCrash: fmt::print(stderr, "snapvm: the guest reported a crash\n"); return 1;
+  }
+  return 1;
+}
+
+void MachineBackend::stop() {
+  MutexLock lock(mu_);
+  stopping_ = true;
+  if (machine_) machine_->request_stop();
+  cv_.notify_all();
+}
+
+Machine* MachineBackend::machine() {
+  MutexLock lock(mu_);
+  return machine_.get();
+}
+
+Status MachineBackend::start(const VmConfig& config) {
+  MachineConfig c = SNAPVM_TRY(machine_config_of(config));
+  c.console = console_;
+  return on_vmm_thread([this, c]() -> Status {
+    auto m = Machine::create(c);
+    if (!m) return tl::unexpected(std::move(m.error()).context("InstanceStart"));
+    MutexLock lock(mu_);
+    machine_ = std::move(*m);
+    return {};
+  });
+}
+
+Status MachineBackend::load_snapshot(const SnapshotLoadBody&) {
+  // Firecracker's snapshot is two files (machine state, raw memory) that
+  // snapvm does not read yet; its own single-file snapshots restore through
+  // `snapvm restore`.
+  return make_error(ErrorCode::kUnsupported,
+                    "snapshot/load: Firecracker's two-file snapshots are not supported yet (use `snapvm restore`)");
+}
+
+Status MachineBackend::pause() {
+  Machine* m = machine();
+  if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
+  return m->pause();
+}
+
+Status MachineBackend::resume() {
+  Machine* m = machine();
+  if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
+  return m->resume();
+}
+
+Status MachineBackend::create_snapshot(const SnapshotCreateBody&) {
+  return make_error(ErrorCode::kUnsupported,
+                    "snapshot/create: Firecracker's two-file snapshots are not supported yet (snapvm's control "
+                    "socket and `snapvm snapshot` write its own)");
+}
+
+Status MachineBackend::send_ctrl_alt_del() {
+  return make_error(ErrorCode::kUnsupported, "SendCtrlAltDel: not supported yet on {}", arch::name());
+}
+
+Status MachineBackend::replace_drive(size_t, const std::string&) {
+  return make_error(ErrorCode::kUnsupported, "drive: changing the backing file of a running microVM is not supported yet");
+}
+
+Status MachineBackend::redirect_log(UniqueFd fd) {
+  // snapvm's log lines are its stderr; dup3 as the API's filter allows it.
+  if (::dup3(fd.get(), STDERR_FILENO, 0) < 0) return errno_error("logger: redirect the log");
+  return {};
+}
+
+nlohmann::json MachineBackend::metrics() {
+  Machine* m = machine();
+  if (m == nullptr) return nlohmann::json::object();
+  return {{"vcpus", m->vcpu_count()}, {"mem_bytes", m->mem_bytes()}, {"tracking_dirty_pages", m->tracking_dirty()}};
+}
+
+}  // namespace snapvm::firecracker

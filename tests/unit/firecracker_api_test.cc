@@ -1,0 +1,230 @@
+// The Firecracker API's routing, bodies and state rules, without a VM: a
+// backend that records what it was asked stands in for the machine (the
+// real one is tested on KVM in tests/kvm/firecracker_test.cc).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "firecracker/api.h"
+
+namespace snapvm::firecracker {
+namespace {
+
+using nlohmann::json;
+
+class RecordingBackend final : public VmBackend {
+ public:
+  Status start(const VmConfig& c) override {
+    started = c;
+    if (fail_start) return make_error(ErrorCode::kIo, "kernel: open /x: No such file or directory");
+    return {};
+  }
+  Status load_snapshot(const SnapshotLoadBody& b) override {
+    loaded = b;
+    return {};
+  }
+  Status pause() override {
+    ++pauses;
+    return {};
+  }
+  Status resume() override {
+    ++resumes;
+    return {};
+  }
+  Status create_snapshot(const SnapshotCreateBody& b) override {
+    created = b;
+    return {};
+  }
+  Status send_ctrl_alt_del() override { return {}; }
+  Status replace_drive(size_t index, const std::string& path) override {
+    replaced = {index, path};
+    return {};
+  }
+  Status redirect_log(UniqueFd) override { return {}; }
+  json metrics() override { return {{"vcpus", 2}}; }
+
+  bool fail_start = false;
+  std::optional<VmConfig> started;
+  std::optional<SnapshotLoadBody> loaded;
+  std::optional<SnapshotCreateBody> created;
+  std::optional<std::pair<size_t, std::string>> replaced;
+  int pauses = 0, resumes = 0;
+};
+
+class FirecrackerApi : public ::testing::Test {
+ protected:
+  HttpResponse put(const std::string& path, const json& body) { return api.handle("PUT", path, body.dump()); }
+  HttpResponse patch(const std::string& path, const json& body) { return api.handle("PATCH", path, body.dump()); }
+  json get(const std::string& path) { return json::parse(api.handle("GET", path, "").body); }
+  static std::string fault(const HttpResponse& r) { return json::parse(r.body).value("fault_message", ""); }
+  void boot() {
+    ASSERT_EQ(put("/boot-source", {{"kernel_image_path", "/k"}}).status, 204);
+    ASSERT_EQ(put("/actions", {{"action_type", "InstanceStart"}}).status, 204);
+  }
+
+  RecordingBackend backend;
+  Api api{"vm-1", backend};
+};
+
+TEST_F(FirecrackerApi, InstanceInfoAndVersion) {
+  auto info = get("/");
+  EXPECT_EQ(info["id"], "vm-1");
+  EXPECT_EQ(info["state"], "Not started");
+  EXPECT_EQ(get("/version")["firecracker_version"], std::string(kApiVersion));
+}
+
+TEST_F(FirecrackerApi, MachineConfigPutPatchGetAndRefusals) {
+  EXPECT_EQ(get("/machine-config")["mem_size_mib"], 128);  // Firecracker's default
+  EXPECT_EQ(put("/machine-config", {{"vcpu_count", 4}, {"mem_size_mib", 512}}).status, 204);
+  EXPECT_EQ(patch("/machine-config", {{"mem_size_mib", 1024}}).status, 204);
+  auto m = get("/machine-config");
+  EXPECT_EQ(m["vcpu_count"], 4);
+  EXPECT_EQ(m["mem_size_mib"], 1024);
+  EXPECT_EQ(fault(put("/machine-config", {{"vcpu_count", 0}, {"mem_size_mib", 512}})),
+            "machine-config: vcpu_count must be 1 to 32");
+  EXPECT_NE(fault(put("/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 512}, {"smt", true}})).find("smt"),
+            std::string::npos);
+  EXPECT_NE(fault(put("/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 512}, {"cpu_template", "T2"}}))
+                .find("cpu_template"),
+            std::string::npos);
+  EXPECT_EQ(fault(put("/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 512}, {"x", 1}})),
+            "machine-config: unknown field `x`");
+  EXPECT_EQ(get("/machine-config")["vcpu_count"], 4);  // refused requests changed nothing
+}
+
+TEST_F(FirecrackerApi, MalformedRequestsAreFaultsNotCrashes) {
+  for (const char* body : {"", "{", "[1,2]", "\"s\"", "null", "{\"action_type\": 5}", "{\"action_type\": \"Reboot\"}"}) {
+    auto r = api.handle("PUT", "/actions", body);
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_FALSE(fault(r).empty()) << body;
+  }
+  EXPECT_EQ(api.handle("PUT", "/actions", std::string(kMaxBodyBytes + 1, ' ')).status, 400);
+  EXPECT_EQ(api.handle("DELETE", "/", "{}").status, 400);
+  EXPECT_EQ(api.handle("GET", "/drives/../../etc", "").status, 400);
+  EXPECT_EQ(get("/")["state"], "Not started");
+}
+
+TEST_F(FirecrackerApi, DrivesKeepTheirOrderAndIdsMustMatch) {
+  json data = {{"drive_id", "data"}, {"path_on_host", "/d.img"}, {"is_root_device", false}};
+  json root = {{"drive_id", "rootfs"}, {"path_on_host", "/r.img"}, {"is_root_device", true}, {"is_read_only", true}};
+  EXPECT_EQ(put("/drives/data", data).status, 204);
+  EXPECT_EQ(put("/drives/rootfs", root).status, 204);
+  EXPECT_EQ(put("/drives/other", data).status, 400);  // path id != body id
+  root["path_on_host"] = "/r2.img";
+  EXPECT_EQ(put("/drives/rootfs", root).status, 204);  // replaced in place
+  json second_root = {{"drive_id", "b"}, {"path_on_host", "/b.img"}, {"is_root_device", true}};
+  EXPECT_NE(fault(put("/drives/b", second_root)).find("root device"), std::string::npos);
+  EXPECT_NE(fault(put("/drives/x", {{"drive_id", "x"}, {"path_on_host", "/x"}, {"is_root_device", false},
+                                    {"rate_limiter", {{"bandwidth", {{"size", 1}}}}}}))
+                .find("rate_limiter"),
+            std::string::npos);
+  auto drives = get("/vm/config")["drives"];
+  ASSERT_EQ(drives.size(), 2u);
+  EXPECT_EQ(drives[0]["drive_id"], "data");
+  EXPECT_EQ(drives[1]["path_on_host"], "/r2.img");
+}
+
+TEST_F(FirecrackerApi, StartNeedsABootSourceAndAFailedStartLeavesItConfigurable) {
+  EXPECT_NE(fault(put("/actions", {{"action_type", "InstanceStart"}})).find("boot source"), std::string::npos);
+  backend.fail_start = true;
+  ASSERT_EQ(put("/boot-source", {{"kernel_image_path", "/x"}}).status, 204);
+  auto r = put("/actions", {{"action_type", "InstanceStart"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(fault(r).find("/x"), std::string::npos);
+  EXPECT_EQ(get("/")["state"], "Not started");
+  backend.fail_start = false;
+  EXPECT_EQ(put("/boot-source", {{"kernel_image_path", "/k"}}).status, 204);
+  EXPECT_EQ(put("/actions", {{"action_type", "InstanceStart"}}).status, 204);
+  EXPECT_EQ(backend.started->boot_source->kernel_image_path, "/k");
+  EXPECT_EQ(get("/")["state"], "Running");
+}
+
+TEST_F(FirecrackerApi, ConfigurationIsRefusedAfterTheStart) {
+  boot();
+  for (const auto& [path, body] : std::vector<std::pair<std::string, json>>{
+           {"/machine-config", {{"vcpu_count", 1}, {"mem_size_mib", 128}}},
+           {"/boot-source", {{"kernel_image_path", "/k"}}},
+           {"/drives/a", {{"drive_id", "a"}, {"path_on_host", "/a"}, {"is_root_device", false}}},
+           {"/vsock", {{"guest_cid", 3}, {"uds_path", "/v"}}},
+           {"/actions", {{"action_type", "InstanceStart"}}}}) {
+    auto r = put(path, body);
+    EXPECT_EQ(r.status, 400) << path;
+    EXPECT_NE(fault(r).find("after starting"), std::string::npos) << path << ": " << r.body;
+  }
+}
+
+TEST_F(FirecrackerApi, PauseResumeAndSnapshotsOnlyWhilePaused) {
+  EXPECT_EQ(patch("/vm", {{"state", "Paused"}}).status, 400);  // not started
+  boot();
+  auto early = put("/snapshot/create", {{"snapshot_path", "/s"}, {"mem_file_path", "/m"}});
+  EXPECT_NE(fault(early).find("pause"), std::string::npos);
+  EXPECT_EQ(patch("/vm", {{"state", "Paused"}}).status, 204);
+  EXPECT_EQ(patch("/vm", {{"state", "Paused"}}).status, 204);  // already paused: no second pause
+  EXPECT_EQ(backend.pauses, 1);
+  EXPECT_EQ(get("/")["state"], "Paused");
+  EXPECT_EQ(put("/snapshot/create", {{"snapshot_type", "Diff"}, {"snapshot_path", "/s"}, {"mem_file_path", "/m"}}).status,
+            204);
+  EXPECT_TRUE(backend.created->diff);
+  EXPECT_EQ(patch("/vm", {{"state", "Resumed"}}).status, 204);
+  EXPECT_EQ(backend.resumes, 1);
+  EXPECT_EQ(get("/")["state"], "Running");
+  EXPECT_EQ(patch("/vm", {{"state", "Stopped"}}).status, 400);
+}
+
+TEST_F(FirecrackerApi, SnapshotLoadOnlyIntoAFreshProcess) {
+  json load = {{"snapshot_path", "/s"}, {"mem_backend", {{"backend_type", "Uffd"}, {"backend_path", "/uffd.sock"}}},
+               {"resume_vm", true}, {"vsock_override", {{"uds_path", "/v2"}}}};
+  EXPECT_EQ(put("/snapshot/load", {{"snapshot_path", "/s"}}).status, 400);  // no memory given
+  EXPECT_EQ(put("/snapshot/load", {{"snapshot_path", "/s"}, {"mem_file_path", "/m"},
+                                   {"mem_backend", {{"backend_type", "File"}, {"backend_path", "/m"}}}})
+                .status,
+            400);  // both
+  ASSERT_EQ(put("/machine-config", {{"vcpu_count", 1}, {"mem_size_mib", 128}}).status, 204);
+  EXPECT_NE(fault(put("/snapshot/load", load)).find("fresh process"), std::string::npos);
+
+  RecordingBackend fresh_backend;
+  Api fresh("vm-2", fresh_backend);
+  auto r = fresh.handle("PUT", "/snapshot/load", load.dump());
+  ASSERT_EQ(r.status, 204) << r.body;
+  EXPECT_EQ(fresh_backend.loaded->backend, SnapshotLoadBody::Backend::kUffd);
+  EXPECT_EQ(fresh_backend.loaded->backend_path, "/uffd.sock");
+  EXPECT_EQ(fresh_backend.loaded->vsock_uds_override, "/v2");
+  EXPECT_EQ(fresh.state(), VmState::kRunning);
+  EXPECT_EQ(fresh.handle("PUT", "/snapshot/load", load.dump()).status, 400);  // only once
+}
+
+TEST_F(FirecrackerApi, DrivePatchReachesTheRunningVm) {
+  ASSERT_EQ(put("/drives/a", {{"drive_id", "a"}, {"path_on_host", "/a"}, {"is_root_device", false}}).status, 204);
+  EXPECT_EQ(patch("/drives/a", {{"drive_id", "a"}, {"path_on_host", "/b"}}).status, 400);  // before the start
+  boot();
+  EXPECT_EQ(patch("/drives/zz", {{"drive_id", "zz"}, {"path_on_host", "/b"}}).status, 400);
+  EXPECT_EQ(patch("/drives/a", {{"drive_id", "a"}, {"path_on_host", "/b"}}).status, 204);
+  ASSERT_TRUE(backend.replaced);
+  EXPECT_EQ(backend.replaced->first, 0u);
+  EXPECT_EQ(get("/vm/config")["drives"][0]["path_on_host"], "/b");
+}
+
+TEST(FirecrackerConfigFile, ReadsFirecrackersSectionsAndRefusesWhatSnapvmLacks) {
+  auto doc = json::parse(R"({
+    "boot-source": {"kernel_image_path": "vmlinux", "boot_args": "console=ttyS0 reboot=k panic=1 pci=off"},
+    "drives": [{"drive_id": "rootfs", "path_on_host": "rootfs.ext4", "is_root_device": true, "is_read_only": false}],
+    "machine-config": {"vcpu_count": 2, "mem_size_mib": 1024, "smt": false},
+    "network-interfaces": [],
+    "vsock": {"guest_cid": 3, "uds_path": "/tmp/v.sock"}
+  })");
+  auto c = parse_config_file(doc);
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->machine.mem_size_mib, 1024u);
+  EXPECT_EQ(c->drives.at(0).path_on_host, "rootfs.ext4");
+  EXPECT_EQ(c->vsock->guest_cid, 3u);
+  doc["balloon"] = {{"amount_mib", 0}};
+  EXPECT_FALSE(parse_config_file(doc));
+  doc.erase("balloon");
+  doc["network-interfaces"] = json::array({{{"iface_id", "eth0"}, {"host_dev_name", "tap0"}}});
+  auto net = parse_config_file(doc);
+  ASSERT_FALSE(net);
+  EXPECT_NE(net.error().message().find("network"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace snapvm::firecracker
