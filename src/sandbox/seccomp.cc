@@ -153,6 +153,8 @@ Status enter(ThreadKind kind) {
     // TCGETS: stdio asks whether the console is a terminal on first use.
     case ThreadKind::kMain:
       SNAPVM_CHECK_OK(allow(ctx, {"unlinkat", "unlink", "openat", "fsync", "fdatasync"}));
+      // Stopping the Firecracker API's event loop wakes it through epoll.
+      SNAPVM_CHECK_OK(allow(ctx, {"epoll_ctl"}));
       SNAPVM_CHECK_OK(allow_ioctls(ctx, {TCGETS}));
       break;
     case ThreadKind::kVcpu:
