@@ -11,6 +11,7 @@
 #include "snapshot/reader.h"
 #include "snapshot/verify.h"
 #include "state/snapshot_state.h"
+#include "state/two_file.h"
 
 namespace snapvm::cli {
 namespace {
@@ -70,6 +71,28 @@ int run_verify(const std::string& path, bool quiet) {
     fmt::print("{}: OK: header, {} sections, {} RAM region(s): {} pages checked ({} stored, {} holes) in {:.3f} s\n", path,
                file->sections().size() + 1, file->ram_regions().size(), report->pages_checked, report->data_pages,
                report->pages_checked - report->data_pages, secs);
+  }
+  return 0;
+}
+
+int run_convert(const std::string& to, const std::vector<std::string>& files) {
+  if (files.size() != 3) {
+    return fail(Error(ErrorCode::kInvalidArgument, to == "firecracker" ? "convert --to firecracker SNAPSHOT STATE MEM"
+                                                                       : "convert --to snapvm STATE MEM SNAPSHOT"));
+  }
+  WriteOptions options;
+  options.progress = terminal_progress("convert");
+  if (to == "firecracker") {
+    auto s = state::split_snapshot(files[0], files[1], files[2], options);
+    if (!s) return fail(s.error());
+    fmt::print("{} -> {} (machine state, {}) and {} (guest RAM, {} of data in {})\n", files[0], files[1],
+               human_bytes(s->state.file_bytes), files[2], human_bytes(s->memory.data_bytes),
+               human_bytes(s->memory.ram_bytes));
+  } else {
+    auto s = state::join_snapshot(files[0], files[1], files[2], options);
+    if (!s) return fail(s.error());
+    fmt::print("{} and {} -> {} ({} of data in {} of RAM)\n", files[0], files[1], files[2],
+               human_bytes(s->state.data_bytes), human_bytes(s->state.ram_bytes));
   }
   return 0;
 }

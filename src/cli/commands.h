@@ -3,10 +3,13 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace snapvm::cli {
 
 int run_inspect(const std::string& path, bool json);
 int run_verify(const std::string& path, bool quiet);
+// `to` "firecracker": files = SNAPSHOT STATE MEM; "snapvm": STATE MEM SNAPSHOT.
+int run_convert(const std::string& to, const std::vector<std::string>& files);
 
 }  // namespace snapvm::cli

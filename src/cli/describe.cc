@@ -97,14 +97,27 @@ std::string describe_text(const SnapshotFile& f, const state::SnapshotState& s) 
                              format::arch_name(h.arch), writer_name(h.writer_kind()), human_bytes(h.file_size),
                              human_bytes(allocated_bytes(f))));
   if (s.creator) line("creator", fmt::format("{}, {}", s.creator->program, utc_time(s.creator->created_unix_ns)));
-  line("machine", fmt::format("{} vCPU(s), {} RAM in {} region(s), {} device(s)", s.machine.vcpu_count,
-                              human_bytes(f.ram_bytes()), f.ram_regions().size(), s.machine.devices.size()));
+  if (s.external_ram) {
+    line("machine", fmt::format("{} vCPU(s), {} RAM in {} region(s) of a separate memory file, {} device(s)",
+                                s.machine.vcpu_count, human_bytes(s.external_ram->file_bytes()),
+                                s.external_ram->regions.size(), s.machine.devices.size()));
+  } else {
+    line("machine", fmt::format("{} vCPU(s), {} RAM in {} region(s), {} device(s)", s.machine.vcpu_count,
+                                human_bytes(f.ram_bytes()), f.ram_regions().size(), s.machine.devices.size()));
+  }
   if (!s.machine.kernel_cmdline.empty()) line("", fmt::format("cmdline \"{}\"", s.machine.kernel_cmdline));
   for (size_t i = 0; i < f.ram_regions().size(); ++i) {
     const auto& r = f.ram_regions()[i];
     line(i == 0 ? "RAM" : "", fmt::format("region {}: guest {:#x}-{:#x} ({}), file offset {:#x}, data {} ({:.1f}%)", i,
                                           r.gpa, r.gpa + r.size, human_bytes(r.size), r.file_offset,
                                           human_bytes(r.data_bytes), 100.0 * r.data_bytes / r.size));
+  }
+  if (s.external_ram) {
+    for (size_t i = 0; i < s.external_ram->regions.size(); ++i) {
+      const auto& r = s.external_ram->regions[i];
+      line(i == 0 ? "RAM" : "", fmt::format("region {}: guest {:#x}-{:#x} ({}), memory file offset {:#x}", i, r.gpa,
+                                            r.gpa + r.size, human_bytes(r.size), r.file_offset));
+    }
   }
   const bool x86 = s.arch == format::Arch::kX86_64;
   for (const auto& v : s.vcpus) {
@@ -193,6 +206,13 @@ ordered_json describe_json(const SnapshotFile& f, const state::SnapshotState& s)
   }
   j["machine"] = {{"vcpus", s.machine.vcpu_count}, {"kernel_cmdline", s.machine.kernel_cmdline},
                   {"memory", mem}, {"devices", devices}};
+  if (s.external_ram) {
+    ordered_json ext = ordered_json::array();
+    for (const auto& r : s.external_ram->regions) {
+      ext.push_back({{"gpa", r.gpa}, {"size", r.size}, {"memory_file_offset", r.file_offset}});
+    }
+    j["machine"]["external_memory"] = ext;
+  }
   ordered_json vcpus = ordered_json::array();
   for (const auto& v : s.vcpus) {
     ordered_json regs = ordered_json::array();

@@ -32,6 +32,14 @@ int main(int argc, char** argv) {
   verify->add_option("FILE", path, "snapshot file")->required();
   verify->add_flag("-q,--quiet", quiet, "print nothing on success");
 
+  std::string convert_to;
+  std::vector<std::string> convert_files;
+  auto* convert = app.add_subcommand("convert", "Convert between snapvm snapshots and Firecracker's state + memory files");
+  convert->add_option("--to", convert_to, "firecracker: SNAPSHOT STATE MEM; snapvm: STATE MEM SNAPSHOT")
+      ->required()
+      ->check(CLI::IsMember({"firecracker", "snapvm"}));
+  convert->add_option("FILES", convert_files, "the files, in the order --to names")->required()->expected(3);
+
   auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
   auto run_agent_command = snapvm::cli::register_agent_commands(app);
   auto run_control_command = snapvm::cli::register_control_commands(app);
@@ -42,6 +50,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*inspect) return snapvm::cli::run_inspect(path, json);
   if (*verify) return snapvm::cli::run_verify(path, quiet);
+  if (*convert) return snapvm::cli::run_convert(convert_to, convert_files);
   int rc = run_vmm_command();
   if (rc < 0) rc = run_agent_command();
   if (rc < 0) rc = run_control_command();

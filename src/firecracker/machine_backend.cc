@@ -128,12 +128,26 @@ Status MachineBackend::start(const VmConfig& config) {
   });
 }
 
-Status MachineBackend::load_snapshot(const SnapshotLoadBody&) {
-  // Firecracker's snapshot is two files (machine state, raw memory) that
-  // snapvm does not read yet; its own single-file snapshots restore through
-  // `snapvm restore`.
-  return make_error(ErrorCode::kUnsupported,
-                    "snapshot/load: Firecracker's two-file snapshots are not supported yet (use `snapvm restore`)");
+Status MachineBackend::load_snapshot(const SnapshotLoadBody& body) {
+  RestoreOptions o;
+  o.console = console_;
+  o.track_dirty = body.track_dirty_pages;
+  if (body.vsock_uds_override) o.vsock_path = *body.vsock_uds_override;
+  RestoreOptions::MemoryFile memory;
+  memory.backend = body.backend == SnapshotLoadBody::Backend::kFile ? RestoreOptions::MemoryFile::Backend::kFile
+                                                                    : RestoreOptions::MemoryFile::Backend::kPageServer;
+  memory.path = body.backend_path;
+  o.memory = memory;
+  const bool resume = body.resume_vm;
+  const std::string path = body.snapshot_path;
+  return on_vmm_thread([this, o, resume, path]() -> Status {
+    auto m = Machine::restore(path, o);
+    if (!m) return tl::unexpected(std::move(m.error()).context("snapshot/load"));
+    if (!resume) (*m)->start_paused();
+    MutexLock lock(mu_);
+    machine_ = std::move(*m);
+    return {};
+  });
 }
 
 Status MachineBackend::pause() {
@@ -148,10 +162,17 @@ Status MachineBackend::resume() {
   return m->resume();
 }
 
-Status MachineBackend::create_snapshot(const SnapshotCreateBody&) {
-  return make_error(ErrorCode::kUnsupported,
-                    "snapshot/create: Firecracker's two-file snapshots are not supported yet (snapvm's control "
-                    "socket and `snapvm snapshot` write its own)");
+Status MachineBackend::create_snapshot(const SnapshotCreateBody& body) {
+  if (body.diff) {
+    return make_error(ErrorCode::kUnsupported,
+                      "snapshot/create: Diff snapshots in Firecracker's layout are not supported yet; take a Full one "
+                      "(snapvm's own diffs: the control socket's snapshot with diff_from)");
+  }
+  Machine* m = machine();
+  if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
+  auto r = m->snapshot_two_files(body.snapshot_path, body.mem_file_path);
+  if (!r) return tl::unexpected(std::move(r.error()).context("snapshot/create"));
+  return {};
 }
 
 Status MachineBackend::send_ctrl_alt_del() {

@@ -24,6 +24,7 @@ std::string_view tag_name(uint32_t tag) {
     case Tag::kClock: return "clock";
     case Tag::kHostIdentity: return "host-identity";
     case Tag::kCreator: return "creator";
+    case Tag::kExternalRam: return "external-ram";
   }
   return "unknown";
 }

@@ -62,6 +62,7 @@ enum class Tag : uint32_t {
   kHostIdentity = 8,
   kCreator = 9,  // optional: who wrote the file and when
   kX86VmState = 10,  // x86_64: PIC pair, IOAPIC, PIT, kvmclock
+  kExternalRam = 11,  // RAM in a separate memory file (Firecracker's layout); then no RAM in this file
 };
 std::string_view tag_name(uint32_t tag);
 

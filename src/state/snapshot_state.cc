@@ -56,12 +56,28 @@ Status cross_check(const SnapshotState& s, const SnapshotFile& f) {
       return make_error(ErrorCode::kDataLoss, "device-state slot {} is out of range or repeated", d.slot);
     }
   }
+  if (s.external_ram) {
+    // RAM is in the memory file: none here, and the regions must be the machine's.
+    if (!f.ram_regions().empty()) {
+      return make_error(ErrorCode::kDataLoss, "a snapshot with an external-ram section also holds RAM");
+    }
+    const auto& ext = s.external_ram->regions;
+    if (ext.size() != s.machine.memory.size()) {
+      return make_error(ErrorCode::kDataLoss, "machine has {} memory regions, external RAM has {}",
+                        s.machine.memory.size(), ext.size());
+    }
+    for (size_t i = 0; i < ext.size(); ++i) {
+      if (ext[i].gpa != s.machine.memory[i].gpa || ext[i].size != s.machine.memory[i].size) {
+        return make_error(ErrorCode::kDataLoss, "memory region {} differs between machine config and external RAM", i);
+      }
+    }
+  }
   const auto& ram = f.ram_regions();
-  if (ram.size() != s.machine.memory.size()) {
+  if (!s.external_ram && ram.size() != s.machine.memory.size()) {
     return make_error(ErrorCode::kDataLoss, "machine has {} memory regions, RAM layout has {}", s.machine.memory.size(),
                       ram.size());
   }
-  for (size_t i = 0; i < ram.size(); ++i) {
+  for (size_t i = 0; i < ram.size() && !s.external_ram; ++i) {
     if (ram[i].gpa != s.machine.memory[i].gpa || ram[i].size != s.machine.memory[i].size) {
       return make_error(ErrorCode::kDataLoss, "memory region {} differs between machine config and RAM layout", i);
     }
@@ -101,6 +117,7 @@ SnapshotContents to_contents(const SnapshotState& s) {
   c.sections.push_back(make_section(Tag::kClock, s.clock));
   c.sections.push_back(make_section(Tag::kHostIdentity, s.host));
   if (s.creator) c.sections.push_back(make_section(Tag::kCreator, *s.creator, /*required=*/false));
+  if (s.external_ram) c.sections.push_back(make_section(Tag::kExternalRam, *s.external_ram));
   return c;
 }
 
@@ -126,6 +143,9 @@ Result<SnapshotState> load_state(const SnapshotFile& f) {
   s.clock = SNAPVM_TRY(decode_section(*SNAPVM_TRY(exactly_one(f, Tag::kClock)), minor, decode_clock));
   s.host = SNAPVM_TRY(decode_section(*SNAPVM_TRY(exactly_one(f, Tag::kHostIdentity)), minor, decode_host_identity));
   if (const Section* c = f.find(Tag::kCreator)) s.creator = SNAPVM_TRY(decode_section(*c, minor, decode_creator));
+  auto external = f.find_all(Tag::kExternalRam);
+  if (external.size() > 1) return make_error(ErrorCode::kDataLoss, "metadata: more than one external-ram section");
+  if (!external.empty()) s.external_ram = SNAPVM_TRY(decode_section(*external.front(), minor, decode_external_ram));
   SNAPVM_CHECK_OK(cross_check(s, f));
   return s;
 }

@@ -11,6 +11,7 @@
 #include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/device_state.h"
+#include "state/external_ram.h"
 #include "state/gic_state.h"
 #include "state/host_state.h"
 #include "state/machine_config.h"
@@ -34,6 +35,8 @@ struct SnapshotState {
   ClockState clock;
   HostIdentity host;
   std::optional<Creator> creator;
+  // Set when guest RAM lives in a separate memory file, not in this one.
+  std::optional<ExternalRam> external_ram;
   bool operator==(const SnapshotState&) const = default;
 };
 

@@ -25,7 +25,9 @@
 #include "sandbox/seccomp.h"
 #include "snapshot/diff_writer.h"
 #include "snapshot/reader.h"
+#include "snapshot/raw_memory.h"
 #include "state/snapshot_state.h"
+#include "vmm/external_memory.h"
 
 #include <sys/utsname.h>
 #include <time.h>
@@ -100,6 +102,7 @@ struct Machine::State {
   };
   std::optional<DirtyTracking> dirty;
   bool ram_registered = false;  // with the SIGBUS reporter (RAM mapped from a file)
+  UniqueFd uffd, uffd_socket;  // RAM served by a page server: kept open while the VM lives
   std::mutex snapshot_mu;  // one snapshot at a time
 
   Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {});
@@ -417,14 +420,27 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   auto st_r = state::load_state(file);
   if (!st_r) return tl::unexpected(std::move(st_r.error()).context(path));
   state::SnapshotState st = std::move(*st_r);
+  const bool external = st.external_ram.has_value();
+  if (external && !o.memory) {
+    return make_error(ErrorCode::kInvalidArgument, "{} keeps guest RAM in a separate memory file: give that file", path);
+  }
+  if (!external && o.memory) {
+    return make_error(ErrorCode::kInvalidArgument, "{} holds its own RAM: it takes no memory file", path);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> saved_regions;  // gpa, size
+  if (external) {
+    for (const auto& r : st.external_ram->regions) saved_regions.emplace_back(r.gpa, r.size);
+  } else {
+    for (const auto& r : file.ram_regions()) saved_regions.emplace_back(r.gpa, r.size);
+  }
   uint64_t mem_bytes = 0;
-  for (const auto& r : file.ram_regions()) mem_bytes += r.size;
+  for (const auto& r : saved_regions) mem_bytes += r.second;
   // The regions must be exactly the ones this machine lays out for that
   // size: KVM slots and device addresses depend on it.
   auto layout = arch::ram_regions(mem_bytes);
-  bool same_layout = arch::check_ram_size(mem_bytes).has_value() && layout.size() == file.ram_regions().size();
+  bool same_layout = arch::check_ram_size(mem_bytes).has_value() && layout.size() == saved_regions.size();
   for (size_t i = 0; same_layout && i < layout.size(); ++i) {
-    same_layout = layout[i].gpa == file.ram_regions()[i].gpa && layout[i].size == file.ram_regions()[i].size;
+    same_layout = layout[i].gpa == saved_regions[i].first && layout[i].size == saved_regions[i].second;
   }
   if (!same_layout) {
     return make_error(ErrorCode::kUnsupported, "{}: its RAM regions are not the ones this {} machine lays out for {} MiB",
@@ -476,19 +492,34 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   c.track_dirty = o.track_dirty;
   auto t1 = Clock::now();
   std::vector<MappedRegion> ram;
-  for (size_t i = 0; i < layout.size(); ++i) {
-    auto region = file.map_ram_cow(i);
-    if (!region) return tl::unexpected(std::move(region.error()));
-    ram.push_back(std::move(*region));
+  ExternalMemory served;
+  if (!external) {
+    for (size_t i = 0; i < layout.size(); ++i) {
+      auto region = file.map_ram_cow(i);
+      if (!region) return tl::unexpected(std::move(region.error()));
+      ram.push_back(std::move(*region));
+    }
+  } else {
+    auto mapped = o.memory->backend == RestoreOptions::MemoryFile::Backend::kFile
+                      ? map_memory_file(o.memory->path, *st.external_ram)
+                      : map_with_page_server(o.memory->path, *st.external_ram);
+    if (!mapped) return tl::unexpected(std::move(mapped.error()));
+    served = std::move(*mapped);
+    ram = std::move(served.regions);
   }
   auto t2 = Clock::now();
   auto s = SNAPVM_TRY(build(c, std::move(ram)));
+  s->uffd = std::move(served.uffd);
+  s->uffd_socket = std::move(served.uffd_socket);
   // A fault on the file mapping (truncated file, full filesystem) now ends
   // the VMM with one line naming the file instead of a crash.
   install_memory_fault_handler();
-  for (const auto& r : s->ram) register_guest_memory(r.data(), r.size(), path.c_str());
-  s->ram_registered = true;
-  if (s->dirty) {
+  // (Page-server RAM is anonymous: nothing to report.)
+  if (!s->uffd.valid()) {
+    for (const auto& r : s->ram) register_guest_memory(r.data(), r.size(), path.c_str());
+    s->ram_registered = true;
+  }
+  if (s->dirty && !external) {
     // RAM is the file's until the guest writes: diffs count from it.
     s->dirty->base_path = path;
     s->dirty->base_checksum = file.header().metadata_checksum;
@@ -763,6 +794,23 @@ Result<Machine::LiveSnapshot> Machine::snapshot_live(const std::string& path, co
   live.pause_ms = std::chrono::duration<double, std::milli>(end - paused_at).count();
   live.total_ms = std::chrono::duration<double, std::milli>(end - start).count();
   return live;
+}
+
+Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& state_path, const std::string& mem_path) {
+  std::lock_guard one_at_a_time(s_->snapshot_mu);
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "snapshot needs a paused VM");
+  if (state_path == mem_path) return make_error(ErrorCode::kInvalidArgument, "the state and memory files must differ");
+  state::SnapshotState st = SNAPVM_TRY(s_->capture_state());
+  std::vector<std::pair<uint64_t, uint64_t>> regions;
+  for (const auto& m : st.machine.memory) regions.emplace_back(m.gpa, m.size);
+  st.external_ram = state::external_ram_for(regions);
+  std::vector<uint64_t> offsets;
+  for (const auto& r : st.external_ram->regions) offsets.push_back(r.file_offset);
+  TwoFileStats stats;
+  // Memory first: a state file is only ever committed next to the memory it describes.
+  stats.memory = SNAPVM_TRY(write_raw_memory(mem_path, s_->ram_sources(), offsets));
+  stats.state = SNAPVM_TRY(write_full(state_path, state::to_contents(st), {}));
+  return stats;
 }
 
 bool Machine::tracking_dirty() const { return s_->dirty.has_value(); }

@@ -69,6 +69,14 @@ struct RestoreOptions {
   std::vector<state::PortForward> publish;
   std::function<void(std::string_view)> console;
   bool track_dirty = false;  // dirty-page tracking from the restore on
+  // Where guest RAM comes from for a snapshot that keeps it in a separate
+  // memory file (Firecracker's two-file layout); required for those, refused
+  // for snapshots that hold their RAM.
+  struct MemoryFile {
+    enum class Backend { kFile, kPageServer } backend = Backend::kFile;
+    std::string path;  // the memory file, or the page server's Unix socket (userfaultfd)
+  };
+  std::optional<MemoryFile> memory;
 };
 
 struct RestoreTimings {
@@ -141,6 +149,14 @@ class Machine {
     double capture_ms = 0, dirty_log_ms = 0, write_ms = 0;
   };
   Result<LiveSnapshot> snapshot_live(const std::string& path, const std::string& diff_from, bool resume);
+
+  // Firecracker's two-file layout: the machine state to `state_path` (a
+  // snapvm snapshot whose RAM is external) and guest RAM raw to `mem_path`,
+  // region after region, sparse. Only while paused; both crash-safe.
+  struct TwoFileStats {
+    WriteStats state, memory;
+  };
+  Result<TwoFileStats> snapshot_two_files(const std::string& state_path, const std::string& mem_path);
 
   bool tracking_dirty() const;
   // The snapshot dirty pages are counted from (empty: none yet).

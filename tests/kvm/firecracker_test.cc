@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -173,6 +174,141 @@ TEST(Firecracker, TheProcessEndsWhenTheGuestPowersOff) {
   EXPECT_NE(test::read_text(console).find("SNAPVM-GUEST-READY"), std::string::npos);
   struct stat st {};
   EXPECT_NE(::stat(sock.c_str(), &st), 0) << "the API socket outlived the VMM";
+}
+
+}  // namespace
+}  // namespace snapvm
+
+namespace snapvm {
+namespace {
+
+std::string page_server_binary() {
+  std::string bin = test::snapvm_binary();
+  return bin.substr(0, bin.rfind('/') + 1) + "snapvm-test-page-server";
+}
+
+// A guest booted through the API with a file of random bytes in its RAM
+// (tmpfs), paused and saved in Firecracker's two-file layout.
+struct SavedGuest {
+  std::string state = "/tmp/fc-snap.state", mem = "/tmp/fc-snap.mem", digest;
+};
+
+SavedGuest boot_fill_and_save() {
+  SavedGuest g;
+  const std::string sock = "/tmp/fc-save.sock", vsock = "/tmp/fc-save.vsock", console = "/tmp/fc-save-console.log",
+                    errors = "/tmp/fc-save-errors.log";
+  ::unlink(vsock.c_str());
+  pid_t vmm = start_vmm(sock, console, errors);
+  EXPECT_EQ(put(sock, "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 256}}).status, 204);
+  EXPECT_EQ(put(sock, "/boot-source", {{"kernel_image_path", test::guest_kernel()},
+                                      {"initrd_path", test::guest_initrd()},
+                                      {"boot_args", std::string(arch::default_cmdline())}})
+                .status,
+            204);
+  EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", vsock}}).status, 204);
+  auto started = put(sock, "/actions", {{"action_type", "InstanceStart"}});
+  EXPECT_EQ(started.status, 204) << started.body << test::read_text(errors);
+  EXPECT_TRUE(wait_for(console, "SNAPVM-GUEST-READY", 600s)) << test::read_text(errors);
+  auto fill = test::run(vsock, {"sh", "-c", "head -c 24000000 /dev/urandom > /tmp/r && sha256sum < /tmp/r"});
+  g.digest = fill.out;
+  EXPECT_GE(g.digest.size(), 64u) << fill.error << fill.err;  // "HASH  -"
+  EXPECT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
+  auto diff = put(sock, "/snapshot/create", {{"snapshot_type", "Diff"}, {"snapshot_path", g.state}, {"mem_file_path", g.mem}});
+  EXPECT_EQ(diff.status, 400);
+  EXPECT_NE(diff.body.find("Diff"), std::string::npos) << diff.body;
+  auto created = put(sock, "/snapshot/create", {{"snapshot_path", g.state}, {"mem_file_path", g.mem}});
+  EXPECT_EQ(created.status, 204) << created.body;
+  ::kill(vmm, SIGTERM);
+  int status = 0;
+  ::waitpid(vmm, &status, 0);
+  return g;
+}
+
+// Loads the saved guest into a fresh `snapvm firecracker` and checks that it
+// carries on: the agent answers through the overridden vsock, and the bytes
+// it wrote before the snapshot are intact.
+void load_and_check(const SavedGuest& g, const json& mem_backend, const std::string& tag) {
+  const std::string sock = "/tmp/fc-load-" + tag + ".sock", vsock = "/tmp/fc-load-" + tag + ".vsock",
+                    console = "/tmp/fc-load-" + tag + "-console.log", errors = "/tmp/fc-load-" + tag + "-errors.log";
+  ::unlink(vsock.c_str());
+  pid_t vmm = start_vmm(sock, console, errors);
+  // Configuring anything first makes a load impossible: a fresh process only.
+  auto t0 = std::chrono::steady_clock::now();
+  auto loaded = put(sock, "/snapshot/load", {{"snapshot_path", g.state}, {"mem_backend", mem_backend},
+                                             {"resume_vm", true}, {"vsock_override", {{"uds_path", vsock}}}});
+  auto t1 = std::chrono::steady_clock::now();
+  ASSERT_EQ(loaded.status, 204) << loaded.body << test::read_text(errors);
+  EXPECT_EQ(state_of(sock), "Running");
+  // Served page by page from another process under emulation, the first
+  // answer can take longer than the agent client's 10 s connect wait.
+  test::Output check;
+  for (int attempt = 0; attempt < 12 && check.out.empty(); ++attempt) {
+    check = test::run(vsock, {"sh", "-c", "sha256sum < /tmp/r"});
+  }
+  EXPECT_EQ(check.out, g.digest) << tag << ": " << check.error << test::read_text(errors);
+  auto t2 = std::chrono::steady_clock::now();
+  std::printf("FIGURE snapshot/load (%s): %.1f ms to the response, %.1f ms to the guest's answer over the agent\n",
+              tag.c_str(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
+              std::chrono::duration<double, std::milli>(t2 - t0).count());
+  EXPECT_EQ(put(sock, "/snapshot/load", {{"snapshot_path", g.state}, {"mem_backend", mem_backend}}).status, 400);
+  ::kill(vmm, SIGTERM);
+  int status = 0;
+  ::waitpid(vmm, &status, 0);
+}
+
+// The page server as its own process; its report (stdout) goes to `report`.
+pid_t start_page_server(const std::string& sock, const std::string& mem, bool prefetch, const std::string& report) {
+  ::unlink(sock.c_str());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string cmd = "exec " + page_server_binary() + " " + sock + " " + mem + (prefetch ? " --prefetch" : "") + " >" +
+                      report + " 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  wait_for(report, "listening", 30s);
+  return pid;
+}
+
+TEST(Firecracker, SnapshotCreateThenLoadFromTheMemoryFileAndFromUffdPageServers) {
+  SavedGuest g = boot_fill_and_save();
+  ASSERT_FALSE(HasFailure());
+  auto inspect = test::snapvm_cli("inspect " + g.state);
+  EXPECT_NE(inspect.out.find("separate memory file"), std::string::npos) << inspect.out;
+
+  load_and_check(g, {{"backend_type", "File"}, {"backend_path", g.mem}}, "file");
+
+  for (bool prefetch : {false, true}) {
+    const std::string uffd_sock = "/tmp/fc-uffd.sock", report = "/tmp/fc-uffd-report.txt";
+    pid_t server = start_page_server(uffd_sock, g.mem, prefetch, report);
+    load_and_check(g, {{"backend_type", "Uffd"}, {"backend_path", uffd_sock}}, prefetch ? "prefetch" : "uffd");
+    int status = 0;
+    ::waitpid(server, &status, 0);  // ends when the VMM's connection closes
+    std::string served = test::read_text(report);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << served;
+    EXPECT_NE(served.find("served"), std::string::npos) << served;
+    EXPECT_EQ(served.find("served 0 faults"), std::string::npos) << served;
+    std::printf("FIGURE %s", served.substr(served.find("page-server: served")).c_str());
+  }
+
+  // The same pair converted to one snapvm file restores natively too.
+  auto joined = test::snapvm_cli("convert --to snapvm " + g.state + " " + g.mem + " /tmp/fc-joined.snap");
+  EXPECT_EQ(joined.rc, 0) << joined.out;
+  EXPECT_EQ(test::snapvm_cli("verify -q /tmp/fc-joined.snap").rc, 0);
+
+  // A corrupt state file is one fault, and the VMM stays healthy.
+  {
+    const std::string sock = "/tmp/fc-bad.sock";
+    pid_t vmm = start_vmm(sock, "/tmp/fc-bad-console.log", "/tmp/fc-bad-errors.log");
+    auto bad = put(sock, "/snapshot/load", {{"snapshot_path", g.mem}, {"mem_backend", {{"backend_type", "File"},
+                                                                                      {"backend_path", g.mem}}}});
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_FALSE(bad.fault().value("fault_message", "").empty()) << bad.body;
+    EXPECT_EQ(state_of(sock), "Not started");
+    ::kill(vmm, SIGTERM);
+    int status = 0;
+    ::waitpid(vmm, &status, 0);
+  }
 }
 
 }  // namespace

@@ -17,7 +17,8 @@ if [ "$arch" = aarch64 ] && [ "$(uname -m)" != aarch64 ]; then
 else
   cmake -S . -B "$build" -G Ninja -DSNAPVM_STATIC=ON -DSNAPVM_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-bins=(snapvm snapvm_kvm_tests snapvm-bench-restore snapvm-bench-diff snapvm-bench-sandbox snapvm-bench-vs-qemu)
+bins=(snapvm snapvm_kvm_tests snapvm-test-page-server snapvm-bench-restore snapvm-bench-diff snapvm-bench-sandbox
+      snapvm-bench-vs-qemu)
 ninja -C "$build" "${bins[@]}" snapvm-guest-init | { grep -v '^\[' || true; }
 
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)

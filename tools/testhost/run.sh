@@ -8,7 +8,8 @@
 # The console streams to stdout and to the log. The exit status is the
 # command's; a hang becomes exit 124 after the timeout, with the log kept
 # and the host CPUs' registers (kernel RIPs named) in FILE.monitor.log.
-# TESTHOST_MEM_MB sets the host's RAM (default 3072).
+# TESTHOST_MEM_MB sets the host's RAM (default 3072); TESTHOST_QEMU_ARGS adds QEMU options
+# (e.g. "-d cpu_reset -D FILE" to log why the host itself reset).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -99,7 +100,8 @@ set +e
 "${qemu_cmd[@]}" -smp 2 -m "${TESTHOST_MEM_MB:-3072}" \
     -accel tcg,thread=multi -nographic -no-reboot -monitor "pipe:$root/monitor" -serial stdio -nic none \
     -kernel "$out/kernel-image" -initrd "$out/host-initrd.cpio" \
-    -append "console=$console panic=-1 quiet nokaslr $host_cmdline rdinit=/init" </dev/null > >(tee "$log") 2>&1 &
+    -append "console=$console panic=-1 quiet nokaslr $host_cmdline rdinit=/init" ${TESTHOST_QEMU_ARGS:-} \
+    </dev/null > >(tee "$log") 2>&1 &
 qemu_pid=$!
 # The sleep must die with the watchdog: left behind, it would hold this
 # script's output pipe open until the timeout.
