@@ -61,7 +61,7 @@ fuzz_all() {
   fuzz virtio_device 20000 tests/fuzz/regressions/virtio_device
   fuzz control_request 70000
   fuzz agent_frames 70000
-  fuzz firecracker_api 60000
+  fuzz firecracker_api 60000 tests/fuzz/regressions/firecracker_api
   return $rc
 }
 suite "fuzzing (6 targets, ${fuzz_seconds}s each)" fuzz_all

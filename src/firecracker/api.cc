@@ -12,11 +12,14 @@ namespace {
 
 using nlohmann::json;
 
-HttpResponse ok_json(json body) { return {200, body.dump()}; }
+// Paths and ids come from clients and may not be UTF-8: replaced, never a throw.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+HttpResponse ok_json(json body) { return {200, dump(body)}; }
 HttpResponse no_content() { return {204, {}}; }
 
 HttpResponse fault(std::string message) {
-  return {400, json{{"fault_message", std::move(message)}}.dump()};
+  return {400, dump(json{{"fault_message", std::move(message)}})};
 }
 HttpResponse fault(const Error& e) { return fault(e.describe()); }
 
@@ -67,7 +70,7 @@ HttpResponse Api::handle(std::string_view method, std::string_view path, std::st
   try {
     r = route(method, path, body);
   } catch (const std::exception& e) {  // a bug, not the client's: still one fault, and the VMM lives
-    r = {500, json{{"fault_message", std::string("internal error: ") + e.what()}}.dump()};
+    r = {500, dump(json{{"fault_message", std::string("internal error: ") + e.what()}})};
   }
   if (r.status >= 400) ++faults_;
   return r;
@@ -306,7 +309,7 @@ Status Api::flush_metrics() {
                {"api_server", {{"requests", requests_}, {"faults", faults_}}},
                {"vmm", {{"state", to_string(state_)}}}};
   if (state_ != VmState::kNotStarted) line["vmm"].update(backend_.metrics());
-  std::string text = line.dump() + "\n";
+  std::string text = dump(line) + "\n";
   // One write, so a FIFO reader sees whole lines (PIPE_BUF permitting).
   ssize_t n = ::write(metrics_fd_.get(), text.data(), text.size());
   if (n < 0) return errno_error("FlushMetrics: write the metrics file");

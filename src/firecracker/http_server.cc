@@ -24,7 +24,9 @@ using Stream = beast::basic_stream<Socket>;
 constexpr auto kIoTimeout = std::chrono::seconds(5);
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
 
-std::string fault_body(std::string_view message) { return nlohmann::json{{"fault_message", message}}.dump(); }
+std::string fault_body(std::string_view message) {
+  return nlohmann::json{{"fault_message", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 // One client connection: requests read and answered in turn (HTTP/1.1
 // keep-alive), every read and write under kIoTimeout.
