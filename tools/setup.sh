@@ -11,6 +11,7 @@ packages=(
   libboost-dev                    # Boost.Beast: the Firecracker API's HTTP server
   clang-14 libclang-rt-14-dev     # libFuzzer and sanitizer runtimes
   xfsprogs util-linux             # reflink-capable loop filesystem for diff tests
+  curl python3                    # real HTTP clients of the Firecracker API tests
 )
 
 missing=()

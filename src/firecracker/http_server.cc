@@ -23,6 +23,7 @@ using Stream = beast::basic_stream<Socket>;
 // client holds nothing for long.
 constexpr auto kIoTimeout = std::chrono::seconds(5);
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+constexpr size_t kMaxDrainBytes = 1 << 20;
 
 std::string fault_body(std::string_view message) {
   return nlohmann::json{{"fault_message", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -75,8 +76,26 @@ class Session : public std::enable_shared_from_this<Session> {
     response_->prepare_payload();
     stream_.expires_after(kIoTimeout);
     http::async_write(stream_, *response_, [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
-      if (ec || !keep_alive) return self->close();
+      if (ec) return self->close();
+      if (!keep_alive) return self->linger();
       self->read();
+    });
+  }
+
+  // A client may still be sending the body that was refused: closing now
+  // would reset the connection under it before it reads the answer. Stop
+  // sending, then read and drop what comes, for a bounded time and size.
+  void linger() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(Socket::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(1));  // once: a trickle cannot extend it
+    drain();
+  }
+  void drain() {
+    stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->drained_ += n;
+      if (ec || self->drained_ > kMaxDrainBytes) return self->close();
+      self->drain();
     });
   }
 
@@ -91,6 +110,8 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
+  std::array<char, 16 * 1024> scratch_;
+  size_t drained_ = 0;
 };
 
 }  // namespace
@@ -130,19 +151,22 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& socket_
   }
   auto impl = std::make_unique<Impl>();
   impl->api = &api;
+  // Bound and listening under a temporary name, then renamed: a client that
+  // sees the socket file can connect at once, and nobody else's file is
+  // ever taken over.
+  const std::string temp = socket_path + ".binding";
+  ::unlink(temp.c_str());
   beast::error_code ec;
   impl->acceptor.open(Socket(), ec);
-  if (!ec) impl->acceptor.bind(Socket::endpoint(socket_path), ec);
+  if (!ec) impl->acceptor.bind(Socket::endpoint(temp), ec);
   if (ec) return make_error(ErrorCode::kIo, "--api-sock {}: cannot bind: {}", socket_path, ec.message());
-  // Only the owner drives the VM: the socket file's mode is what grants it.
-  if (::chmod(socket_path.c_str(), 0600) != 0) {
-    ::unlink(socket_path.c_str());
-    return errno_error("chmod " + socket_path);
-  }
   impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    ::unlink(socket_path.c_str());
-    return make_error(ErrorCode::kIo, "--api-sock {}: cannot listen: {}", socket_path, ec.message());
+  // Only the owner drives the VM: the socket file's mode is what grants it.
+  if (ec || ::chmod(temp.c_str(), 0600) != 0 || ::rename(temp.c_str(), socket_path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(temp.c_str());
+    if (ec) return make_error(ErrorCode::kIo, "--api-sock {}: cannot listen: {}", socket_path, ec.message());
+    return errno_error("--api-sock " + socket_path, err);
   }
   impl->accept();
   std::unique_ptr<HttpServer> out(new HttpServer(socket_path, std::move(impl)));
