@@ -118,6 +118,16 @@ Machine* MachineBackend::machine() {
 
 Status MachineBackend::start(const VmConfig& config) {
   MachineConfig c = SNAPVM_TRY(machine_config_of(config));
+  disk_order_.clear();
+  size_t next = 0;
+  std::vector<size_t> order(config.drives.size());
+  for (size_t i = 0; i < config.drives.size(); ++i) {
+    if (config.drives[i].is_root_device) order[i] = next++;
+  }
+  for (size_t i = 0; i < config.drives.size(); ++i) {
+    if (!config.drives[i].is_root_device) order[i] = next++;
+  }
+  disk_order_ = order;
   c.console = console_;
   return on_vmm_thread([this, c]() -> Status {
     auto m = Machine::create(c);
@@ -179,8 +189,17 @@ Status MachineBackend::send_ctrl_alt_del() {
   return make_error(ErrorCode::kUnsupported, "SendCtrlAltDel: not supported yet on {}", arch::name());
 }
 
-Status MachineBackend::replace_drive(size_t, const std::string&) {
-  return make_error(ErrorCode::kUnsupported, "drive: changing the backing file of a running microVM is not supported yet");
+Status MachineBackend::replace_drive(size_t index, const std::string& path) {
+  Machine* m = machine();
+  if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
+  // The machine orders disks root first (machine_config_of); the API counts
+  // in the order drives were put.
+  if (index >= disk_order_.size()) {
+    return make_error(ErrorCode::kUnsupported, "drive: this microVM was loaded from a snapshot; its drives keep their files");
+  }
+  auto r = m->replace_disk(disk_order_[index], path);
+  if (!r) return tl::unexpected(std::move(r.error()).context("drive"));
+  return {};
 }
 
 Status MachineBackend::redirect_log(UniqueFd fd) {

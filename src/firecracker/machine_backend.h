@@ -48,6 +48,9 @@ class MachineBackend final : public VmBackend {
   Machine* machine();
 
   std::function<void(std::string_view)> console_;
+  // Per API drive (in put order), its disk index in the machine (root first).
+  // Set by start() before the VM exists, read by replace_drive() after.
+  std::vector<size_t> disk_order_;
   Mutex mu_;
   std::condition_variable_any cv_;
   std::function<Status()> job_ GUARDED_BY(mu_);

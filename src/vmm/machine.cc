@@ -813,6 +813,20 @@ Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& sta
   return stats;
 }
 
+Status Machine::replace_disk(size_t index, const std::string& path) {
+  std::lock_guard one_at_a_time(s_->snapshot_mu);  // also guards virtio_backends
+  size_t seen = 0;
+  for (size_t slot = 0; slot < s_->virtio.size(); ++slot) {
+    auto& device = s_->virtio[slot]->device();
+    if (device.device_id() != 2) continue;
+    if (seen++ != index) continue;
+    SNAPVM_CHECK_OK(static_cast<virtio::Block&>(device).replace_backing(path));
+    s_->virtio_backends[slot] = path;
+    return {};
+  }
+  return make_error(ErrorCode::kNotFound, "no disk {} (the VM has {})", index, seen);
+}
+
 bool Machine::tracking_dirty() const { return s_->dirty.has_value(); }
 
 std::string Machine::dirty_base() const {

@@ -158,6 +158,11 @@ class Machine {
   };
   Result<TwoFileStats> snapshot_two_files(const std::string& state_path, const std::string& mem_path);
 
+  // Disk `index` (in MachineConfig::disks order) reads and writes the
+  // image at `path` from now on; the guest is told its capacity changed.
+  // Snapshots record the new path. Thread-safe.
+  Status replace_disk(size_t index, const std::string& path);
+
   bool tracking_dirty() const;
   // The snapshot dirty pages are counted from (empty: none yet).
   std::string dirty_base() const;

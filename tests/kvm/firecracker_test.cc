@@ -13,6 +13,7 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -66,12 +67,14 @@ std::string state_of(const std::string& sock) {
 }
 
 // `snapvm firecracker --api-sock SOCK` with its console (stdout) in `console`.
-pid_t start_vmm(const std::string& sock, const std::string& console, const std::string& errors) {
+pid_t start_vmm(const std::string& sock, const std::string& console, const std::string& errors,
+                const std::string& extra_args = "") {
   ::unlink(sock.c_str());
   pid_t pid = ::fork();
   if (pid == 0) {
     std::string bin = test::snapvm_binary();
-    std::string cmd = "exec " + bin + " firecracker --api-sock " + sock + " --id kvm-test >" + console + " 2>" + errors;
+    std::string cmd = "exec " + bin + " firecracker --api-sock " + sock + " --id kvm-test " + extra_args + " >" +
+                      console + " 2>" + errors;
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -117,6 +120,15 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
                 .status,
             204);
   EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", vsock}}).status, 204);
+  // Kata's way with container disks: a placeholder drive, swapped for the
+  // real image once the VM runs (PATCH /drives).
+  const std::string placeholder = "/tmp/fc-drive-a.img", image = "/tmp/fc-drive-b.img";
+  ASSERT_EQ(std::system(("printf AAAA > " + placeholder + " && truncate -s 1M " + placeholder).c_str()), 0);
+  ASSERT_EQ(std::system(("printf BBBB > " + image + " && truncate -s 2M " + image).c_str()), 0);
+  EXPECT_EQ(put(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", placeholder}, {"is_root_device", false},
+                                      {"is_read_only", true}})
+                .status,
+            204);
   auto config = json::parse(request(sock, http::verb::get, "/vm/config").body, nullptr, false);
   EXPECT_EQ(config["machine-config"]["vcpu_count"], 2);
   EXPECT_EQ(config["vsock"]["uds_path"], vsock);
@@ -128,6 +140,20 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
 
   auto hello = test::run(vsock, {"echo", "hello through the hybrid vsock"});
   EXPECT_EQ(hello.out, "hello through the hybrid vsock\n") << hello.error;
+
+  auto before = test::run(vsock, {"sh", "-c", "head -c 4 /dev/vda; echo; cat /sys/block/vda/size"});
+  EXPECT_EQ(before.out, "AAAA\n2048\n") << before.error << before.err;
+  auto swapped = patch(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", image}});
+  EXPECT_EQ(swapped.status, 204) << swapped.body;
+  // The guest saw the capacity change (config interrupt) and reads the new image.
+  test::Output after;
+  for (int i = 0; i < 50 && after.out != "BBBB\n4096\n"; ++i) {
+    std::this_thread::sleep_for(100ms);
+    after = test::run(vsock, {"sh", "-c", "echo 3 > /proc/sys/vm/drop_caches; head -c 4 /dev/vda; echo; cat /sys/block/vda/size"});
+  }
+  EXPECT_EQ(after.out, "BBBB\n4096\n") << after.error << after.err;
+  EXPECT_EQ(patch(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", "/nonexistent.img"}}).status, 400);
+  EXPECT_EQ(json::parse(request(sock, http::verb::get, "/vm/config").body)["drives"][0]["path_on_host"], image);
 
   auto late = put(sock, "/machine-config", {{"vcpu_count", 1}, {"mem_size_mib", 128}});
   EXPECT_EQ(late.status, 400);
@@ -149,6 +175,29 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
   EXPECT_EQ(line["vmm"]["vcpus"], 2);
   EXPECT_GE(line["api_server"]["faults"].get<int>(), 7);
 
+  ::kill(vmm, SIGTERM);
+  int status = 0;
+  ::waitpid(vmm, &status, 0);
+}
+
+TEST(Firecracker, ConfigFileBootsAtOnceAsKataStartsIt) {
+  const std::string sock = "/tmp/fc-cfg.sock", vsock = "/tmp/fc-cfg.vsock", console = "/tmp/fc-cfg-console.log",
+                    errors = "/tmp/fc-cfg-errors.log", config = "/tmp/fc-config.json";
+  ::unlink(vsock.c_str());
+  json doc = {{"boot-source", {{"kernel_image_path", test::guest_kernel()},
+                               {"initrd_path", test::guest_initrd()},
+                               {"boot_args", std::string(arch::default_cmdline())}}},
+              {"machine-config", {{"vcpu_count", 1}, {"mem_size_mib", 256}, {"smt", false}}},
+              {"drives", json::array()},
+              {"network-interfaces", json::array()},
+              {"vsock", {{"guest_cid", 3}, {"uds_path", vsock}}}};
+  ASSERT_EQ(std::system(("echo '" + doc.dump() + "' > " + config).c_str()), 0);
+  pid_t vmm = start_vmm(sock, console, errors, "--config-file " + config);
+  ASSERT_TRUE(wait_for(console, "SNAPVM-GUEST-READY", 600s)) << test::read_text(errors);
+  EXPECT_EQ(state_of(sock), "Running");
+  EXPECT_EQ(test::run(vsock, {"echo", "configured from a file"}).out, "configured from a file\n");
+  auto late = put(sock, "/boot-source", {{"kernel_image_path", "/k"}});
+  EXPECT_EQ(late.status, 400);
   ::kill(vmm, SIGTERM);
   int status = 0;
   ::waitpid(vmm, &status, 0);

@@ -22,9 +22,13 @@ constexpr uint8_t kStatusUnsupported = 2;
 constexpr uint64_t kSector = 512;
 constexpr size_t kIdBytes = 20;
 
-}  // namespace
+struct Image {
+  UniqueFd fd;
+  uint64_t sectors;
+  std::string id;
+};
 
-Result<std::unique_ptr<Block>> Block::open(const std::string& path, bool read_only) {
+Result<Image> open_image(const std::string& path, bool read_only) {
   auto fd = open_file(path, read_only ? O_RDONLY : O_RDWR);
   if (!fd) return tl::unexpected(std::move(fd.error()).context("disk image"));
   uint64_t size = SNAPVM_TRY(file_size(fd->get()));
@@ -33,7 +37,31 @@ Result<std::unique_ptr<Block>> Block::open(const std::string& path, bool read_on
   }
   auto slash = path.find_last_of('/');
   std::string id = path.substr(slash == std::string::npos ? 0 : slash + 1).substr(0, kIdBytes);
-  return std::unique_ptr<Block>(new Block(std::move(*fd), size / kSector, read_only, id));
+  return Image{std::move(*fd), size / kSector, id};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Block>> Block::open(const std::string& path, bool read_only) {
+  Image image = SNAPVM_TRY(open_image(path, read_only));
+  return std::unique_ptr<Block>(new Block(std::move(image.fd), image.sectors, read_only, image.id));
+}
+
+uint64_t Block::sectors() const {
+  std::lock_guard lock(backing_mu_);
+  return sectors_;
+}
+
+Status Block::replace_backing(const std::string& path) {
+  Image image = SNAPVM_TRY(open_image(path, read_only_));
+  {
+    std::lock_guard lock(backing_mu_);
+    fd_ = std::move(image.fd);  // the old image closes here, after its last request
+    sectors_ = image.sectors;
+    id_ = image.id;
+  }
+  if (Transport* t = transport_.load()) t->signal_config_change();
+  return {};
 }
 
 uint64_t Block::device_features() const { return kFeatureFlush | (read_only_ ? kFeatureReadOnly : 0); }
@@ -41,7 +69,8 @@ uint64_t Block::device_features() const { return kFeatureFlush | (read_only_ ? k
 void Block::read_config(uint64_t offset, std::span<uint8_t> data) const {
   // struct virtio_blk_config starts with the capacity in sectors.
   uint8_t config[8];
-  std::memcpy(config, &sectors_, 8);
+  const uint64_t sectors = this->sectors();
+  std::memcpy(config, &sectors, 8);
   std::memset(data.data(), 0, data.size());
   for (size_t i = 0; i < data.size(); ++i) {
     if (offset + i < sizeof config) data[i] = config[offset + i];
@@ -50,6 +79,7 @@ void Block::read_config(uint64_t offset, std::span<uint8_t> data) const {
 
 uint8_t Block::handle(const Chain& chain, uint32_t* written) {
   *written = 0;
+  std::lock_guard lock(backing_mu_);
   uint8_t header[16];
   if (chain.read(0, header) != sizeof header) return kStatusIoErr;
   uint32_t type;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <string>
 
@@ -25,16 +26,24 @@ class Block final : public VirtioDevice {
   void queue_notify(size_t index) override;
   void reset() override { transport_ = nullptr; }
 
-  uint64_t sectors() const { return sectors_; }
+  uint64_t sectors() const;
+  // Swaps the backing image of a running device (Firecracker's PATCH
+  // /drives): requests from now on go to `path`, opened as this device was
+  // (read-only stays read-only), and the guest gets a configuration-change
+  // interrupt to re-read the capacity. On error nothing changed.
+  Status replace_backing(const std::string& path);
 
  private:
   Block(UniqueFd fd, uint64_t sectors, bool read_only, std::string id)
       : fd_(std::move(fd)), sectors_(sectors), read_only_(read_only), id_(std::move(id)) {}
   uint8_t handle(const Chain& chain, uint32_t* written);
 
+  // The image and its size: read by the vCPU serving a request, swapped by
+  // replace_backing() from the API thread. backing_mu_ guards them.
+  mutable std::mutex backing_mu_;
   UniqueFd fd_;
   uint64_t sectors_;
-  bool read_only_;
+  const bool read_only_;
   std::string id_;
   // Set on activate, cleared on reset (register writes) and read by the
   // notifying vCPU: the queues themselves are guarded by the transport.
