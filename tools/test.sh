@@ -81,6 +81,7 @@ suite "KVM tests, arm64 (native KVM or the emulated arm64 host)" tools/testhost/
 suite "restore benchmark, arm64 test host (256 MiB vs 2 GiB)" tools/testhost/bench.sh restore --reps 3
 suite "diff benchmark in the test host (1 GiB, 1% dirty)" tools/testhost/bench.sh diff --mem 1G --percents 1
 suite "seccomp and jailer overhead in the test host (256 MiB, 3 restores each)" tools/testhost/bench.sh sandbox --reps 3
+suite "restore through the Firecracker API in the test host (File, Uffd, native; 3 each)" tools/testhost/bench.sh firecracker --reps 3
 suite "format benchmark smoke run" build/bin/snapvm-bench-format --sizes 64M --densities 2,100 --dir build/bench-smoke
 
 echo
