@@ -4,7 +4,8 @@
 # untrusted input for a bounded time, runs the KVM suite for arm64 (natively
 # where this machine's KVM boots the guest, otherwise in the emulated arm64
 # host) and for x86_64 where this machine's own KVM runs it, the VM
-# benchmarks at CI sizes, and smoke-runs the format benchmark. Ends with the
+# benchmarks at CI sizes (restore, diff, sandbox, restore through the
+# Firecracker API), and smoke-runs the format benchmark. Ends with the
 # time each suite took.
 #
 #   FUZZ_SECONDS=30  how long each fuzzer runs
