@@ -18,9 +18,7 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 HttpResponse ok_json(json body) { return {200, dump(body)}; }
 HttpResponse no_content() { return {204, {}}; }
 
-HttpResponse fault(std::string message) {
-  return {400, dump(json{{"fault_message", std::move(message)}})};
-}
+HttpResponse fault(std::string message) { return {400, fault_body(message)}; }
 HttpResponse fault(const Error& e) { return fault(e.describe()); }
 
 // "/drives/ID" -> "ID" when `path` is under `prefix`.
@@ -34,6 +32,8 @@ std::optional<std::string_view> item_id(std::string_view path, std::string_view 
 constexpr std::string_view kNotAfterStart = "The requested operation is not supported after starting the microVM.";
 
 }  // namespace
+
+std::string fault_body(std::string_view message) { return dump(json{{"fault_message", message}}); }
 
 std::string_view to_string(VmState s) {
   switch (s) {
@@ -70,7 +70,7 @@ HttpResponse Api::handle(std::string_view method, std::string_view path, std::st
   try {
     r = route(method, path, body);
   } catch (const std::exception& e) {  // a bug, not the client's: still one fault, and the VMM lives
-    r = {500, dump(json{{"fault_message", std::string("internal error: ") + e.what()}})};
+    r = {500, fault_body(std::string("internal error: ") + e.what())};
   }
   if (r.status >= 400) ++faults_;
   return r;

@@ -96,6 +96,10 @@ class Api {
   uint64_t faults_ GUARDED_BY(mu_) = 0;
 };
 
+// {"fault_message": message} as the body of a 4xx; bytes that are not
+// UTF-8 are replaced, never thrown on.
+std::string fault_body(std::string_view message);
+
 // A log or metrics destination: a file (created 0600) or a FIFO a reader
 // holds open, opened for appending without blocking.
 Result<UniqueFd> open_output(const std::string& path);

@@ -25,9 +25,6 @@ constexpr auto kIoTimeout = std::chrono::seconds(5);
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
 constexpr size_t kMaxDrainBytes = 1 << 20;
 
-std::string fault_body(std::string_view message) {
-  return nlohmann::json{{"fault_message", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
 
 // One client connection: requests read and answered in turn (HTTP/1.1
 // keep-alive), every read and write under kIoTimeout.

@@ -9,6 +9,17 @@
 
 namespace snapvm::firecracker {
 
+std::vector<size_t> disk_order(const VmConfig& config) {
+  std::vector<size_t> order(config.drives.size());
+  size_t next = 0;
+  for (bool root : {true, false}) {
+    for (size_t i = 0; i < config.drives.size(); ++i) {
+      if (config.drives[i].is_root_device == root) order[i] = next++;
+    }
+  }
+  return order;
+}
+
 Result<MachineConfig> machine_config_of(const VmConfig& config) {
   if (!config.boot_source) {
     return make_error(ErrorCode::kFailedPrecondition, "InstanceStart: no boot source; PUT /boot-source first");
@@ -20,15 +31,15 @@ Result<MachineConfig> machine_config_of(const VmConfig& config) {
   c.mem_bytes = config.machine.mem_size_mib << 20;
   c.vcpus = config.machine.vcpu_count;
   c.track_dirty = config.machine.track_dirty_pages;
-  for (const auto& d : config.drives) {
+  const std::vector<size_t> order = disk_order(config);
+  c.disks.resize(config.drives.size());
+  for (size_t i = 0; i < config.drives.size(); ++i) {
+    const auto& d = config.drives[i];
+    c.disks[order[i]] = {d.path_on_host, d.is_read_only};
     if (!d.is_root_device) continue;
-    c.disks.push_back({d.path_on_host, d.is_read_only});
     // What Firecracker adds for its root device.
     c.cmdline += d.partuuid ? " root=PARTUUID=" + *d.partuuid : std::string(" root=/dev/vda");
     c.cmdline += d.is_read_only ? " ro" : " rw";
-  }
-  for (const auto& d : config.drives) {
-    if (!d.is_root_device) c.disks.push_back({d.path_on_host, d.is_read_only});
   }
   if (config.vsock) {
     c.vsock_path = config.vsock->uds_path;
@@ -118,16 +129,7 @@ Machine* MachineBackend::machine() {
 
 Status MachineBackend::start(const VmConfig& config) {
   MachineConfig c = SNAPVM_TRY(machine_config_of(config));
-  disk_order_.clear();
-  size_t next = 0;
-  std::vector<size_t> order(config.drives.size());
-  for (size_t i = 0; i < config.drives.size(); ++i) {
-    if (config.drives[i].is_root_device) order[i] = next++;
-  }
-  for (size_t i = 0; i < config.drives.size(); ++i) {
-    if (!config.drives[i].is_root_device) order[i] = next++;
-  }
-  disk_order_ = order;
+  disk_order_ = disk_order(config);
   c.console = console_;
   return on_vmm_thread([this, c]() -> Status {
     auto m = Machine::create(c);

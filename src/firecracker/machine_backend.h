@@ -20,6 +20,8 @@ namespace snapvm::firecracker {
 // Firecracker's machine from its configuration: the root drive first (as
 // /dev/vda, named on the command line), the others in order.
 Result<MachineConfig> machine_config_of(const VmConfig& config);
+// Per drive of `config` (in put order), its disk index in that machine.
+std::vector<size_t> disk_order(const VmConfig& config);
 
 class MachineBackend final : public VmBackend {
  public:

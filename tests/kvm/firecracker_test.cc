@@ -83,6 +83,19 @@ pid_t start_vmm(const std::string& sock, const std::string& console, const std::
   return pid;
 }
 
+// The test guest as a boot-source body.
+json boot_source(const std::string& extra_args = "") {
+  return {{"kernel_image_path", test::guest_kernel()},
+          {"initrd_path", test::guest_initrd()},
+          {"boot_args", std::string(arch::default_cmdline()) + extra_args}};
+}
+
+void stop_vmm(pid_t vmm) {
+  ::kill(vmm, SIGTERM);
+  int status = 0;
+  ::waitpid(vmm, &status, 0);
+}
+
 bool wait_for(const std::string& path, const std::string& text, std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -114,9 +127,7 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
   EXPECT_EQ(put(sock, "/logger", {{"log_path", log}, {"level", "Info"}}).status, 204);
   EXPECT_EQ(put(sock, "/metrics", {{"metrics_path", metrics}}).status, 204);
   EXPECT_EQ(put(sock, "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 256}}).status, 204);
-  EXPECT_EQ(put(sock, "/boot-source", {{"kernel_image_path", test::guest_kernel()},
-                                      {"initrd_path", test::guest_initrd()},
-                                      {"boot_args", std::string(arch::default_cmdline())}})
+  EXPECT_EQ(put(sock, "/boot-source", boot_source())
                 .status,
             204);
   EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", vsock}}).status, 204);
@@ -175,18 +186,14 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
   EXPECT_EQ(line["vmm"]["vcpus"], 2);
   EXPECT_GE(line["api_server"]["faults"].get<int>(), 7);
 
-  ::kill(vmm, SIGTERM);
-  int status = 0;
-  ::waitpid(vmm, &status, 0);
+  stop_vmm(vmm);
 }
 
 TEST(Firecracker, ConfigFileBootsAtOnceAsKataStartsIt) {
   const std::string sock = "/tmp/fc-cfg.sock", vsock = "/tmp/fc-cfg.vsock", console = "/tmp/fc-cfg-console.log",
                     errors = "/tmp/fc-cfg-errors.log", config = "/tmp/fc-config.json";
   ::unlink(vsock.c_str());
-  json doc = {{"boot-source", {{"kernel_image_path", test::guest_kernel()},
-                               {"initrd_path", test::guest_initrd()},
-                               {"boot_args", std::string(arch::default_cmdline())}}},
+  json doc = {{"boot-source", boot_source()},
               {"machine-config", {{"vcpu_count", 1}, {"mem_size_mib", 256}, {"smt", false}}},
               {"drives", json::array()},
               {"network-interfaces", json::array()},
@@ -198,18 +205,14 @@ TEST(Firecracker, ConfigFileBootsAtOnceAsKataStartsIt) {
   EXPECT_EQ(test::run(vsock, {"echo", "configured from a file"}).out, "configured from a file\n");
   auto late = put(sock, "/boot-source", {{"kernel_image_path", "/k"}});
   EXPECT_EQ(late.status, 400);
-  ::kill(vmm, SIGTERM);
-  int status = 0;
-  ::waitpid(vmm, &status, 0);
+  stop_vmm(vmm);
 }
 
 TEST(Firecracker, TheProcessEndsWhenTheGuestPowersOff) {
   const std::string sock = "/tmp/fc-off.sock", console = "/tmp/fc-off-console.log", errors = "/tmp/fc-off-errors.log";
   pid_t vmm = start_vmm(sock, console, errors);
   ASSERT_GT(vmm, 0);
-  ASSERT_EQ(put(sock, "/boot-source", {{"kernel_image_path", test::guest_kernel()},
-                                      {"initrd_path", test::guest_initrd()},
-                                      {"boot_args", std::string(arch::default_cmdline()) + " snapvm.poweroff"}})
+  ASSERT_EQ(put(sock, "/boot-source", boot_source(" snapvm.poweroff"))
                 .status,
             204);
   ASSERT_EQ(put(sock, "/actions", {{"action_type", "InstanceStart"}}).status, 204) << test::read_text(errors);
@@ -249,9 +252,7 @@ SavedGuest boot_fill_and_save() {
   ::unlink(vsock.c_str());
   pid_t vmm = start_vmm(sock, console, errors);
   EXPECT_EQ(put(sock, "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 256}}).status, 204);
-  EXPECT_EQ(put(sock, "/boot-source", {{"kernel_image_path", test::guest_kernel()},
-                                      {"initrd_path", test::guest_initrd()},
-                                      {"boot_args", std::string(arch::default_cmdline())}})
+  EXPECT_EQ(put(sock, "/boot-source", boot_source())
                 .status,
             204);
   EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", vsock}}).status, 204);
@@ -267,9 +268,7 @@ SavedGuest boot_fill_and_save() {
   EXPECT_NE(diff.body.find("Diff"), std::string::npos) << diff.body;
   auto created = put(sock, "/snapshot/create", {{"snapshot_path", g.state}, {"mem_file_path", g.mem}});
   EXPECT_EQ(created.status, 204) << created.body;
-  ::kill(vmm, SIGTERM);
-  int status = 0;
-  ::waitpid(vmm, &status, 0);
+  stop_vmm(vmm);
   return g;
 }
 
@@ -300,9 +299,7 @@ void load_and_check(const SavedGuest& g, const json& mem_backend, const std::str
               tag.c_str(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
               std::chrono::duration<double, std::milli>(t2 - t0).count());
   EXPECT_EQ(put(sock, "/snapshot/load", {{"snapshot_path", g.state}, {"mem_backend", mem_backend}}).status, 400);
-  ::kill(vmm, SIGTERM);
-  int status = 0;
-  ::waitpid(vmm, &status, 0);
+  stop_vmm(vmm);
 }
 
 // The page server as its own process; its report (stdout) goes to `report`.
@@ -354,9 +351,7 @@ TEST(Firecracker, SnapshotCreateThenLoadFromTheMemoryFileAndFromUffdPageServers)
     EXPECT_EQ(bad.status, 400);
     EXPECT_FALSE(bad.fault().value("fault_message", "").empty()) << bad.body;
     EXPECT_EQ(state_of(sock), "Not started");
-    ::kill(vmm, SIGTERM);
-    int status = 0;
-    ::waitpid(vmm, &status, 0);
+    stop_vmm(vmm);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -39,6 +40,17 @@ uint64_t bytes_read_by(pid_t pid) {
     if (key == "rchar:") return value;
   }
   return 0;
+}
+
+bool wait_for_agent(const std::string& vsock, std::chrono::milliseconds poll, std::chrono::seconds limit) {
+  agent::ExecRequest req;
+  req.argv = {"true"};
+  for (auto deadline = std::chrono::steady_clock::now() + limit;;) {
+    auto r = agent::exec(vsock, req, {}, {});
+    if (r && r->exit_code == 0) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
 }
 
 void progress(const std::string& what) {

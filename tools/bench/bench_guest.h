@@ -29,6 +29,11 @@ double ms_since(std::chrono::steady_clock::time_point t0);
 // rchar); 0 if unknown.
 uint64_t bytes_read_by(pid_t pid);
 
+// Runs `true` in the guest through the agent at `vsock` every `poll` until
+// it succeeds; false if it has not within `limit`.
+bool wait_for_agent(const std::string& vsock, std::chrono::milliseconds poll,
+                    std::chrono::seconds limit = std::chrono::minutes(2));
+
 // One progress line on stderr, "[  12.3 s] what", timed from program start,
 // so a benchmark killed by a timeout shows the step it was in.
 void progress(const std::string& what);

@@ -68,13 +68,8 @@ int put(const std::string& sock, const std::string& path, const nlohmann::json& 
 }
 
 void wait_for_agent(const std::string& vsock, const std::string& what, bench::ChildProcess& vmm) {
-  agent::ExecRequest req;
-  req.argv = {"true"};
-  for (auto deadline = Clock::now() + std::chrono::minutes(2);;) {
-    auto r = agent::exec(vsock, req, {}, {});
-    if (r && r->exit_code == 0) return;
-    if (Clock::now() > deadline) die(fmt::format("{}: the restored agent never answered: {}", what, vmm.output()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  if (!bench::wait_for_agent(vsock, std::chrono::milliseconds(2))) {
+    die(fmt::format("{}: the restored agent never answered: {}", what, vmm.output()));
   }
 }
 

@@ -92,14 +92,8 @@ Sample restore_once(const Options& o, const std::string& path) {
   s.bytes_read = bench::bytes_read_by(::getpid()) - read0;
   if (!m) die(m.error().describe());
   std::thread runner([&] { (void)(*m)->run(); });
-  agent::ExecRequest req;
-  req.argv = {"true"};
-  auto deadline = Clock::now() + std::chrono::minutes(2);
-  for (;;) {
-    auto r = agent::exec(ro.vsock_path, req, [](std::string_view) {}, [](std::string_view) {});
-    if (r && r->exit_code == 0) break;
-    if (Clock::now() > deadline) die("the restored guest's agent did not answer within 2 minutes");
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!bench::wait_for_agent(ro.vsock_path, std::chrono::milliseconds(5))) {
+    die("the restored guest's agent did not answer within 2 minutes");
   }
   s.first_exec_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   s.touched_kb = resident_kb(path);

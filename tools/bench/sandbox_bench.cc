@@ -95,13 +95,8 @@ Sample restore_once(const Options& o, const std::string& mode, const std::string
   auto t0 = Clock::now();
   bench::ChildProcess vmm(args, log);
   Sample s;
-  agent::ExecRequest req;
-  req.argv = {"true"};
-  for (auto deadline = Clock::now() + std::chrono::minutes(2);;) {
-    auto r = agent::exec(vsock, req, {}, {});
-    if (r && r->exit_code == 0) break;
-    if (Clock::now() > deadline) die(fmt::format("{}: the restored agent never answered: {}", mode, vmm.output()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  if (!bench::wait_for_agent(vsock, std::chrono::milliseconds(2))) {
+    die(fmt::format("{}: the restored agent never answered: {}", mode, vmm.output()));
   }
   s.first_reply_ms = bench::ms_since(t0);
   s.round_trip_us = round_trip_us(vsock, o.round_trips);
