@@ -1,6 +1,7 @@
 // snapvm guest init (PID 1): mounts what a guest needs, loads the virtio
-// modules that Debian's kernel keeps as modules, and reports readiness on
-// the console. The guest agent grows from here.
+// and input modules that Debian's kernel keeps as modules, reports readiness
+// on the console, serves the guest agent, and shuts down cleanly when the
+// host presses the power button (shutdown_requests.h).
 //
 // Kernel command line switches:
 //   snapvm.poweroff   power off right after reporting readiness (tests)
@@ -28,6 +29,7 @@
 
 #include "agent.h"
 #include "fill_memory.h"
+#include "shutdown_requests.h"
 #include "vsock_connect.h"
 
 namespace {
@@ -133,6 +135,7 @@ int main(int argc, char** argv) {
   mount_basics();
   install_busybox();
   int modules = load_modules();
+  snapvm::guest::watch_shutdown_requests();
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));

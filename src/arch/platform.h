@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -66,6 +67,16 @@ struct ConsoleSlot {
 };
 ConsoleSlot console_slot();
 std::unique_ptr<ConsoleDevice> make_console(ConsoleDevice::OutputFn output, ConsoleDevice::IrqFn irq);
+
+// The power button, as the firmware description wires it to a KEY_POWER
+// key. arm64: a line of a PL061 GPIO on the MMIO bus (gpio-keys in the
+// device tree). x86_64: an ACPI Generic Event Device's interrupt, whose
+// _EVT notifies a PNP0C0C button; no registers.
+struct PowerButtonSlot {
+  DeviceSlot slot;                    // the PL061's registers and SPI, or (size 0) the GED's GSI
+  std::optional<uint32_t> gpio_line;  // the PL061 line, where there is one
+};
+std::optional<PowerButtonSlot> power_button_slot();
 
 // --- Booting --------------------------------------------------------------
 struct BootImages {

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/describe.h"
+#include "snapshot/raw_memory.h"
 #include "snapshot/reader.h"
 #include "snapshot/verify.h"
 #include "state/snapshot_state.h"
@@ -94,6 +95,13 @@ int run_convert(const std::string& to, const std::vector<std::string>& files) {
     fmt::print("{} and {} -> {} ({} of data in {} of RAM)\n", files[0], files[1], files[2],
                human_bytes(s->state.data_bytes), human_bytes(s->state.ram_bytes));
   }
+  return 0;
+}
+
+int run_rebase_mem(const std::string& base, const std::string& diff) {
+  auto r = rebase_raw_memory(base, diff);
+  if (!r) return fail(r.error());
+  fmt::print("{} -> {}: {} copied in {} extent(s)\n", diff, base, human_bytes(r->data_bytes), r->extents);
   return 0;
 }
 

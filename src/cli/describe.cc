@@ -50,6 +50,7 @@ std::string device_kind(const state::DeviceConfig& d) {
     case state::DeviceKind::kPl011: return "pl011";
     case state::DeviceKind::kPl031: return "pl031";
     case state::DeviceKind::kSerial8250: return "8250-uart";
+    case state::DeviceKind::kPl061: return "pl061-gpio";
   }
   return "unknown";
 }

@@ -40,6 +40,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"firecracker", "snapvm"}));
   convert->add_option("FILES", convert_files, "the files, in the order --to names")->required()->expected(3);
 
+  std::string rebase_base, rebase_diff;
+  auto* rebase = app.add_subcommand(
+      "rebase-mem", "Lay a Firecracker Diff memory file over its base, in place (as Firecracker's rebase-snap)");
+  rebase->add_option("--base-file", rebase_base, "the base memory file (a Full one, or already rebased); rewritten")
+      ->required();
+  rebase->add_option("--diff-file", rebase_diff, "the Diff memory file taken after the base")->required();
+
   auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
   auto run_agent_command = snapvm::cli::register_agent_commands(app);
   auto run_control_command = snapvm::cli::register_control_commands(app);
@@ -51,6 +58,7 @@ int main(int argc, char** argv) {
   if (*inspect) return snapvm::cli::run_inspect(path, json);
   if (*verify) return snapvm::cli::run_verify(path, quiet);
   if (*convert) return snapvm::cli::run_convert(convert_to, convert_files);
+  if (*rebase) return snapvm::cli::run_rebase_mem(rebase_base, rebase_diff);
   int rc = run_vmm_command();
   if (rc < 0) rc = run_agent_command();
   if (rc < 0) rc = run_control_command();

@@ -175,20 +175,21 @@ Status MachineBackend::resume() {
 }
 
 Status MachineBackend::create_snapshot(const SnapshotCreateBody& body) {
-  if (body.diff) {
-    return make_error(ErrorCode::kUnsupported,
-                      "snapshot/create: Diff snapshots in Firecracker's layout are not supported yet; take a Full one "
-                      "(snapvm's own diffs: the control socket's snapshot with diff_from)");
-  }
   Machine* m = machine();
   if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
-  auto r = m->snapshot_two_files(body.snapshot_path, body.mem_file_path);
+  auto r = m->snapshot_two_files(body.snapshot_path, body.mem_file_path, body.diff);
   if (!r) return tl::unexpected(std::move(r.error()).context("snapshot/create"));
   return {};
 }
 
+// arm64 guests get a KEY_POWER press (the gpio-keys power button), which
+// Linux userspaces turn into a clean shutdown, as Ctrl+Alt+Del is on x86.
 Status MachineBackend::send_ctrl_alt_del() {
-  return make_error(ErrorCode::kUnsupported, "SendCtrlAltDel: not supported yet on {}", arch::name());
+  Machine* m = machine();
+  if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
+  auto r = m->press_power_button();
+  if (!r) return tl::unexpected(std::move(r.error()).context("SendCtrlAltDel"));
+  return {};
 }
 
 Status MachineBackend::replace_drive(size_t index, const std::string& path) {

@@ -39,9 +39,19 @@ Result<std::vector<MappedRegion>> map_raw_memory(const std::string& path, std::s
 }
 
 Result<WriteStats> write_raw_memory(const std::string& path, std::span<const RamSource> ram,
-                                    std::span<const uint64_t> offsets, const WriteOptions& options) {
+                                    std::span<const uint64_t> offsets, std::span<const DirtyBitmap> dirty,
+                                    const WriteOptions& options) {
   if (ram.size() != offsets.size()) return make_error(ErrorCode::kInvalidArgument, "raw memory: one offset per region");
   SNAPVM_CHECK_OK(internal::check_sources(ram));
+  const bool diff = !dirty.empty();
+  if (diff && dirty.size() != ram.size()) {
+    return make_error(ErrorCode::kInvalidArgument, "raw memory: one dirty bitmap per region");
+  }
+  for (size_t i = 0; diff && i < ram.size(); ++i) {
+    if (dirty[i].pages() != ram[i].bytes.size() / format::kPageSize) {
+      return make_error(ErrorCode::kInvalidArgument, "raw memory: region {}'s dirty bitmap has the wrong size", i);
+    }
+  }
   uint64_t end = 0;
   for (size_t i = 0; i < ram.size(); ++i) {
     if (offsets[i] % format::kPageSize != 0 || offsets[i] < end) {
@@ -75,7 +85,7 @@ Result<WriteStats> write_raw_memory(const std::string& path, std::span<const Ram
         uint64_t here = 0;
         for (uint64_t p = unit.first_page; p < unit.first_page + unit.pages; ++p) {
           const uint8_t* page = base + p * format::kPageSize;
-          if (is_all_zero({page, format::kPageSize})) continue;
+          if (diff ? !dirty[unit.region].test(p) : is_all_zero({page, format::kPageSize})) continue;
           SNAPVM_CHECK_OK(out.add(p, page));
           ++here;
         }
@@ -89,8 +99,53 @@ Result<WriteStats> write_raw_memory(const std::string& path, std::span<const Ram
   for (const auto& r : ram) stats.ram_bytes += r.bytes.size();
   stats.data_bytes = data_pages.load() * format::kPageSize;
   stats.written_bytes = stats.data_bytes;
-  stats.zero_bytes = stats.ram_bytes - stats.data_bytes;
+  stats.zero_bytes = diff ? 0 : stats.ram_bytes - stats.data_bytes;
   stats.file_bytes = end;
+  return stats;
+}
+
+Result<RebaseStats> rebase_raw_memory(const std::string& base_path, const std::string& diff_path) {
+  UniqueFd diff(::open(diff_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!diff.valid()) return errno_error("diff memory file " + diff_path);
+  UniqueFd base(::open(base_path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!base.valid()) return errno_error("base memory file " + base_path);
+  struct stat ds {}, bs {};
+  if (::fstat(diff.get(), &ds) != 0 || ::fstat(base.get(), &bs) != 0) return errno_error("rebase: stat");
+  if (!S_ISREG(ds.st_mode) || !S_ISREG(bs.st_mode)) {
+    return make_error(ErrorCode::kInvalidArgument, "rebase: both memory files must be regular files");
+  }
+  if (ds.st_dev == bs.st_dev && ds.st_ino == bs.st_ino) {
+    return make_error(ErrorCode::kInvalidArgument, "rebase: the base and the diff are the same file");
+  }
+  if (ds.st_size > bs.st_size) {
+    return make_error(ErrorCode::kInvalidArgument, "rebase: the diff ({} bytes) is longer than the base ({} bytes)",
+                      ds.st_size, bs.st_size);
+  }
+  RebaseStats stats;
+  off_t at = 0;
+  const off_t size = ds.st_size;
+  while (at < size) {
+    off_t data = ::lseek(diff.get(), at, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole is left
+      return errno_error("rebase: SEEK_DATA in " + diff_path);
+    }
+    off_t hole = ::lseek(diff.get(), data, SEEK_HOLE);
+    if (hole < 0) return errno_error("rebase: SEEK_HOLE in " + diff_path);
+    ++stats.extents;
+    for (off_t pos = data; pos < hole;) {
+      // copy_file_range stays in the kernel (and reflinks where it can).
+      loff_t in = pos, out = pos;
+      ssize_t n = ::copy_file_range(diff.get(), &in, base.get(), &out, static_cast<size_t>(hole - pos), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno_error("rebase: copy into " + base_path);
+      if (n == 0) return make_error(ErrorCode::kDataLoss, "rebase: {} shrank while being read", diff_path);
+      pos += n;
+      stats.data_bytes += static_cast<uint64_t>(n);
+    }
+    at = hole;
+  }
+  if (::fsync(base.get()) != 0) return errno_error("rebase: fsync " + base_path);
   return stats;
 }
 

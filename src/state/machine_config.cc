@@ -40,7 +40,7 @@ MachineConfig decode_machine_config(ByteReader& r) {
   for (uint32_t i = 0; i < nd && r.ok(); ++i) {
     DeviceConfig d;
     uint32_t kind = r.u32();
-    if (r.ok() && (kind < 1 || kind > 4)) r.fail(fmt::format("unknown device kind {}", kind));
+    if (r.ok() && (kind < 1 || kind > 5)) r.fail(fmt::format("unknown device kind {}", kind));
     d.kind = static_cast<DeviceKind>(kind);
     d.virtio_type = r.u32();
     d.mmio_base = r.u64();

@@ -20,6 +20,7 @@ enum class DeviceKind : uint32_t {
   kPl011 = 2,
   kPl031 = 3,
   kSerial8250 = 4,  // x86_64 COM1: `mmio_base` is the I/O port
+  kPl061 = 5,       // arm64 GPIO with the power button
 };
 
 struct DeviceConfig {

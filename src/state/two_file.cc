@@ -35,7 +35,7 @@ Result<ConvertStats> split_snapshot(const std::string& snapshot, const std::stri
     offsets.push_back(st.external_ram->regions[i].file_offset);
   }
   ConvertStats stats;
-  stats.memory = SNAPVM_TRY(write_raw_memory(mem_path, sources, offsets, options));
+  stats.memory = SNAPVM_TRY(write_raw_memory(mem_path, sources, offsets, {}, options));
   stats.state = SNAPVM_TRY(write_full(state_path, to_contents(st), {}, options));
   return stats;
 }

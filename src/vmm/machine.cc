@@ -10,13 +10,15 @@
 #include <condition_variable>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include "arch/platform.h"
 #include "base/file_io.h"
 #include "base/memory_faults.h"
 #include "base/paths.h"
-#include "devices/mmio_bus.h"
 #include "devices/console_device.h"
+#include "devices/mmio_bus.h"
+#include "devices/pl061.h"
 #include "devices/virtio/block.h"
 #include "devices/virtio/mmio_transport.h"
 #include "devices/virtio/rng.h"
@@ -84,6 +86,8 @@ struct Machine::State {
   MmioBus bus;      // guest-physical addresses
   MmioBus pio_bus;  // I/O ports (x86_64); empty on arm64
   std::unique_ptr<ConsoleDevice> console;
+  std::optional<arch::PowerButtonSlot> power_button;
+  std::unique_ptr<Pl061> power_gpio;  // the button's GPIO, where it is a GPIO line
   std::vector<std::unique_ptr<virtio::MmioTransport>> virtio;
   std::vector<arch::DeviceSlot> virtio_nodes;
   virtio::Vsock* vsock = nullptr;  // owned by its transport
@@ -369,6 +373,12 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, s
       },
       [raw, line = con.slot.irq](bool level) { raw->platform->set_irq(line, level); });
   SNAPVM_CHECK_OK((con.port_io ? s->pio_bus : s->bus).add(con.slot.base, con.slot.size, s->console.get()));
+  s->power_button = arch::power_button_slot();
+  if (s->power_button && s->power_button->gpio_line) {
+    const arch::DeviceSlot b = s->power_button->slot;
+    s->power_gpio = std::make_unique<Pl061>([raw, line = b.irq](bool level) { raw->platform->set_irq(line, level); });
+    SNAPVM_CHECK_OK(s->bus.add(b.base, b.size, s->power_gpio.get()));
+  }
   SNAPVM_CHECK_OK(s->platform->add_system_devices(s->bus, s->pio_bus, [raw](arch::Exit::Kind request) {
     raw->finish(request == arch::Exit::Kind::kPowerOff ? ExitReason::kPowerOff : ExitReason::kReset, std::nullopt);
   }));
@@ -536,6 +546,11 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
       SNAPVM_CHECK_OK(s->console->restore(d.device_specific));
       continue;
     }
+    if (!d.transport && st.machine.devices[d.slot].kind == state::DeviceKind::kPl061) {
+      if (!s->power_gpio) return make_error(ErrorCode::kDataLoss, "the snapshot has a power button this machine lacks");
+      SNAPVM_CHECK_OK(s->power_gpio->restore(d.device_specific));
+      continue;
+    }
     if (!d.transport || d.slot == 0 || d.slot > s->virtio.size()) continue;
     auto& t = *s->virtio[d.slot - 1];
     uint32_t here = t.device().device_id();
@@ -690,6 +705,11 @@ Result<state::SnapshotState> Machine::State::capture_state() const {
     st.devices.push_back(std::move(saved));
   }
   st.devices.push_back({0, std::nullopt, console->save()});  // slot 0, no transport: the console UART
+  if (power_gpio) {
+    const arch::DeviceSlot b = power_button->slot;
+    st.machine.devices.push_back({state::DeviceKind::kPl061, 0, b.base, b.size, b.irq, "power-button", ""});
+    st.devices.push_back({static_cast<uint32_t>(st.machine.devices.size() - 1), std::nullopt, power_gpio->save()});
+  }
   for (const auto& v : vcpus) st.vcpus.push_back(SNAPVM_TRY(platform->capture_vcpu(v)));
   st.arch_vm = SNAPVM_TRY(platform->capture_vm(vcpus));
   st.port_forwards = vsock != nullptr ? vsock->forwards() : std::vector<state::PortForward>{};
@@ -796,11 +816,17 @@ Result<Machine::LiveSnapshot> Machine::snapshot_live(const std::string& path, co
   return live;
 }
 
-Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& state_path, const std::string& mem_path) {
+Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& state_path, const std::string& mem_path,
+                                                          bool diff) {
   std::lock_guard one_at_a_time(s_->snapshot_mu);
   if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "snapshot needs a paused VM");
   if (state_path == mem_path) return make_error(ErrorCode::kInvalidArgument, "the state and memory files must differ");
+  if (diff && !s_->dirty) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "a Diff snapshot needs dirty-page tracking (track_dirty_pages, or --track-dirty)");
+  }
   state::SnapshotState st = SNAPVM_TRY(s_->capture_state());
+  if (s_->dirty) SNAPVM_CHECK_OK(s_->collect_dirty());
   std::vector<std::pair<uint64_t, uint64_t>> regions;
   for (const auto& m : st.machine.memory) regions.emplace_back(m.gpa, m.size);
   st.external_ram = state::external_ram_for(regions);
@@ -808,8 +834,17 @@ Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& sta
   for (const auto& r : st.external_ram->regions) offsets.push_back(r.file_offset);
   TwoFileStats stats;
   // Memory first: a state file is only ever committed next to the memory it describes.
-  stats.memory = SNAPVM_TRY(write_raw_memory(mem_path, s_->ram_sources(), offsets));
+  std::span<const DirtyBitmap> only;
+  if (diff) only = s_->dirty->since_base;
+  stats.memory = SNAPVM_TRY(write_raw_memory(mem_path, s_->ram_sources(), offsets, only));
   stats.state = SNAPVM_TRY(write_full(state_path, state::to_contents(st), {}));
+  if (s_->dirty) {
+    // The next Diff counts from here; a failed write above keeps the pages
+    // counted. Native diffs need a base of their own layout again.
+    s_->dirty->base_path.clear();
+    s_->dirty->base_checksum = 0;
+    for (auto& since : s_->dirty->since_base) std::fill(since.words().begin(), since.words().end(), 0);
+  }
   return stats;
 }
 
@@ -825,6 +860,39 @@ Status Machine::replace_disk(size_t index, const std::string& path) {
     return {};
   }
   return make_error(ErrorCode::kNotFound, "no disk {} (the VM has {})", index, seen);
+}
+
+Status Machine::press_power_button(std::chrono::milliseconds hold) {
+  if (!s_->power_button) {
+    return make_error(ErrorCode::kUnsupported, "this {} machine has no power button", arch::name());
+  }
+  if (paused()) return make_error(ErrorCode::kFailedPrecondition, "the VM is paused: resume it first");
+  if (!s_->power_gpio) {
+    // An event interrupt: the guest's _EVT reports press and release at once.
+    s_->platform->set_irq(s_->power_button->slot.irq, true);
+    s_->platform->set_irq(s_->power_button->slot.irq, false);
+    return {};
+  }
+  Pl061& gpio = *s_->power_gpio;
+  const uint32_t line = *s_->power_button->gpio_line;
+  gpio.set_input(line, true);
+  // gpio-keys reads the line a debounce interval after the interrupt; a
+  // release before that read would lose the press.
+  const auto deadline = std::chrono::steady_clock::now() + hold;
+  while (!gpio.guest_saw_input(line) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  gpio.set_input(line, false);
+  return {};
+}
+
+Result<std::vector<std::string>> Machine::describe_vcpus() const {
+  if (!paused()) return make_error(ErrorCode::kFailedPrecondition, "describing vCPUs needs a paused VM");
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s_->vcpus.size(); ++i) {
+    out.push_back(fmt::format("vCPU {}: {}", i, s_->platform->describe_vcpu(s_->vcpus[i])));
+  }
+  return out;
 }
 
 bool Machine::tracking_dirty() const { return s_->dirty.has_value(); }

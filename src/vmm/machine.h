@@ -123,6 +123,14 @@ class Machine {
   void start_paused();
   bool paused() const;
 
+  // Presses the guest's power button (arch::power_button_slot) and, for a
+  // GPIO button, holds it until the guest's driver has read it (at most
+  // `hold`, blocking the caller), then releases it: a request to shut down
+  // cleanly, which a guest without the driver ignores. Not while paused.
+  Status press_power_button(std::chrono::milliseconds hold = std::chrono::seconds(2));
+  // Where each vCPU is ("vCPU 0: pc=... pstate=..."), for reports of a
+  // guest that hangs; only while paused.
+  Result<std::vector<std::string>> describe_vcpus() const;
   // Every vCPU's complete state; only while paused.
   Result<std::vector<state::VcpuState>> capture_vcpus() const;
   Status restore_vcpus(const std::vector<state::VcpuState>& saved);
@@ -153,10 +161,16 @@ class Machine {
   // Firecracker's two-file layout: the machine state to `state_path` (a
   // snapvm snapshot whose RAM is external) and guest RAM raw to `mem_path`,
   // region after region, sparse. Only while paused; both crash-safe.
+  // `diff` writes only the pages dirtied since the last snapshot of either
+  // layout (or since the start), zero or not, the rest left as holes: a
+  // Firecracker Diff, laid over its base with rebase_raw_memory. It needs
+  // dirty tracking. With tracking on, every two-file snapshot starts a new
+  // dirty interval, so a native diff then needs a native full snapshot first.
   struct TwoFileStats {
     WriteStats state, memory;
   };
-  Result<TwoFileStats> snapshot_two_files(const std::string& state_path, const std::string& mem_path);
+  Result<TwoFileStats> snapshot_two_files(const std::string& state_path, const std::string& mem_path,
+                                          bool diff = false);
 
   // Disk `index` (in MachineConfig::disks order) reads and writes the
   // image at `path` from now on; the guest is told its capacity changed.

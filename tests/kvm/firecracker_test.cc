@@ -105,6 +105,24 @@ bool wait_for(const std::string& path, const std::string& text, std::chrono::sec
   return false;
 }
 
+// SendCtrlAltDel: the guest's init sees the power button, stops its
+// processes, syncs and powers off, and the VMM process ends with status 0.
+void shut_down_with_ctrl_alt_del(const std::string& sock, pid_t vmm, const std::string& console) {
+  auto pressed = put(sock, "/actions", {{"action_type", "SendCtrlAltDel"}});
+  EXPECT_EQ(pressed.status, 204) << pressed.body;
+  int status = -1;
+  for (int i = 0; i < 1200 && ::waitpid(vmm, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
+  if (status == -1) {
+    ADD_FAILURE() << "the guest did not shut down within 120 s of SendCtrlAltDel: " << test::read_text(console);
+    stop_vmm(vmm);
+    return;
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string out = test::read_text(console);
+  EXPECT_NE(out.find("SNAPVM-GUEST-SHUTDOWN power button"), std::string::npos) << out;
+  EXPECT_NE(out.find("filesystems synced, powering off"), std::string::npos) << out;
+}
+
 TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests) {
   const std::string sock = "/tmp/fc-api.sock", vsock = "/tmp/fc.vsock", console = "/tmp/fc-console.log",
                     errors = "/tmp/fc-errors.log", metrics = "/tmp/fc-metrics.json", log = "/tmp/fc-log.txt";
@@ -174,6 +192,10 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
 
   ASSERT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
   EXPECT_EQ(state_of(sock), "Paused");
+  auto untracked = put(sock, "/snapshot/create",
+                       {{"snapshot_type", "Diff"}, {"snapshot_path", "/tmp/fc.snap"}, {"mem_file_path", "/tmp/fc.mem"}});
+  EXPECT_EQ(untracked.status, 400);  // no track_dirty_pages in the machine config
+  EXPECT_NE(untracked.body.find("dirty"), std::string::npos) << untracked.body;
   ASSERT_EQ(patch(sock, "/vm", {{"state", "Resumed"}}).status, 204);
   EXPECT_EQ(state_of(sock), "Running");
   auto again = test::run(vsock, {"echo", "resumed"});
@@ -186,7 +208,10 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
   EXPECT_EQ(line["vmm"]["vcpus"], 2);
   EXPECT_GE(line["api_server"]["faults"].get<int>(), 7);
 
-  stop_vmm(vmm);
+  ASSERT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
+  EXPECT_EQ(put(sock, "/actions", {{"action_type", "SendCtrlAltDel"}}).status, 400);  // paused: nobody to hear it
+  ASSERT_EQ(patch(sock, "/vm", {{"state", "Resumed"}}).status, 204);
+  shut_down_with_ctrl_alt_del(sock, vmm, console);
 }
 
 TEST(Firecracker, ConfigFileBootsAtOnceAsKataStartsIt) {
@@ -239,36 +264,60 @@ std::string page_server_binary() {
   return bin.substr(0, bin.rfind('/') + 1) + "snapvm-test-page-server";
 }
 
-// A guest booted through the API with a file of random bytes in its RAM
-// (tmpfs), paused and saved in Firecracker's two-file layout.
+uint64_t allocated_bytes(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+// A guest booted through the API with dirty-page tracking and files of
+// random bytes in its RAM (tmpfs), saved as Firecracker users chain them: a
+// Full snapshot, more writes, a Diff, and the Diff's memory laid over the
+// Full's (rebase-mem). The state and memory left are the guest at the Diff.
 struct SavedGuest {
-  std::string state = "/tmp/fc-snap.state", mem = "/tmp/fc-snap.mem", digest;
+  std::string state = "/tmp/fc-snap.state", mem = "/tmp/fc-snap.mem";
+  std::string check = "sha256sum < /tmp/r && sha256sum < /tmp/r2";  // run in the guest; prints `digests`
+  std::string digests;
 };
 
 SavedGuest boot_fill_and_save() {
   SavedGuest g;
   const std::string sock = "/tmp/fc-save.sock", vsock = "/tmp/fc-save.vsock", console = "/tmp/fc-save-console.log",
-                    errors = "/tmp/fc-save-errors.log";
+                    errors = "/tmp/fc-save-errors.log", full_state = "/tmp/fc-full.state";
   ::unlink(vsock.c_str());
   pid_t vmm = start_vmm(sock, console, errors);
-  EXPECT_EQ(put(sock, "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 256}}).status, 204);
-  EXPECT_EQ(put(sock, "/boot-source", boot_source())
-                .status,
+  EXPECT_EQ(put(sock, "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 256}, {"track_dirty_pages", true}}).status,
             204);
+  EXPECT_EQ(put(sock, "/boot-source", boot_source()).status, 204);
   EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", vsock}}).status, 204);
   auto started = put(sock, "/actions", {{"action_type", "InstanceStart"}});
   EXPECT_EQ(started.status, 204) << started.body << test::read_text(errors);
   EXPECT_TRUE(wait_for(console, "SNAPVM-GUEST-READY", 600s)) << test::read_text(errors);
   auto fill = test::run(vsock, {"sh", "-c", "head -c 24000000 /dev/urandom > /tmp/r && sha256sum < /tmp/r"});
-  g.digest = fill.out;
-  EXPECT_GE(g.digest.size(), 64u) << fill.error << fill.err;  // "HASH  -"
+  EXPECT_GE(fill.out.size(), 64u) << fill.error << fill.err;  // "HASH  -"
   EXPECT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
-  auto diff = put(sock, "/snapshot/create", {{"snapshot_type", "Diff"}, {"snapshot_path", g.state}, {"mem_file_path", g.mem}});
-  EXPECT_EQ(diff.status, 400);
-  EXPECT_NE(diff.body.find("Diff"), std::string::npos) << diff.body;
-  auto created = put(sock, "/snapshot/create", {{"snapshot_path", g.state}, {"mem_file_path", g.mem}});
+  auto created = put(sock, "/snapshot/create", {{"snapshot_path", full_state}, {"mem_file_path", g.mem}});
   EXPECT_EQ(created.status, 204) << created.body;
+  EXPECT_EQ(patch(sock, "/vm", {{"state", "Resumed"}}).status, 204);
+
+  auto more = test::run(vsock, {"sh", "-c", "head -c 4000000 /dev/urandom > /tmp/r2 && " + g.check});
+  g.digests = more.out;
+  EXPECT_GE(g.digests.size(), 128u) << more.error << more.err;
+  EXPECT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
+  const std::string diff_mem = "/tmp/fc-diff.mem";
+  auto diff = put(sock, "/snapshot/create",
+                  {{"snapshot_type", "Diff"}, {"snapshot_path", g.state}, {"mem_file_path", diff_mem}});
+  EXPECT_EQ(diff.status, 204) << diff.body;
   stop_vmm(vmm);
+
+  // The Diff holds the pages written since the Full (the 4 MB file, page
+  // tables, the agent's buffers), not the 24 MB before it.
+  const uint64_t full_bytes = allocated_bytes(g.mem), diff_bytes = allocated_bytes(diff_mem);
+  EXPECT_GT(diff_bytes, 4'000'000u);
+  EXPECT_LT(diff_bytes, full_bytes / 3) << "full " << full_bytes << " diff " << diff_bytes;
+  std::printf("FIGURE Diff memory file: %.1f MiB of data, the Full's %.1f MiB\n", diff_bytes / 1048576.0,
+              full_bytes / 1048576.0);
+  auto rebased = test::snapvm_cli("rebase-mem --base-file " + g.mem + " --diff-file " + diff_mem);
+  EXPECT_EQ(rebased.rc, 0) << rebased.out;
   return g;
 }
 
@@ -291,15 +340,20 @@ void load_and_check(const SavedGuest& g, const json& mem_backend, const std::str
   // answer can take longer than the agent client's 10 s connect wait.
   test::Output check;
   for (int attempt = 0; attempt < 12 && check.out.empty(); ++attempt) {
-    check = test::run(vsock, {"sh", "-c", "sha256sum < /tmp/r"});
+    check = test::run(vsock, {"sh", "-c", g.check});
   }
-  EXPECT_EQ(check.out, g.digest) << tag << ": " << check.error << test::read_text(errors);
+  EXPECT_EQ(check.out, g.digests) << tag << ": " << check.error << test::read_text(errors);
   auto t2 = std::chrono::steady_clock::now();
   std::printf("FIGURE snapshot/load (%s): %.1f ms to the response, %.1f ms to the guest's answer over the agent\n",
               tag.c_str(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
               std::chrono::duration<double, std::milli>(t2 - t0).count());
   EXPECT_EQ(put(sock, "/snapshot/load", {{"snapshot_path", g.state}, {"mem_backend", mem_backend}}).status, 400);
-  stop_vmm(vmm);
+  if (tag == "file") {
+    // The power button's programming came back with the snapshot.
+    shut_down_with_ctrl_alt_del(sock, vmm, console);
+  } else {
+    stop_vmm(vmm);
+  }
 }
 
 // The page server as its own process; its report (stdout) goes to `report`.

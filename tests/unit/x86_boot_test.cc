@@ -75,6 +75,35 @@ TEST(X86Acpi, TablesChainFromTheRsdpWithValidChecksums) {
   EXPECT_NE(aml.find(std::string(reinterpret_cast<char*>(irq), sizeof irq)), std::string::npos);
 }
 
+// The power button: a GED (ACPI0013) whose interrupt is the given GSI and
+// whose _EVT notifies \_SB.PWRB (PNP0C0C) with 0x80, as Linux's evged and
+// button drivers expect; absent unless asked for.
+TEST(X86Acpi, PowerButtonIsAGenericEventDeviceNotifyingAPnp0c0cButton) {
+  auto dsdt_of = [](const AcpiConfig& c) {
+    AcpiTables t = build_acpi(c);
+    const std::string all(t.bytes.begin(), t.bytes.end());
+    size_t at = all.find("DSDT");
+    return all.substr(at, le(t.bytes, at + 4, 4));
+  };
+  AcpiConfig c;
+  c.base_gpa = 0xe0000;
+  const std::string without = dsdt_of(c);
+  EXPECT_EQ(without.find("ACPI0013"), std::string::npos);
+  c.power_button_gsi = 3;
+  const std::string aml = dsdt_of(c);
+  EXPECT_EQ(sum(reinterpret_cast<const uint8_t*>(aml.data()), aml.size()), 0);
+  EXPECT_NE(aml.find("ACPI0013"), std::string::npos);
+  const uint8_t pnp0c0c[] = {0x0c, 0x41, 0xd0, 0x0c, 0x0c};
+  EXPECT_NE(aml.find(std::string(reinterpret_cast<const char*>(pnp0c0c), sizeof pnp0c0c)), std::string::npos);
+  const uint8_t irq[] = {0x89, 0x06, 0x00, 0x03, 0x01, 0x03, 0x00, 0x00, 0x00};
+  EXPECT_NE(aml.find(std::string(reinterpret_cast<const char*>(irq), sizeof irq)), std::string::npos);
+  const std::string evt = std::string("_EVT\x01\x86\x5c\x2e_SB_PWRB\x0a\x80", 18);
+  const size_t method = aml.find(evt);
+  ASSERT_NE(method, std::string::npos);
+  EXPECT_EQ(static_cast<uint8_t>(aml[method - 2]), 0x14) << "MethodOp";
+  EXPECT_EQ(static_cast<uint8_t>(aml[method - 1]), evt.size() + 1) << "PkgLength";
+}
+
 TEST(X86Acpi, PkgLengthEncodesEachSize) {
   EXPECT_EQ(aml_pkg_length(0), (std::vector<uint8_t>{0x01}));
   EXPECT_EQ(aml_pkg_length(62), (std::vector<uint8_t>{0x3f}));

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "agent/client.h"
 #include "arch/platform.h"
@@ -96,17 +97,40 @@ BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uin
   auto m = Machine::create(c);
   if (!m) die("bench", m.error().describe());
   machine_ = std::move(*m);
-  runner_ = std::thread([this] { (void)machine_->run(); });
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  runner_ = std::thread([this] {
+    auto r = machine_->run();
+    std::string how = r ? fmt::format("exited ({})", to_string(*r)) : "failed: " + r.error().describe();
+    if (std::string detail = machine_->exit_detail(); !detail.empty()) how += ": " + detail;
+    std::lock_guard lock(mu_);
+    ended_ = std::move(how);
+  });
+  // A boot takes seconds even in the emulated test host; three minutes is a
+  // hang, and the console tail says where it stopped.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
   for (;;) {
     {
       std::lock_guard lock(mu_);
       if (console_.find("SNAPVM-GUEST-READY") != std::string::npos) break;
+      if (ended_) die("bench", fmt::format("the VM {} while booting; its console ends:\n{}", *ended_, console_tail()));
     }
-    if (std::chrono::steady_clock::now() > deadline) die("bench", "the guest did not boot");
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::string where = "vCPUs: could not pause the VM to read them";
+      if (machine_->pause()) {
+        auto described = machine_->describe_vcpus();
+        if (described) where = fmt::format("{}", fmt::join(*described, "; "));
+      }
+      std::lock_guard lock(mu_);
+      die("bench", fmt::format("the guest did not boot within 3 minutes ({}); its console ends:\n{}", where,
+                               console_tail()));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   progress("guest booted");
+}
+
+std::string BenchGuest::console_tail() const {
+  constexpr size_t kTail = 4096;
+  return console_.size() > kTail ? console_.substr(console_.size() - kTail) : console_;
 }
 
 BenchGuest::~BenchGuest() {

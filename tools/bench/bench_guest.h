@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -67,11 +68,16 @@ class BenchGuest {
   double run(const std::string& script);
 
  private:
+  std::string console_tail() const;  // with mu_ held
+
   std::string vsock_;
   std::mutex mu_;
   std::string console_;
   std::unique_ptr<Machine> machine_;
   std::thread runner_;
+  // How run() ended, set once by the runner thread (guarded by mu_): a
+  // guest that powers off or fails while booting is reported at once.
+  std::optional<std::string> ended_;
 };
 
 }  // namespace snapvm::bench

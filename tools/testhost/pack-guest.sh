@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs the guest initramfs: snapvm's init (with the agent) as /init, busybox
-# for the userland, and the virtio and vsock modules Debian's kernel keeps as
-# modules, listed in load order.
+# for the userland, and the virtio, vsock and input (power button) modules
+# Debian's kernel keeps as modules, listed in load order.
 #   pack-guest.sh INIT_BINARY KERNEL_MODULES_DIR BUSYBOX OUT.cpio
 set -euo pipefail
 init=$1 moddir=$2 busybox=$3 out=$4
@@ -15,7 +15,8 @@ ln -s /init "$guest/bin/fill-memory"
 : > "$guest/lib/modules/load-order"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
          net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
-         net/vmw_vsock/vmw_vsock_virtio_transport net/vmw_vsock/vsock_loopback; do
+         net/vmw_vsock/vmw_vsock_virtio_transport net/vmw_vsock/vsock_loopback \
+         drivers/input/evdev drivers/input/keyboard/gpio_keys drivers/acpi/button; do
   src="$moddir/kernel/$m.ko"
   name=$(basename "$src")
   if [ -e "$src" ]; then

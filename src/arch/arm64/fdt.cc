@@ -17,6 +17,8 @@ constexpr uint32_t kIrqEdgeRising = 1;
 constexpr uint32_t kIrqLevelHigh = 4;
 constexpr uint32_t kPhandleGic = 1;
 constexpr uint32_t kPhandleClock = 2;
+constexpr uint32_t kPhandleGpio = 3;
+constexpr uint32_t kGpioActiveHigh = 0;
 
 class FdtWriter {
  public:
@@ -145,6 +147,26 @@ Result<std::vector<uint8_t>> build_fdt(const FdtConfig& c) {
   w.prop_cells("clocks", {kPhandleClock, kPhandleClock});
   w.prop_strings("clock-names", {"uartclk", "apb_pclk"});
   w.prop_u32("arm,primecell-periphid", 0x00241011);
+  w.end();
+
+  w.begin(fmt::format("pl061@{:x}", kGpioBase));
+  w.prop_strings("compatible", {"arm,pl061", "arm,primecell"});
+  w.reg(kGpioBase, kGpioSize);
+  w.prop_cells("interrupts", {kGicSpi, kGpioSpi, kIrqLevelHigh});
+  w.prop_empty("gpio-controller");
+  w.prop_u32("#gpio-cells", 2);
+  w.prop_cells("clocks", {kPhandleClock});
+  w.prop("clock-names", "apb_pclk");
+  w.prop_u32("phandle", kPhandleGpio);
+  w.end();
+
+  w.begin("gpio-keys");
+  w.prop("compatible", "gpio-keys");
+  w.begin("power-button");
+  w.prop("label", "power button");
+  w.prop_u32("linux,code", kKeyPower);
+  w.prop_cells("gpios", {kPhandleGpio, kPowerButtonLine, kGpioActiveHigh});
+  w.end();
   w.end();
 
   for (const auto& v : c.virtio) {

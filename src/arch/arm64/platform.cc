@@ -67,6 +67,10 @@ std::unique_ptr<ConsoleDevice> make_console(ConsoleDevice::OutputFn output, Cons
   return std::make_unique<Pl011>(std::move(output), std::move(irq));
 }
 
+std::optional<PowerButtonSlot> power_button_slot() {
+  return PowerButtonSlot{{kGpioBase, kGpioSize, kGpioSpi}, kPowerButtonLine};  // wired in build_fdt
+}
+
 Status check_boot(const BootImages& images, uint64_t ram_bytes) {
   auto kernel = SNAPVM_TRY(parse_kernel_image(images.kernel, images.kernel_name));
   SNAPVM_TRY(plan_boot(kRamBase, ram_bytes, kernel, images.initrd.size()));

@@ -156,6 +156,33 @@ Bytes com1_device() {
   return device_with_resources("COM1", aml_integer(0x0105d041), 0, res);  // EisaId("PNP0501")
 }
 
+// The power button: a PNP0C0C device, and a Generic Event Device (ACPI0013)
+// whose interrupt runs _EVT, which notifies the button (0x80: pressed).
+// Hardware-reduced ACPI has no fixed power button; Linux's GED and button
+// drivers turn this into a KEY_POWER press.
+Bytes power_button_devices(uint32_t gsi) {
+  Bytes pwrb = aml_name("_HID", aml_integer(0x0c0cd041));  // EisaId("PNP0C0C")
+  append(pwrb, aml_name("_UID", aml_integer(0)));
+  Bytes out = aml_device("PWRB", pwrb);
+  Bytes res;
+  append_interrupt_and_end(res, gsi);
+  Bytes ged = aml_name("_HID", aml_string("ACPI0013"));
+  append(ged, aml_name("_UID", aml_integer(0)));
+  append(ged, aml_name("_CRS", aml_buffer(res)));
+  // Method(_EVT, 1) { Notify(\_SB.PWRB, 0x80) }
+  Bytes method = aml_name_seg("_EVT");
+  method.push_back(0x01);  // one argument (the GSI), not serialized
+  method.push_back(0x86);  // NotifyOp
+  method.push_back(0x5c);  // root
+  method.push_back(0x2e);  // DualNamePrefix
+  append(method, aml_name_seg("_SB_"));
+  append(method, aml_name_seg("PWRB"));
+  append(method, aml_integer(0x80));
+  append(ged, aml_pkg({0x14}, method));
+  append(out, aml_device("GED0", ged));
+  return out;
+}
+
 }  // namespace
 
 std::vector<uint8_t> aml_pkg_length(size_t content) {
@@ -178,6 +205,7 @@ AcpiTables build_acpi(const AcpiConfig& c) {
   Bytes dsdt_body;
   Bytes sb = com1_device();
   for (size_t i = 0; i < c.virtio.size(); ++i) append(sb, virtio_device(i, c.virtio[i]));
+  if (c.power_button_gsi) append(sb, power_button_devices(*c.power_button_gsi));
   Bytes scope{0x5c, '_', 'S', 'B', '_'};
   append(scope, sb);
   append(dsdt_body, aml_pkg({0x10}, scope));

@@ -11,6 +11,7 @@
 //   0xfec0_0000                 IOAPIC;  0xfee0_0000  local APICs
 //   0x1_0000_0000 -             RAM beyond 3.25 GiB
 //
+// Interrupts: GSI 3 the ACPI power button's event (GED), 4 COM1, 5-23 virtio.
 // I/O ports: 0x3f8 COM1 (8250, IRQ 4); 0x60/0x64 i8042 (reset line only);
 // 0x3c0 ACPI sleep control, 0x3c1 sleep status, 0x3c2 reset register.
 #pragma once
@@ -47,6 +48,7 @@ inline constexpr uint64_t kLapicAddr = 0xfee0'0000;
 
 inline constexpr uint16_t kCom1Port = 0x3f8;
 inline constexpr uint32_t kCom1Irq = 4;
+inline constexpr uint32_t kPowerButtonGsi = 3;  // free: no COM2
 inline constexpr uint16_t kI8042DataPort = 0x60;
 inline constexpr uint16_t kI8042CommandPort = 0x64;
 inline constexpr uint16_t kAcpiSleepControlPort = 0x3c0;

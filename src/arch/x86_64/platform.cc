@@ -116,6 +116,12 @@ DeviceSlot virtio_slot(uint32_t index) {
   return {kVirtioMmioBase + index * kVirtioMmioSlotSize, kVirtioMmioSlotSize, kVirtioFirstGsi + index};
 }
 
+// An ACPI power button (the DSDT's GED, build_acpi): no registers, an
+// edge on its GSI. Firecracker's x86_64 answer is Ctrl+Alt+Del on an i8042
+// keyboard; a power button reaches the same userspace handlers without a
+// keyboard controller.
+std::optional<PowerButtonSlot> power_button_slot() { return PowerButtonSlot{{0, 0, kPowerButtonGsi}, std::nullopt}; }
+
 ConsoleSlot console_slot() { return {{kCom1Port, 8, kCom1Irq}, true, state::DeviceKind::kSerial8250}; }
 
 std::unique_ptr<ConsoleDevice> make_console(ConsoleDevice::OutputFn output, ConsoleDevice::IrqFn irq) {
@@ -286,6 +292,7 @@ Status Platform::boot(const GuestMemory& ram, const BootImages& images, std::spa
   ac.base_gpa = kAcpiAddr;
   ac.vcpus = static_cast<uint32_t>(vcpus.size());
   for (const auto& d : virtio) ac.virtio.push_back({d.base, d.size, d.irq});
+  ac.power_button_gsi = kPowerButtonGsi;
   AcpiTables acpi = build_acpi(ac);
   if (acpi.bytes.size() > kAcpiMax) return make_error(ErrorCode::kFailedPrecondition, "ACPI tables too large");
   SNAPVM_CHECK_OK(write(kAcpiAddr, acpi.bytes.data(), acpi.bytes.size(), "ACPI tables"));
