@@ -68,6 +68,9 @@ class BenchGuest {
   double run(const std::string& script);
 
  private:
+  // Boots a machine of `c` and waits for the guest's readiness line: empty
+  // when it came, else a report of the hang (the machine is then gone).
+  std::string boot(const MachineConfig& c);
   std::string console_tail() const;  // with mu_ held
 
   std::string vsock_;
