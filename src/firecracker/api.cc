@@ -271,6 +271,7 @@ HttpResponse Api::snapshot_load(const json& body) {
                  "boot-specific configuration");
   }
   if (auto r = backend_.load_snapshot(*s); !r) return fault(r.error());
+  config_.drives = backend_.loaded_drives();
   state_ = s->resume_vm ? VmState::kRunning : VmState::kPaused;
   return no_content();
 }

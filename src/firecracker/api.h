@@ -40,6 +40,9 @@ class VmBackend {
   // A running VM's drive `index` (in VmConfig::drives order) now reads and
   // writes `path`.
   virtual Status replace_drive(size_t index, const std::string& path) = 0;
+  // After load_snapshot: the drives the snapshot brought (ids as they were
+  // put when it was taken), in replace_drive's order.
+  virtual std::vector<DriveBody> loaded_drives() { return {}; }
   // Log lines from now on go to `fd` (PUT /logger).
   virtual Status redirect_log(UniqueFd fd) = 0;
   // The VM's own counters for the metrics file.

@@ -35,7 +35,7 @@ Result<MachineConfig> machine_config_of(const VmConfig& config) {
   c.disks.resize(config.drives.size());
   for (size_t i = 0; i < config.drives.size(); ++i) {
     const auto& d = config.drives[i];
-    c.disks[order[i]] = {d.path_on_host, d.is_read_only};
+    c.disks[order[i]] = {d.path_on_host, d.is_read_only, d.drive_id};
     if (!d.is_root_device) continue;
     // What Firecracker adds for its root device.
     c.cmdline += d.partuuid ? " root=PARTUUID=" + *d.partuuid : std::string(" root=/dev/vda");
@@ -152,14 +152,32 @@ Status MachineBackend::load_snapshot(const SnapshotLoadBody& body) {
   o.memory = memory;
   const bool resume = body.resume_vm;
   const std::string path = body.snapshot_path;
-  return on_vmm_thread([this, o, resume, path]() -> Status {
+  SNAPVM_CHECK_OK(on_vmm_thread([this, o, resume, path]() -> Status {
     auto m = Machine::restore(path, o);
     if (!m) return tl::unexpected(std::move(m.error()).context("snapshot/load"));
     if (!resume) (*m)->start_paused();
     MutexLock lock(mu_);
     machine_ = std::move(*m);
     return {};
-  });
+  }));
+  // The snapshot's disks keep their order: drive i is disk i.
+  disk_order_.resize(machine()->disks().size());
+  for (size_t i = 0; i < disk_order_.size(); ++i) disk_order_[i] = i;
+  return {};
+}
+
+std::vector<DriveBody> MachineBackend::loaded_drives() {
+  std::vector<DriveBody> out;
+  Machine* m = machine();
+  if (m == nullptr) return out;
+  for (const auto& d : m->disks()) {
+    DriveBody b;
+    b.drive_id = d.id;
+    b.path_on_host = d.path;
+    b.is_read_only = d.read_only;  // which one was the root the snapshot does not say
+    out.push_back(std::move(b));
+  }
+  return out;
 }
 
 Status MachineBackend::pause() {
@@ -182,8 +200,9 @@ Status MachineBackend::create_snapshot(const SnapshotCreateBody& body) {
   return {};
 }
 
-// arm64 guests get a KEY_POWER press (the gpio-keys power button), which
-// Linux userspaces turn into a clean shutdown, as Ctrl+Alt+Del is on x86.
+// The machine's power button (arm64: gpio-keys, x86_64: ACPI) sends the
+// guest KEY_POWER, which Linux userspaces turn into a clean shutdown, as
+// Firecracker's Ctrl+Alt+Del does on x86_64.
 Status MachineBackend::send_ctrl_alt_del() {
   Machine* m = machine();
   if (m == nullptr) return make_error(ErrorCode::kFailedPrecondition, "the microVM is not started");
@@ -198,7 +217,7 @@ Status MachineBackend::replace_drive(size_t index, const std::string& path) {
   // The machine orders disks root first (machine_config_of); the API counts
   // in the order drives were put.
   if (index >= disk_order_.size()) {
-    return make_error(ErrorCode::kUnsupported, "drive: this microVM was loaded from a snapshot; its drives keep their files");
+    return make_error(ErrorCode::kNotFound, "drive: the microVM has no drive {}", index);
   }
   auto r = m->replace_disk(disk_order_[index], path);
   if (!r) return tl::unexpected(std::move(r.error()).context("drive"));

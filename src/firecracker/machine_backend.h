@@ -41,6 +41,7 @@ class MachineBackend final : public VmBackend {
   Status create_snapshot(const SnapshotCreateBody& body) override;
   Status send_ctrl_alt_del() override;
   Status replace_drive(size_t index, const std::string& path) override;
+  std::vector<DriveBody> loaded_drives() override;
   Status redirect_log(UniqueFd fd) override;
   nlohmann::json metrics() override;
 
@@ -51,7 +52,8 @@ class MachineBackend final : public VmBackend {
 
   std::function<void(std::string_view)> console_;
   // Per API drive (in put order), its disk index in the machine (root first).
-  // Set by start() before the VM exists, read by replace_drive() after.
+  // Set by start() or load_snapshot() (the snapshot's order), read by
+  // replace_drive(), all on the API thread.
   std::vector<size_t> disk_order_;
   Mutex mu_;
   std::condition_variable_any cv_;

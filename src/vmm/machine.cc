@@ -92,6 +92,7 @@ struct Machine::State {
   std::vector<arch::DeviceSlot> virtio_nodes;
   virtio::Vsock* vsock = nullptr;  // owned by its transport
   std::vector<std::string> virtio_backends;  // per virtio slot: image or socket path, for snapshots
+  std::vector<std::string> virtio_names;     // per virtio slot: its name in snapshots (empty: "virtio<slot>")
 
   // Dirty tracking: what KVM logs plus what the VMM marks, gathered at each
   // snapshot into the pages written since `dirty_base`.
@@ -109,7 +110,7 @@ struct Machine::State {
   UniqueFd uffd, uffd_socket;  // RAM served by a page server: kept open while the VM lives
   std::mutex snapshot_mu;  // one snapshot at a time
 
-  Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {});
+  Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {}, std::string name = {});
   std::vector<RamSource> ram_sources() const;
   // Moves KVM's log and the VMM's marks into dirty->since_base and
   // re-protects, so the next interval starts now. Only while paused.
@@ -139,7 +140,8 @@ struct Machine::State {
   void vcpu_loop(size_t index);
 };
 
-Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend) {
+Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend,
+                                  std::string name) {
   uint32_t slot = static_cast<uint32_t>(virtio.size());
   if (slot >= arch::virtio_slot_count()) {
     return make_error(ErrorCode::kInvalidArgument, "more than {} virtio devices", arch::virtio_slot_count());
@@ -155,6 +157,7 @@ Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, 
   SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
   virtio_nodes.push_back(node);
   virtio_backends.push_back(std::move(backend));
+  virtio_names.push_back(std::move(name));
   return {};
 }
 
@@ -384,7 +387,7 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, s
   }));
   if (c.rng) SNAPVM_CHECK_OK(s->add_virtio(std::make_unique<virtio::Rng>()));
   for (const auto& d : c.disks) {
-    SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only)), d.path));
+    SNAPVM_CHECK_OK(s->add_virtio(SNAPVM_TRY(virtio::Block::open(d.path, d.read_only)), d.path, d.id));
   }
   if (!c.vsock_path.empty()) {
     auto vsock = SNAPVM_TRY(virtio::Vsock::create(c.guest_cid, c.vsock_path, c.publish));
@@ -486,7 +489,7 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
       std::string disk = index < o.disks.size()
                              ? o.disks[index]
                              : SNAPVM_TRY(recorded(d.backend, fmt::format("disk {}", index), "--disk PATH"));
-      c.disks.push_back({disk, read_only});
+      c.disks.push_back({disk, read_only, d.name});
     }
     if (d.virtio_type == 19) {
       c.vsock_path = !o.vsock_path.empty() ? o.vsock_path
@@ -701,7 +704,8 @@ Result<state::SnapshotState> Machine::State::capture_state() const {
     const auto& node = virtio_nodes[i];
     state::DeviceState saved = virtio[i]->save_device(static_cast<uint32_t>(i + 1));
     st.machine.devices.push_back({state::DeviceKind::kVirtioMmio, saved.transport->device_id, node.base, node.size,
-                                  node.irq, fmt::format("virtio{}", i), virtio_backends[i]});
+                                  node.irq, virtio_names[i].empty() ? fmt::format("virtio{}", i) : virtio_names[i],
+                                  virtio_backends[i]});
     st.devices.push_back(std::move(saved));
   }
   st.devices.push_back({0, std::nullopt, console->save()});  // slot 0, no transport: the console UART
@@ -846,6 +850,19 @@ Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& sta
     for (auto& since : s_->dirty->since_base) std::fill(since.words().begin(), since.words().end(), 0);
   }
   return stats;
+}
+
+std::vector<MachineConfig::Disk> Machine::disks() const {
+  std::lock_guard lock(s_->snapshot_mu);  // guards virtio_backends
+  std::vector<MachineConfig::Disk> out;
+  size_t index = 0;
+  for (size_t slot = 0; slot < s_->virtio.size(); ++slot) {
+    if (s_->virtio[slot]->device().device_id() != 2) continue;
+    MachineConfig::Disk d = s_->config.disks.at(index++);
+    d.path = s_->virtio_backends[slot];
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 Status Machine::replace_disk(size_t index, const std::string& path) {

@@ -30,8 +30,13 @@ struct MachineConfig {
   uint64_t mem_bytes = 512ull << 20;
   uint32_t vcpus = 1;
   struct Disk {
+    Disk() = default;
+    Disk(std::string p, bool ro, std::string name = {}) : path(std::move(p)), read_only(ro), id(std::move(name)) {}
     std::string path;
     bool read_only = false;
+    // A name kept in snapshots (the device's name), e.g. a Firecracker
+    // drive_id; empty: "virtio<slot>". Restored machines carry it back.
+    std::string id;
   };
   std::vector<Disk> disks;  // virtio-blk, /dev/vda, /dev/vdb, ... in order
   bool rng = true;          // virtio-rng: host entropy for the guest
@@ -172,6 +177,9 @@ class Machine {
   Result<TwoFileStats> snapshot_two_files(const std::string& state_path, const std::string& mem_path,
                                           bool diff = false);
 
+  // The disks, in MachineConfig::disks order, with their current files and
+  // ids (for a restored machine, the ids its snapshot recorded).
+  std::vector<MachineConfig::Disk> disks() const;
   // Disk `index` (in MachineConfig::disks order) reads and writes the
   // image at `path` from now on; the guest is told its capacity changed.
   // Snapshots record the new path. Thread-safe.

@@ -289,6 +289,11 @@ SavedGuest boot_fill_and_save() {
             204);
   EXPECT_EQ(put(sock, "/boot-source", boot_source()).status, 204);
   EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", vsock}}).status, 204);
+  EXPECT_EQ(std::system("printf AAAA > /tmp/fc-save-a.img && truncate -s 1M /tmp/fc-save-a.img"), 0);
+  EXPECT_EQ(put(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", "/tmp/fc-save-a.img"},
+                                      {"is_root_device", false}, {"is_read_only", true}})
+                .status,
+            204);
   auto started = put(sock, "/actions", {{"action_type", "InstanceStart"}});
   EXPECT_EQ(started.status, 204) << started.body << test::read_text(errors);
   EXPECT_TRUE(wait_for(console, "SNAPVM-GUEST-READY", 600s)) << test::read_text(errors);
@@ -349,6 +354,18 @@ void load_and_check(const SavedGuest& g, const json& mem_backend, const std::str
               std::chrono::duration<double, std::milli>(t2 - t0).count());
   EXPECT_EQ(put(sock, "/snapshot/load", {{"snapshot_path", g.state}, {"mem_backend", mem_backend}}).status, 400);
   if (tag == "file") {
+    // The snapshot's drive keeps its id: a client swaps it as before.
+    auto config = json::parse(request(sock, http::verb::get, "/vm/config").body, nullptr, false);
+    EXPECT_EQ(config["drives"][0]["drive_id"], "data") << config.dump();
+    EXPECT_EQ(std::system("printf BBBB > /tmp/fc-save-b.img && truncate -s 2M /tmp/fc-save-b.img"), 0);
+    auto swapped = patch(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", "/tmp/fc-save-b.img"}});
+    EXPECT_EQ(swapped.status, 204) << swapped.body;
+    test::Output after;
+    for (int i = 0; i < 50 && after.out != "BBBB\n4096\n"; ++i) {
+      std::this_thread::sleep_for(100ms);
+      after = test::run(vsock, {"sh", "-c", "echo 3 > /proc/sys/vm/drop_caches; head -c 4 /dev/vda; echo; cat /sys/block/vda/size"});
+    }
+    EXPECT_EQ(after.out, "BBBB\n4096\n") << after.error << after.err;
     // The power button's programming came back with the snapshot.
     shut_down_with_ctrl_alt_del(sock, vmm, console);
   } else {

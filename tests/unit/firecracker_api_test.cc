@@ -42,12 +42,14 @@ class RecordingBackend final : public VmBackend {
   }
   Status redirect_log(UniqueFd) override { return {}; }
   json metrics() override { return {{"vcpus", 2}}; }
+  std::vector<DriveBody> loaded_drives() override { return snapshot_drives; }
 
   bool fail_start = false;
   std::optional<VmConfig> started;
   std::optional<SnapshotLoadBody> loaded;
   std::optional<SnapshotCreateBody> created;
   std::optional<std::pair<size_t, std::string>> replaced;
+  std::vector<DriveBody> snapshot_drives;  // what a load brings
   int pauses = 0, resumes = 0;
 };
 
@@ -187,9 +189,21 @@ TEST_F(FirecrackerApi, SnapshotLoadOnlyIntoAFreshProcess) {
   EXPECT_NE(fault(put("/snapshot/load", load)).find("fresh process"), std::string::npos);
 
   RecordingBackend fresh_backend;
+  DriveBody data;
+  data.drive_id = "data";
+  data.path_on_host = "/old.img";
+  fresh_backend.snapshot_drives = {data};
   Api fresh("vm-2", fresh_backend);
   auto r = fresh.handle("PUT", "/snapshot/load", load.dump());
   ASSERT_EQ(r.status, 204) << r.body;
+  // The snapshot's drives are the loaded VM's: listed, and swappable by id.
+  auto config = json::parse(fresh.handle("GET", "/vm/config", "").body);
+  EXPECT_EQ(config["drives"][0]["drive_id"], "data");
+  EXPECT_EQ(fresh.handle("PATCH", "/drives/data", json{{"drive_id", "data"}, {"path_on_host", "/new.img"}}.dump()).status,
+            204);
+  EXPECT_EQ(fresh_backend.replaced, (std::pair<size_t, std::string>{0, "/new.img"}));
+  EXPECT_EQ(fresh.handle("PATCH", "/drives/other", json{{"drive_id", "other"}, {"path_on_host", "/x"}}.dump()).status,
+            400);
   EXPECT_EQ(fresh_backend.loaded->backend, SnapshotLoadBody::Backend::kUffd);
   EXPECT_EQ(fresh_backend.loaded->backend_path, "/uffd.sock");
   EXPECT_EQ(fresh_backend.loaded->vsock_uds_override, "/v2");
