@@ -20,6 +20,9 @@
 #include "arch/platform.h"
 #include "background_vm.h"
 #include "guest_env.h"
+#include "snapshot/writer.h"
+#include "state/external_ram.h"
+#include "state/snapshot_state.h"
 
 namespace snapvm {
 namespace {
@@ -421,6 +424,25 @@ TEST(Firecracker, SnapshotCreateThenLoadFromTheMemoryFileAndFromUffdPageServers)
                                                                                       {"backend_path", g.mem}}}});
     EXPECT_EQ(bad.status, 400);
     EXPECT_FALSE(bad.fault().value("fault_message", "").empty()) << bad.body;
+    EXPECT_EQ(state_of(sock), "Not started");
+
+    // Another architecture's state file (with its memory file): refused by name.
+    const format::Arch other =
+        arch::snapshot_arch() == format::Arch::kArm64 ? format::Arch::kX86_64 : format::Arch::kArm64;
+    state::SnapshotState foreign;
+    foreign.arch = other;
+    foreign.machine.vcpu_count = 1;
+    foreign.machine.memory.push_back({0x4000'0000, 64 << 10});
+    foreign.vcpus.push_back({});
+    foreign.external_ram = state::external_ram_for({{0x4000'0000, 64 << 10}});
+    ASSERT_TRUE(write_full("/tmp/fc-foreign.state", state::to_contents(foreign), {}));
+    ASSERT_EQ(std::system("truncate -s 64K /tmp/fc-foreign.mem"), 0);
+    auto refused = put(sock, "/snapshot/load", {{"snapshot_path", "/tmp/fc-foreign.state"},
+                                                {"mem_backend", {{"backend_type", "File"},
+                                                                 {"backend_path", "/tmp/fc-foreign.mem"}}}});
+    EXPECT_EQ(refused.status, 400);
+    EXPECT_NE(refused.body.find(std::string(format::arch_name(other)) + " snapshot"), std::string::npos)
+        << refused.body;
     EXPECT_EQ(state_of(sock), "Not started");
     stop_vmm(vmm);
   }
