@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "base/byte_codec.h"
+#include "devices/register_io.h"
 
 namespace snapvm {
 namespace {
@@ -26,17 +27,6 @@ constexpr uint32_t kFrTxEmpty = 1u << 7;
 constexpr uint32_t kIntTx = 1u << 5;
 // PeriphID0-3 then CellID0-3 at 0xFE0..0xFFC: a PL011 r1p4 PrimeCell.
 constexpr uint8_t kIds[8] = {0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1};
-
-uint32_t load(std::span<const uint8_t> d) {
-  uint32_t v = 0;
-  std::memcpy(&v, d.data(), std::min<size_t>(d.size(), 4));
-  return v;
-}
-
-void store(std::span<uint8_t> d, uint32_t v) {
-  std::memset(d.data(), 0, d.size());
-  std::memcpy(d.data(), &v, std::min<size_t>(d.size(), 4));
-}
 
 }  // namespace
 
@@ -99,11 +89,11 @@ void Pl011::mmio_read(uint64_t offset, std::span<uint8_t> data) {
       if (offset >= 0xfe0 && offset < 0x1000) v = kIds[(offset - 0xfe0) / 4];
       break;
   }
-  store(data, v);
+  store_register(data, v);
 }
 
 void Pl011::mmio_write(uint64_t offset, std::span<const uint8_t> data) {
-  uint32_t v = load(data);
+  uint32_t v = load_register(data);
   std::lock_guard lock(mu_);
   switch (offset) {
     case kDr: {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "base/byte_codec.h"
+#include "devices/register_io.h"
 
 namespace snapvm {
 namespace {
@@ -22,17 +23,6 @@ enum Reg : uint64_t {
 };
 // PeriphID0-3 then CellID0-3 at 0xFE0..0xFFC: a PL061 PrimeCell.
 constexpr uint8_t kIds[8] = {0x61, 0x10, 0x04, 0x00, 0x0d, 0xf0, 0x05, 0xb1};
-
-uint32_t load(std::span<const uint8_t> d) {
-  uint32_t v = 0;
-  std::memcpy(&v, d.data(), std::min<size_t>(d.size(), 4));
-  return v;
-}
-
-void store(std::span<uint8_t> d, uint32_t v) {
-  std::memset(d.data(), 0, d.size());
-  std::memcpy(d.data(), &v, std::min<size_t>(d.size(), 4));
-}
 
 // Record: u32 version, then DATA, DIR, IS, IBE, IEV, IE, RIS, AFSEL, inputs.
 constexpr uint32_t kStateVersion = 1;
@@ -98,11 +88,11 @@ void Pl061::mmio_read(uint64_t offset, std::span<uint8_t> data) {
         break;
     }
   }
-  store(data, v);
+  store_register(data, v);
 }
 
 void Pl061::mmio_write(uint64_t offset, std::span<const uint8_t> data) {
-  const uint8_t v = static_cast<uint8_t>(load(data));
+  const uint8_t v = static_cast<uint8_t>(load_register(data));
   MutexLock lock(mu_);
   if (offset < kDataEnd) {
     // Only output lines under the address mask take the written bits.

@@ -108,6 +108,18 @@ bool wait_for(const std::string& path, const std::string& text, std::chrono::sec
   return false;
 }
 
+// After a drive swap: the guest saw the capacity change (config interrupt)
+// and reads the new image; `expected` is its first 4 bytes and its size in
+// sectors, as "BBBB\n4096\n".
+void expect_guest_sees_image(const std::string& vsock, const std::string& expected) {
+  test::Output seen;
+  for (int i = 0; i < 50 && seen.out != expected; ++i) {
+    std::this_thread::sleep_for(100ms);
+    seen = test::run(vsock, {"sh", "-c", "echo 3 > /proc/sys/vm/drop_caches; head -c 4 /dev/vda; echo; cat /sys/block/vda/size"});
+  }
+  EXPECT_EQ(seen.out, expected) << seen.error << seen.err;
+}
+
 // SendCtrlAltDel: the guest's init sees the power button, stops its
 // processes, syncs and powers off, and the VMM process ends with status 0.
 void shut_down_with_ctrl_alt_del(const std::string& sock, pid_t vmm, const std::string& console) {
@@ -178,12 +190,7 @@ TEST(Firecracker, GettingStartedSequenceBootsPausesResumesAndRefusesBadRequests)
   auto swapped = patch(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", image}});
   EXPECT_EQ(swapped.status, 204) << swapped.body;
   // The guest saw the capacity change (config interrupt) and reads the new image.
-  test::Output after;
-  for (int i = 0; i < 50 && after.out != "BBBB\n4096\n"; ++i) {
-    std::this_thread::sleep_for(100ms);
-    after = test::run(vsock, {"sh", "-c", "echo 3 > /proc/sys/vm/drop_caches; head -c 4 /dev/vda; echo; cat /sys/block/vda/size"});
-  }
-  EXPECT_EQ(after.out, "BBBB\n4096\n") << after.error << after.err;
+  expect_guest_sees_image(vsock, "BBBB\n4096\n");
   EXPECT_EQ(patch(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", "/nonexistent.img"}}).status, 400);
   EXPECT_EQ(json::parse(request(sock, http::verb::get, "/vm/config").body)["drives"][0]["path_on_host"], image);
 
@@ -363,12 +370,7 @@ void load_and_check(const SavedGuest& g, const json& mem_backend, const std::str
     EXPECT_EQ(std::system("printf BBBB > /tmp/fc-save-b.img && truncate -s 2M /tmp/fc-save-b.img"), 0);
     auto swapped = patch(sock, "/drives/data", {{"drive_id", "data"}, {"path_on_host", "/tmp/fc-save-b.img"}});
     EXPECT_EQ(swapped.status, 204) << swapped.body;
-    test::Output after;
-    for (int i = 0; i < 50 && after.out != "BBBB\n4096\n"; ++i) {
-      std::this_thread::sleep_for(100ms);
-      after = test::run(vsock, {"sh", "-c", "echo 3 > /proc/sys/vm/drop_caches; head -c 4 /dev/vda; echo; cat /sys/block/vda/size"});
-    }
-    EXPECT_EQ(after.out, "BBBB\n4096\n") << after.error << after.err;
+    expect_guest_sees_image(vsock, "BBBB\n4096\n");
     // The power button's programming came back with the snapshot.
     shut_down_with_ctrl_alt_del(sock, vmm, console);
   } else {
