@@ -101,7 +101,8 @@ const std::string kIpArg = " ip=10.0.2.2::10.0.2.1:255.255.255.0::eth0:off";
 void expect_http_both_ways(const std::string& vsock, const std::string& tag) {
   auto served = test::run(vsock, {"sh", "-c",
                                   "mkdir -p /tmp/www && head -c 3000000 /dev/urandom > /tmp/www/blob && "
-                                  "(pgrep httpd >/dev/null || httpd -p 8080 -h /tmp/www) && sha256sum < /tmp/www/blob"});
+                                  "(pgrep httpd >/dev/null || httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1) && "
+                                  "sha256sum < /tmp/www/blob"});
   ASSERT_GE(served.out.size(), 64u) << tag << ": " << served.error << served.err;
   const std::string fetched = sh_out("rm -f /tmp/net-got && wget -q -T 20 -O /tmp/net-got http://" + kGuestIp +
                                      ":8080/blob && sha256sum < /tmp/net-got");
@@ -110,7 +111,9 @@ void expect_http_both_ways(const std::string& vsock, const std::string& tag) {
   const std::string host_digest = sh_out("mkdir -p /tmp/hostwww && head -c 2000000 /dev/urandom > /tmp/hostwww/blob"
                                          " && sha256sum < /tmp/hostwww/blob");
   const std::string pidfile = "/tmp/net-httpd-" + tag + ".pid";
-  ASSERT_EQ(NetNamespace::sh("httpd -f -p " + kHostIp + ":8081 -h /tmp/hostwww & echo $! > " + pidfile), 0);
+  ASSERT_EQ(NetNamespace::sh("httpd -f -p " + kHostIp + ":8081 -h /tmp/hostwww </dev/null >/dev/null 2>&1 & echo $! > " +
+                             pidfile),
+            0);
   std::this_thread::sleep_for(300ms);
   auto got = test::run(vsock, {"sh", "-c",
                                "wget -q -T 20 -O /tmp/got http://" + kHostIp + ":8081/blob && sha256sum < /tmp/got"});
@@ -162,10 +165,11 @@ TEST(Net, TwoClonesOfOneSnapshotServeAtOnceOnTwoTapsWithTwoMacs) {
   ASSERT_TRUE(wait_for_text("/tmp/net-base-console.log", "SNAPVM-GUEST-READY", 600s));
   // Busy on the network when the snapshot is taken: a download in flight.
   ASSERT_EQ(NetNamespace::sh("mkdir -p /tmp/hostwww && head -c 20000000 /dev/urandom > /tmp/hostwww/big && "
-                             "(httpd -f -p " + kHostIp + ":8081 -h /tmp/hostwww & echo $! > /tmp/net-base-httpd.pid)"),
+                             "(httpd -f -p " + kHostIp + ":8081 -h /tmp/hostwww </dev/null >/dev/null 2>&1 & "
+                             "echo $! > /tmp/net-base-httpd.pid)"),
             0);
   std::this_thread::sleep_for(300ms);
-  auto started = test::run(vsock, {"sh", "-c", "(wget -q -O /tmp/big http://" + kHostIp + ":8081/big &) ; echo started"});
+  auto started = test::run(vsock, {"sh", "-c", "(wget -q -O /tmp/big http://" + kHostIp + ":8081/big </dev/null >/dev/null 2>&1 &) ; echo started"});
   EXPECT_EQ(started.out, "started\n") << started.error;
   auto taken = test::snapvm_cli("snapshot " + api + " " + snap);
   ASSERT_EQ(taken.rc, 0) << taken.out;
