@@ -8,6 +8,7 @@
 #include <set>
 
 #include "arch_facts.h"
+#include "arch/platform.h"
 #include "background_vm.h"
 #include "kvm/kvm.h"
 #include "snapshot/reader.h"
@@ -236,13 +237,26 @@ TEST(Snapshot, PausedRunningVmBecomesAVerifiableSnapshot) {
   }
   EXPECT_EQ(st->machine.vcpu_count, 2u);
   ASSERT_TRUE(test::arch_facts::holds_arch_vm(st->arch_vm));
-  ASSERT_EQ(st->devices.size(), 4u) << "rng, block, vsock, and the console UART's registers";
+  // arm64's power button is a GPIO with registers of its own; x86_64's is
+  // an ACPI event with none.
+  const size_t power_button_records = arch::power_button_slot()->gpio_line ? 1 : 0;
+  ASSERT_EQ(st->devices.size(), 4u + power_button_records)
+      << "rng, block, vsock, the console UART's registers (and the power button's GPIO)";
   for (const auto& d : st->devices) {
     if (d.slot == 0) {
       // The console: no transport, its registers' record (version 1).
       EXPECT_FALSE(d.transport);
       ASSERT_EQ(d.device_specific.size(), test::arch_facts::kConsoleRecordBytes);
       EXPECT_EQ(d.device_specific[0], 1);
+      continue;
+    }
+    if (st->machine.devices[d.slot].kind == state::DeviceKind::kPl061) {
+      // The power button's GPIO: version 1, then DATA DIR IS IBE IEV IE ...;
+      // gpio-keys enabled the button's line (3) for interrupts on both edges.
+      ASSERT_EQ(d.device_specific.size(), 13u);
+      EXPECT_EQ(d.device_specific[0], 1);
+      EXPECT_EQ(d.device_specific[4 + 3] & 0x08, 0x08) << "IBE";
+      EXPECT_EQ(d.device_specific[4 + 5] & 0x08, 0x08) << "IE";
       continue;
     }
     ASSERT_TRUE(d.transport);
