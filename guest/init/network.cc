@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,9 +21,15 @@
 namespace snapvm::guest {
 namespace {
 
+// An interface name into an ifreq, cut to IFNAMSIZ - 1 and NUL-terminated.
+void set_name(ifreq& ifr, const std::string& dev) {
+  std::memset(ifr.ifr_name, 0, IFNAMSIZ);
+  std::memcpy(ifr.ifr_name, dev.data(), std::min<size_t>(dev.size(), IFNAMSIZ - 1));
+}
+
 bool set_addr(int s, const std::string& dev, unsigned long request, const std::string& text) {
   ifreq ifr{};
-  std::strncpy(ifr.ifr_name, dev.c_str(), IFNAMSIZ - 1);
+  set_name(ifr, dev);
   auto* sin = reinterpret_cast<sockaddr_in*>(&ifr.ifr_addr);
   sin->sin_family = AF_INET;
   if (::inet_pton(AF_INET, text.c_str(), &sin->sin_addr) != 1) return false;
@@ -31,7 +38,7 @@ bool set_addr(int s, const std::string& dev, unsigned long request, const std::s
 
 bool bring_up(int s, const std::string& dev) {
   ifreq ifr{};
-  std::strncpy(ifr.ifr_name, dev.c_str(), IFNAMSIZ - 1);
+  set_name(ifr, dev);
   if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) return false;
   ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
   return ::ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
@@ -62,7 +69,7 @@ bool gratuitous_arp(const std::string& dev, const in_addr& ip) {
   int s = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
   if (s < 0) return false;
   ifreq ifr{};
-  std::strncpy(ifr.ifr_name, dev.c_str(), IFNAMSIZ - 1);
+  set_name(ifr, dev);
   bool ok = ::ioctl(s, SIOCGIFINDEX, &ifr) == 0;
   const int index = ifr.ifr_ifindex;
   ok = ok && ::ioctl(s, SIOCGIFHWADDR, &ifr) == 0;
@@ -99,7 +106,7 @@ int set_macs_and_announce(const std::vector<std::string>& macs, std::string& err
     if (macs[i].empty()) continue;
     ifreq ifr{};
     const std::string dev = "eth" + std::to_string(i);
-    std::strncpy(ifr.ifr_name, dev.c_str(), IFNAMSIZ - 1);
+    set_name(ifr, dev);
     ifr.ifr_hwaddr.sa_family = 1;  // ARPHRD_ETHER
     if (!parse_mac(macs[i], reinterpret_cast<uint8_t*>(ifr.ifr_hwaddr.sa_data)) ||
         ::ioctl(s, SIOCSIFHWADDR, &ifr) != 0) {
