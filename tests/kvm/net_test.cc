@@ -77,8 +77,8 @@ bool wait_for_text(const std::string& path, const std::string& text, std::chrono
 // Waits for the tap the VMM creates, then gives it the host's address.
 bool configure_tap(const std::string& tap, const std::string& cidr) {
   for (int i = 0; i < 300; ++i) {
-    struct stat st {};
-    if (::stat(("/sys/class/net/" + tap).c_str(), &st) == 0) {
+    // Not /sys/class/net: sysfs shows the namespace that mounted it.
+    if (NetNamespace::sh("ip link show " + tap + " > /dev/null 2>&1") == 0) {
       return NetNamespace::sh("ip addr add " + cidr + " dev " + tap + " && ip link set " + tap + " up") == 0;
     }
     std::this_thread::sleep_for(100ms);
