@@ -105,6 +105,13 @@ struct Machine::State {
     std::vector<DirtyBitmap> since_base;
     std::string base_path;           // empty: no base yet (tracking from boot)
     uint64_t base_checksum = 0;      // the base's metadata checksum: its identity
+    // A snapshot was written: pages count from now, against `path` (empty:
+    // none a native diff can use).
+    void new_base(std::string path, uint64_t checksum) {
+      base_path = std::move(path);
+      base_checksum = checksum;
+      for (auto& since : since_base) std::fill(since.words().begin(), since.words().end(), 0);
+    }
   };
   std::optional<DirtyTracking> dirty;
   bool ram_registered = false;  // with the SIGBUS reporter (RAM mapped from a file)
@@ -808,9 +815,7 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
     // written snapshot becomes the new one.
     auto written = SnapshotFile::open(path);
     if (!written) return tl::unexpected(std::move(written.error()).context("reopen the new snapshot"));
-    dirty->base_path = path;
-    dirty->base_checksum = written->header().metadata_checksum;
-    for (auto& since : dirty->since_base) std::fill(since.words().begin(), since.words().end(), 0);
+    dirty->new_base(path, written->header().metadata_checksum);
   }
   if (timing != nullptr) {
     timing->capture_ms = ms(t0, t1);
@@ -879,9 +884,7 @@ Result<Machine::TwoFileStats> Machine::snapshot_two_files(const std::string& sta
   if (s_->dirty) {
     // The next Diff counts from here; a failed write above keeps the pages
     // counted. Native diffs need a base of their own layout again.
-    s_->dirty->base_path.clear();
-    s_->dirty->base_checksum = 0;
-    for (auto& since : s_->dirty->since_base) std::fill(since.words().begin(), since.words().end(), 0);
+    s_->dirty->new_base({}, 0);
   }
   return stats;
 }
