@@ -97,26 +97,29 @@ const std::string kGuestIp = "10.0.2.2", kHostIp = "10.0.2.1";
 const std::string kIpArg = " ip=10.0.2.2::10.0.2.1:255.255.255.0::eth0:off";
 
 // The host fetches a file the guest serves, and the guest one the host
-// serves; both checked by sha256.
+// serves; both checked by sha256. Bounded by `timeout`, not wget's -T, which
+// crashes Debian 12's static busybox.
 void expect_http_both_ways(const std::string& vsock, const std::string& tag) {
   auto served = test::run(vsock, {"sh", "-c",
                                   "mkdir -p /tmp/www && head -c 3000000 /dev/urandom > /tmp/www/blob && "
                                   "(pgrep httpd >/dev/null || httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1) && "
                                   "sha256sum < /tmp/www/blob"});
   ASSERT_GE(served.out.size(), 64u) << tag << ": " << served.error << served.err;
-  const std::string fetched = sh_out("rm -f /tmp/net-got && wget -q -T 20 -O /tmp/net-got http://" + kGuestIp +
-                                     ":8080/blob && sha256sum < /tmp/net-got");
+  // Host-side files per tag: clones run this at the same time.
+  const std::string got_path = "/tmp/net-got-" + tag, www = "/tmp/hostwww-" + tag;
+  const std::string fetched = sh_out("rm -f " + got_path + " && timeout 30 wget -q -O " + got_path + " http://" +
+                                     kGuestIp + ":8080/blob && sha256sum < " + got_path);
   EXPECT_EQ(fetched.substr(0, 64), served.out.substr(0, 64)) << tag << ": host fetching from the guest";
 
-  const std::string host_digest = sh_out("mkdir -p /tmp/hostwww && head -c 2000000 /dev/urandom > /tmp/hostwww/blob"
-                                         " && sha256sum < /tmp/hostwww/blob");
+  const std::string host_digest = sh_out("mkdir -p " + www + " && head -c 2000000 /dev/urandom > " + www +
+                                         "/blob && sha256sum < " + www + "/blob");
   const std::string pidfile = "/tmp/net-httpd-" + tag + ".pid";
-  ASSERT_EQ(NetNamespace::sh("httpd -f -p " + kHostIp + ":8081 -h /tmp/hostwww </dev/null >/dev/null 2>&1 & echo $! > " +
+  ASSERT_EQ(NetNamespace::sh("httpd -f -p " + kHostIp + ":8081 -h " + www + " </dev/null >/dev/null 2>&1 & echo $! > " +
                              pidfile),
             0);
   std::this_thread::sleep_for(300ms);
   auto got = test::run(vsock, {"sh", "-c",
-                               "wget -q -T 20 -O /tmp/got http://" + kHostIp + ":8081/blob && sha256sum < /tmp/got"});
+                               "timeout 30 wget -q -O /tmp/got http://" + kHostIp + ":8081/blob && sha256sum < /tmp/got"});
   EXPECT_EQ(got.out.substr(0, 64), host_digest.substr(0, 64)) << tag << ": guest fetching from the host: " << got.err;
   kill_and_wait(std::atoi(test::read_text(pidfile).c_str()));
 }
