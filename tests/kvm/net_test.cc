@@ -228,5 +228,67 @@ TEST(Net, TwoClonesOfOneSnapshotServeAtOnceOnTwoTapsWithTwoMacs) {
   for (auto& c : clones) kill_and_wait(c.pid);
 }
 
+// Bytes the guest has received but not yet read sit in receive buffers the
+// device wrote (no guest CPU touched them), so only the device's dirty
+// marking puts them in a diff snapshot. Then the tap is deleted under the
+// running VM: one clear line, the guest's link goes down, the VMM stays up.
+TEST(Net, DiffSnapshotsCarryWhatTheDeviceWroteAndALostTapOnlyDownsTheLink) {
+  auto ns = std::make_unique<NetNamespace>();
+  ASSERT_TRUE(ns->ok());
+  const std::string vsock = "/tmp/net-diff.vsock", api = "/tmp/net-diff.sock", errors = "/tmp/net-diff-errors.log";
+  const std::string full = "/tmp/net-full.snap", diff = "/tmp/net-diff.snap";
+  ::unlink(vsock.c_str());
+  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "-i", test::guest_initrd(),
+                                  "-m", "256M", "-c", "2", "--vsock", vsock, "--api", api, "--track-dirty",
+                                  "--console", "/tmp/net-diff-console.log", "--net", "tap=snapdiff0", "--cmdline",
+                                  std::string(arch::default_cmdline()) + kIpArg},
+                                 errors);
+  ASSERT_TRUE(configure_tap("snapdiff0", kHostIp + "/24"));
+  ASSERT_TRUE(wait_for_text("/tmp/net-diff-console.log", "SNAPVM-GUEST-READY", 600s));
+  auto taken = test::snapvm_cli("snapshot " + api + " " + full + " --resume");
+  ASSERT_EQ(taken.rc, 0) << taken.out;
+
+  // A listener that accepts and reads nothing until /tmp/go appears.
+  auto listening = test::run(vsock, {"sh", "-c",
+                                     "(nc -l -p 9000 -e sh -c 'while [ ! -e /tmp/go ]; do sleep 0.2; done; "
+                                     "head -c 65536 > /tmp/recv' </dev/null >/dev/null 2>&1 &); echo up"});
+  ASSERT_EQ(listening.out, "up\n") << listening.error;
+  std::this_thread::sleep_for(500ms);
+  const std::string sent = sh_out("head -c 65536 /dev/urandom > /tmp/net-sent && "
+                                  "timeout 5 nc " + kGuestIp + " 9000 < /tmp/net-sent; sha256sum < /tmp/net-sent");
+  auto queued = test::run(vsock, {"sh", "-c", "netstat -tn | grep ':9000 '"});
+  EXPECT_NE(queued.out.find(" 65537 "), std::string::npos) << "received, unread (with the FIN): " << queued.out;
+  auto taken_diff = test::snapvm_cli("snapshot " + api + " " + diff + " --diff-from " + full + " --resume");
+  ASSERT_EQ(taken_diff.rc, 0) << taken_diff.out;
+  EXPECT_NE(taken_diff.out.find("diff,"), std::string::npos) << taken_diff.out;
+
+  ASSERT_EQ(NetNamespace::sh("ip link del snapdiff0"), 0);
+  ASSERT_TRUE(wait_for_text(errors, "virtio-net", 30s)) << test::read_text(errors);
+  EXPECT_NE(test::read_text(errors).find("the tap failed"), std::string::npos) << test::read_text(errors);
+  auto carrier = test::run(vsock, {"sh", "-c", "sleep 1; cat /sys/class/net/eth0/carrier"});
+  EXPECT_EQ(carrier.out, "0\n") << "the guest sees its link down: " << carrier.error << carrier.err;
+  auto alive = test::run(vsock, {"echo", "still here"});
+  EXPECT_EQ(alive.out, "still here\n") << alive.error;
+  kill_and_wait(vmm);
+  ns.reset();
+
+  NetNamespace clone_ns;
+  ASSERT_TRUE(clone_ns.ok());
+  const std::string clone_vsock = "/tmp/net-diffclone.vsock";
+  ::unlink(clone_vsock.c_str());
+  pid_t clone = test::spawn_logged({test::snapvm_binary(), "restore", diff, "--vsock", clone_vsock, "--net",
+                                    "tap=snapdiff1"},
+                                   "/tmp/net-diffclone-errors.log");
+  ASSERT_TRUE(configure_tap("snapdiff1", kHostIp + "/24")) << test::read_text("/tmp/net-diffclone-errors.log");
+  auto recv = test::run(clone_vsock, {"sh", "-c",
+                                      "touch /tmp/go; for i in $(seq 100); do [ $(stat -c %s /tmp/recv 2>/dev/null || "
+                                      "echo 0) = 65536 ] && break; sleep 0.2; done; sha256sum < /tmp/recv"});
+  EXPECT_EQ(recv.out.substr(0, 64), sent.substr(0, 64)) << "the unread bytes came back with the diff: " << recv.error
+                                                        << test::read_text("/tmp/net-diffclone-errors.log");
+  kill_and_wait(clone);
+  ::unlink(full.c_str());
+  ::unlink(diff.c_str());
+}
+
 }  // namespace
 }  // namespace snapvm

@@ -101,8 +101,10 @@ uint64_t Net::device_features() const {
 void Net::read_config(uint64_t offset, std::span<uint8_t> data) const {
   uint8_t config[8];
   std::memcpy(config, mac_.data(), 6);
-  config[6] = kLinkUp & 0xff;
-  config[7] = kLinkUp >> 8;
+  // The link goes down for good when the tap does (run() tells the driver).
+  const uint16_t status = backend_failed_.load() ? 0 : kLinkUp;
+  config[6] = status & 0xff;
+  config[7] = status >> 8;
   for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < sizeof config ? config[offset + i] : 0;
 }
 
@@ -183,10 +185,7 @@ uint32_t Net::transmit(const Chain& chain) {
     if (errno == EINTR) continue;
     // A full tap queue drops, as a busy link would; anything else means the
     // tap is gone or broken, which is worth one line.
-    if (errno != EAGAIN && !backend_failed_.exchange(true)) {
-      std::fprintf(stderr, "snapvm: virtio-net: writing to the tap failed (%s); frames are dropped\n",
-                   std::strerror(errno));
-    }
+    if (errno != EAGAIN) backend_broke("writing to", errno);
     ++tx_dropped_;
     return 0;
   }
@@ -211,11 +210,9 @@ bool Net::receive() {
   for (;;) {
     if (rx_frame_len_ == 0) {
       ssize_t n = ::read(backend_.get(), rx_frame_.data(), rx_frame_.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && !backend_failed_.exchange(true)) {
-          std::fprintf(stderr, "snapvm: virtio-net: reading from the tap failed (%s)\n", std::strerror(errno));
-        }
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {  // a tap never reads empty: 0 is a closed backend
+        if (n == 0 || errno != EAGAIN) backend_broke("reading from", n == 0 ? 0 : errno);
         rx_waiting_ = false;
         return delivered;
       }
@@ -265,9 +262,17 @@ bool Net::receive() {
   }
 }
 
+void Net::backend_broke(const char* doing, int error) {
+  if (backend_failed_.exchange(true)) return;
+  std::fprintf(stderr, "snapvm: virtio-net: %s the tap failed (%s); the guest's link is down and frames are dropped\n",
+               doing, error == 0 ? "it was closed" : std::strerror(error));
+  kick();  // the worker takes the tap out of its wait set and tells the driver
+}
+
 void Net::run() {
   sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
   bool armed = false;
+  bool backend_in_wait_set = true;
   epoll_event events[4];
   while (!stop_.load()) {
     int n = ::epoll_wait(epoll_.get(), events, 4, 1000);
@@ -275,6 +280,8 @@ void Net::run() {
       if (events[i].data.u64 == kTagKick) {
         uint64_t v;
         (void)!::read(kick_fd_.get(), &v, sizeof v);
+      } else if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0) {
+        backend_broke("polling", 0);  // reported even while disarmed, driver or not
       }
     }
     MutexLock round(round_mu_);
@@ -285,10 +292,17 @@ void Net::run() {
     }
     rx_waiting_ = false;
     if (t != nullptr && receive()) t->signal_used(0);
+    if (backend_failed_.load() && backend_in_wait_set) {
+      // A dead tap polls as an error whatever events are asked for: remove
+      // it, or this thread would spin on it.
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, backend_.get(), nullptr);
+      backend_in_wait_set = false;
+      if (t != nullptr) t->signal_config_change();  // link status: down
+    }
     // The tap wakes this thread only while its frames have somewhere to go:
     // an active, running device with receive buffers.
     const bool want = t != nullptr && !rx_waiting_ && !backend_failed_.load();
-    if (want != armed) {
+    if (backend_in_wait_set && want != armed) {
       epoll_event ev{want ? static_cast<uint32_t>(EPOLLIN) : 0u, {.u64 = kTagBackend}};
       ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, backend_.get(), &ev);
       armed = want;

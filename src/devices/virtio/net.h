@@ -87,6 +87,8 @@ class Net final : public VirtioDevice {
   // both last. Returns whether the guest should be interrupted.
   bool receive() REQUIRES(round_mu_);
   uint32_t transmit(const Chain& chain);
+  // Reports the first failure of the tap (`error` 0: closed) and wakes the worker.
+  void backend_broke(const char* doing, int error);
 
   UniqueFd backend_;
   MacAddress mac_;
@@ -110,7 +112,7 @@ class Net final : public VirtioDevice {
   uint64_t rx_activation_ GUARDED_BY(round_mu_) = 0;
   bool rx_waiting_ GUARDED_BY(round_mu_) = false;  // for receive buffers: the tap need not wake us
   std::atomic<uint64_t> tx_frames_{0}, tx_dropped_{0}, rx_frames_{0}, rx_dropped_{0};
-  std::atomic<bool> backend_failed_{false};  // reported once
+  std::atomic<bool> backend_failed_{false};  // the tap is gone: reported once, link down
 
   std::atomic<bool> stop_{false};
   std::thread worker_;
