@@ -183,9 +183,10 @@ uint32_t Net::transmit(const Chain& chain) {
       return 0;
     }
     if (errno == EINTR) continue;
-    // A full tap queue drops, as a busy link would; anything else means the
-    // tap is gone or broken, which is worth one line.
-    if (errno != EAGAIN) backend_broke("writing to", errno);
+    // A full tap queue drops, as a busy link would, and so does a tap that
+    // is not up yet (EIO: a clone announces itself before its host side is
+    // configured); anything else means the tap is gone or broken.
+    if (errno != EAGAIN && errno != EIO && errno != ENOBUFS) backend_broke("writing to", errno);
     ++tx_dropped_;
     return 0;
   }
