@@ -130,13 +130,26 @@ double round_trip_us(const std::string& ip, int count) {
   return bench::median(rtts);
 }
 
-// Runs `sh -c script` in the guest; exits with one line if it fails.
-void guest_sh(const std::string& vsock, const std::string& script) {
+// Runs `sh -c script` in the guest and returns its stdout; exits with one
+// line if it fails.
+std::string guest_sh(const std::string& vsock, const std::string& script) {
   agent::ExecRequest req;
   req.argv = {"sh", "-c", script};
-  std::string err;
-  auto r = agent::exec(vsock, req, [](std::string_view) {}, [&](std::string_view s) { err.append(s); });
+  std::string out, err;
+  auto r = agent::exec(
+      vsock, req, [&](std::string_view s) { out.append(s); }, [&](std::string_view s) { err.append(s); });
   if (!r || r->exit_code != 0) die("in the guest: " + script + ": " + (r ? err : r.error().describe()));
+  return out;
+}
+
+std::string host_sh(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ::pclose(p);
+  return out;
 }
 
 bool wait_for_link(const std::string& name) {
@@ -187,9 +200,9 @@ int main(int argc, char** argv) {
   const std::string ready = o.dir + "/veth-ready";
   bench::ChildProcess veth_side(
       {"/bin/unshare", "-n", "/bin/sh", "-c",
-       "ip link set lo up && ip link add bvpeer type veth && ip link set veth0 name bvhost && "
-       "ip link set bvhost netns 1 && while [ ! -e " + ready + " ]; do sleep 0.1; done && "
-       "ip addr add 10.0.3.2/24 dev bvpeer && ip link set bvpeer up && " + kServers + "echo servers up; wait"},
+       "set -e; ip link set lo up; ip link add bvpeer type veth; ip link set veth0 name bvhost; "
+       "ip link set bvhost netns 1; while [ ! -e " + ready + " ]; do sleep 0.1; done; "
+       "ip addr add 10.0.3.2/24 dev bvpeer; ip link set bvpeer up; " + kServers + "echo servers up; wait"},
       o.dir + "/veth.log");
   if (!wait_for_link("bvhost")) die("the veth never arrived: " + veth_side.output());
   sh("ip addr add 10.0.3.1/24 dev bvhost && ip link set bvhost up && touch " + ready);
@@ -216,6 +229,12 @@ int main(int argc, char** argv) {
              net.rtt / veth.rtt);
   fmt::print("medians of {} runs of {:.0f} s per direction; RTT: median of {} 64-byte echoes per run\n", o.reps,
              o.seconds, o.round_trips);
+  // Where frames were lost, if anywhere: both ends' interface counters and
+  // the guest's TCP retransmissions.
+  fmt::print("guest eth0 and TCP counters:\n{}host tap:\n{}",
+             guest_sh(vsock, "grep -E 'Inter|face|eth0' /proc/net/dev; grep Tcp: /proc/net/snmp; "
+                               "cat /sys/class/net/eth0/device/features; grep -i virtio /proc/interrupts"),
+             host_sh("grep -E 'Inter|face|bnet0' /proc/net/dev"));
   vmm.stop();
   veth_side.stop();
   std::filesystem::remove_all(o.dir);
