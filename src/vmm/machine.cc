@@ -161,6 +161,13 @@ Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, 
     p->set_irq(line, true);
     p->set_irq(line, false);
   };
+  // Queues whose device has a thread of its own are notified through
+  // KVM, without an exit to this process (the vCPU goes on at once).
+  for (size_t q = 0; q < device->queue_max_sizes().size(); ++q) {
+    if (int fd = device->queue_notify_fd(q); fd >= 0) {
+      SNAPVM_CHECK_OK(vm->add_mmio_eventfd(node.base + virtio::MmioTransport::kQueueNotifyOffset, 4, q, fd));
+    }
+  }
   virtio.push_back(std::make_unique<virtio::MmioTransport>(std::move(device), memory, irq));
   SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
   virtio_nodes.push_back(node);

@@ -76,6 +76,23 @@ TEST_F(NetTest, TransmitSendsEachChainAsOneWholeFrame) {
   EXPECT_EQ(net->counters().tx_frames, 1u);
 }
 
+TEST_F(NetTest, TransmitNotifiedThroughItsEventfdIsSentByTheWorker) {
+  start(0);
+  // What KVM does with the guest's write of 1 to QueueNotify (ioeventfd).
+  ASSERT_GE(net->queue_notify_fd(kTx), 0);
+  EXPECT_EQ(net->queue_notify_fd(kRx), -1) << "receive buffers are announced through queue_notify";
+  const std::string frame = frame_of(300, 'e');
+  std::memcpy(guest->host(kTxBuffers), frame.data(), frame.size());
+  guest->add_chain(kTx, {{kTxBuffers, static_cast<uint32_t>(frame.size()), false}});
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(net->queue_notify_fd(kTx), &one, sizeof one), 8);
+  ASSERT_TRUE(MmioGuest::wait_for([&] { return guest->used_idx(kTx) == 1; }));
+  char buf[512];
+  ASSERT_EQ(::read(peer.get(), buf, sizeof buf), static_cast<ssize_t>(frame.size()));
+  EXPECT_EQ(std::string(buf, frame.size()), frame);
+  EXPECT_GE(guest->irqs.load(), 1) << "the driver is told the chain is used";
+}
+
 TEST_F(NetTest, AFrameSpansMergeableBuffersAndSaysHowMany) {
   start(kMergeable);
   for (uint64_t i = 0; i < 3; ++i) post_rx(i, 2048);

@@ -33,7 +33,7 @@ constexpr uint64_t kStatus = 1ull << 16;
 constexpr uint16_t kLinkUp = 1;
 constexpr size_t kNumBuffersOffset = 10;  // in virtio_net_hdr_v1
 
-constexpr uint64_t kTagKick = 1, kTagBackend = 2;
+constexpr uint64_t kTagKick = 1, kTagBackend = 2, kTagTransmit = 3;
 constexpr uint32_t kStateVersion = 1;
 
 }  // namespace
@@ -73,6 +73,11 @@ Result<std::unique_ptr<Net>> Net::create(UniqueFd backend, MacAddress mac, Offlo
   n->kick_fd_.reset(kick);
   epoll_event ev{EPOLLIN, {.u64 = kTagKick}};
   if (::epoll_ctl(ep, EPOLL_CTL_ADD, kick, &ev) != 0) return errno_error("epoll_ctl");
+  int transmit = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (transmit < 0) return errno_error("eventfd");
+  n->transmit_fd_.reset(transmit);
+  ev = {EPOLLIN, {.u64 = kTagTransmit}};
+  if (::epoll_ctl(ep, EPOLL_CTL_ADD, transmit, &ev) != 0) return errno_error("epoll_ctl");
   // Level-triggered, armed only while frames can go somewhere (run()).
   ev = {0, {.u64 = kTagBackend}};
   if (::epoll_ctl(ep, EPOLL_CTL_ADD, n->backend_.get(), &ev) != 0) return errno_error("epoll_ctl (tap)");
@@ -278,9 +283,11 @@ void Net::run() {
   while (!stop_.load()) {
     int n = ::epoll_wait(epoll_.get(), events, 4, 1000);
     for (int i = 0; i < n; ++i) {
+      uint64_t v;
       if (events[i].data.u64 == kTagKick) {
-        uint64_t v;
         (void)!::read(kick_fd_.get(), &v, sizeof v);
+      } else if (events[i].data.u64 == kTagTransmit) {
+        (void)!::read(transmit_fd_.get(), &v, sizeof v);
       } else if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0) {
         backend_broke("polling", 0);  // reported even while disarmed, driver or not
       }
@@ -293,6 +300,9 @@ void Net::run() {
     }
     rx_waiting_ = false;
     if (t != nullptr && receive()) t->signal_used(0);
+    // Every round, not only on a transmit notification: one that came while
+    // paused (or before a restore) is served once the device runs.
+    if (t != nullptr) serve_queue(*t, 1, [this](const Chain& chain) { return transmit(chain); });
     if (backend_failed_.load() && backend_in_wait_set) {
       // A dead tap polls as an error whatever events are asked for: remove
       // it, or this thread would spin on it.
