@@ -259,9 +259,10 @@ bool Net::receive() {
     for (const auto& c : chains) {
       const size_t here = std::min<uint64_t>(c.writable_bytes(), rx_frame_len_ - at);
       c.write(0, {rx_frame_.data() + at, here});
-      q.push_used(mem, c, static_cast<uint32_t>(here));
+      q.push_used(mem, c, static_cast<uint32_t>(here), /*publish=*/false);
       at += here;
     }
+    q.publish_used(mem);  // all of the frame's chains at once
     ++rx_frames_;
     rx_frame_len_ = 0;
     delivered = true;
