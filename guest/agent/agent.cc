@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/protocol.h"
+#include "network.h"
 #include "base/json_fields.h"
 
 namespace snapvm::guest {
@@ -307,6 +308,16 @@ void serve_sync(int conn, const json& req) {
     if (fd >= 0) ::close(fd);
     result["reseeded"] = ok;
   }
+  // Network interfaces: this clone's MACs, then a gratuitous ARP per
+  // interface so peers learn where the clone is.
+  std::vector<std::string> macs;
+  if (req.contains("macs") && req["macs"].is_array() && req["macs"].size() <= 16) {
+    for (const auto& m : req["macs"]) macs.push_back(m.is_string() ? m.get<std::string>() : "");
+  }
+  std::string error;
+  int announced = set_macs_and_announce(macs, error);
+  result["announced"] = announced;
+  if (announced < 0) result["network_error"] = error;
   send_json(conn, Frame::kOk, result);
 }
 

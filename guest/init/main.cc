@@ -29,6 +29,7 @@
 
 #include "agent.h"
 #include "fill_memory.h"
+#include "network.h"
 #include "shutdown_requests.h"
 #include "vsock_connect.h"
 
@@ -136,6 +137,7 @@ int main(int argc, char** argv) {
   install_busybox();
   int modules = load_modules();
   snapvm::guest::watch_shutdown_requests();
+  log_console(snapvm::guest::configure_network(read_file("/proc/cmdline")));
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));

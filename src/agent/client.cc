@@ -237,7 +237,7 @@ Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_
 
 namespace {
 
-Result<SyncResult> sync_once(const std::string& uds_path) {
+Result<SyncResult> sync_once(const std::string& uds_path, const std::vector<std::string>& macs) {
   auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort, std::chrono::seconds(2)));
   // A reply that never comes (the guest dropped the connection without a
   // word) must not hang the caller: the retry loop tries again.
@@ -250,7 +250,7 @@ Result<SyncResult> sync_once(const std::string& uds_path) {
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME, &now);
   int64_t ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kSync, {{"realtime_ns", ns}, {"entropy", hex}}));
+  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kSync, {{"realtime_ns", ns}, {"entropy", hex}, {"macs", macs}}));
   FrameReader reader;
   auto m = SNAPVM_TRY(read_frame(conn.get(), reader));
   if (m.type == Frame::kError) return tl::unexpected(agent_error(m));
@@ -259,18 +259,21 @@ Result<SyncResult> sync_once(const std::string& uds_path) {
   if (j.is_object()) {
     r.clock_set = json_field_or(j, "clock_set", false);
     r.reseeded = json_field_or(j, "reseeded", false);
+    r.announced = json_field_or(j, "announced", 0);
+    r.network_error = json_field_or(j, "network_error", std::string());
   }
   return r;
 }
 
 }  // namespace
 
-Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout) {
+Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout,
+                              const std::vector<std::string>& macs) {
   // Right after a restore the guest may still be processing the vsock
   // transport reset, which drops connections made before it: retry.
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto r = sync_once(uds_path);
+    auto r = sync_once(uds_path, macs);
     if (r || std::chrono::steady_clock::now() >= deadline) return r;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

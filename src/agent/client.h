@@ -48,11 +48,15 @@ Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_
 struct SyncResult {
   bool clock_set = false;
   bool reseeded = false;
+  int announced = 0;          // network interfaces announced (gratuitous ARP)
+  std::string network_error;  // a MAC that could not be set
 };
-// After a restore: sets the guest's wall clock to the host's and reseeds its
-// random generator with fresh host entropy. Waits up to `timeout` for the
-// agent to answer.
-Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout);
+// After a restore: sets the guest's wall clock to the host's, reseeds its
+// random generator with fresh host entropy, gives eth<i> the MAC macs[i]
+// (empty: unchanged) and has the guest announce its interfaces. Waits up
+// to `timeout` for the agent to answer.
+Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout,
+                              const std::vector<std::string>& macs = {});
 
 // A VM named on the command line: a socket path as given, or a name under
 // /run/snapvm (NAME.vsock).

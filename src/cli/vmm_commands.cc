@@ -37,7 +37,7 @@ struct RunOptions {
   std::vector<std::string> disks;
   std::string vsock, name, api;
   uint64_t cid = 3;
-  std::vector<std::string> publish;
+  std::vector<std::string> publish, nets;
   uint32_t cpus = 1;
   bool track_dirty = false;
   std::string seccomp = default_seccomp();
@@ -167,6 +167,40 @@ bool parse_publishes(const std::vector<std::string>& specs, std::vector<state::P
   return true;
 }
 
+// tap=NAME[,mac=MAC], as several VMMs spell a tap-backed interface.
+Result<MachineConfig::Net> parse_net(const std::string& spec) {
+  MachineConfig::Net n;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    size_t comma = spec.find(',', start);
+    std::string item = spec.substr(start, comma - start);
+    if (item.rfind("tap=", 0) == 0) {
+      n.tap = item.substr(4);
+    } else if (item.rfind("mac=", 0) == 0) {
+      n.mac = SNAPVM_TRY(virtio::parse_mac(item.substr(4)));
+    } else {
+      return make_error(ErrorCode::kInvalidArgument, "unknown item `{}` (tap=NAME[,mac=MAC])", item);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (n.tap.empty()) return make_error(ErrorCode::kInvalidArgument, "no tap=NAME");
+  return n;
+}
+
+// Every --net; false (after one line on stderr) for a bad one.
+bool parse_nets(const std::vector<std::string>& specs, std::vector<MachineConfig::Net>& out) {
+  for (const auto& spec : specs) {
+    auto n = parse_net(spec);
+    if (!n) {
+      fmt::print(stderr, "snapvm: --net {}: {}\n", spec, n.error().describe());
+      return false;
+    }
+    out.push_back(std::move(*n));
+  }
+  return true;
+}
+
 int run_vm(const RunOptions& o) {
   if (!start_sandbox(o.seccomp)) return 1;
   auto mem = parse_size(o.mem);
@@ -201,6 +235,7 @@ int run_vm(const RunOptions& o) {
     c.vsock_path = agent::vsock_path_for(o.name);
   }
   if (!parse_publishes(o.publish, c.publish)) return 1;
+  if (!parse_nets(o.nets, c.nets)) return 1;
   auto machine = Machine::create(c);
   if (!machine) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
@@ -211,7 +246,7 @@ int run_vm(const RunOptions& o) {
 
 struct RestoreCliOptions {
   std::string file, vsock, api, name, console, allow_dir, seccomp = default_seccomp();
-  std::vector<std::string> disks, publish;
+  std::vector<std::string> disks, publish, nets;
   bool paused = false;
   bool no_sync = false;
   bool track_dirty = false;
@@ -228,6 +263,7 @@ int restore_vm(const RestoreCliOptions& o) {
   ro.track_dirty = o.track_dirty;
   ro.allowed_dir = o.allow_dir;
   if (!parse_publishes(o.publish, ro.publish)) return 1;
+  if (!parse_nets(o.nets, ro.nets)) return 1;
   ro.console = console->sink();
   RestoreTimings t;
   auto machine = Machine::restore(o.file, ro, &t);
@@ -245,13 +281,21 @@ int restore_vm(const RestoreCliOptions& o) {
   if (!o.paused && !o.no_sync && !vsock.empty()) {
     // The guest wakes with the snapshot's wall clock and random state: fix
     // both through the agent as soon as it answers.
-    std::thread([vsock] {
+    // A clone given its own MAC takes it here (its driver read the old one
+    // at boot), and announces itself.
+    std::vector<std::string> macs;
+    for (const auto& n : ro.nets) macs.push_back(n.mac ? virtio::format_mac(*n.mac) : "");
+    std::thread([vsock, macs] {
       sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
       auto start = std::chrono::steady_clock::now();
-      auto r = agent::sync_guest(vsock, std::chrono::seconds(30));
+      auto r = agent::sync_guest(vsock, std::chrono::seconds(30), macs);
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      if (r && !r->network_error.empty()) {
+        fmt::print(stderr, "snapvm: warning: the guest's network: {}\n", r->network_error);
+      }
       if (r && r->clock_set && r->reseeded) {
-        fmt::print(stderr, "snapvm: guest clock set and entropy reseeded {:.0f} ms after restore\n", ms);
+        fmt::print(stderr, "snapvm: guest clock set, entropy reseeded and {} interface(s) announced {:.0f} ms after "
+                   "restore\n", r->announced, ms);
       } else {
         fmt::print(stderr, "snapvm: warning: could not set the guest clock and reseed its entropy: {}\n",
                    r ? "the agent refused" : r.error().describe());
@@ -276,6 +320,9 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   restore->add_option("--allow-dir", ro->allow_dir,
                       "the snapshot's own disk and socket paths are used only inside this directory "
                       "(default: the snapshot's directory)");
+  restore->add_option("--net", ro->nets,
+                      "tap=NAME[,mac=MAC]: this clone's tap (and MAC) for each of the snapshot's network interfaces, "
+                      "in order; needed for each (the MAC stays the snapshot's unless given)");
   restore->add_option("-p,--publish", ro->publish,
                       "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener forwarded to a guest vsock port; repeatable "
                       "(the snapshot's forwards are not re-bound)");
@@ -307,6 +354,9 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("--name", o->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock");
   run->add_option("--api", o->api, "control socket (JSON: pause, resume, snapshot, info)");
   run->add_option("--cid", o->cid, "the guest's vsock CID")->capture_default_str();
+  run->add_option("--net", o->nets,
+                  "tap=NAME[,mac=MAC]: a virtio-net interface (eth0, eth1, ...) on a host tap; repeatable. The guest "
+                  "init configures it from ip=ADDR::GATEWAY:NETMASK::eth0:off on the command line");
   run->add_option("-p,--publish", o->publish, "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener (127.0.0.1 by default) "
                   "forwarded to a guest vsock port; repeatable");
   run->add_flag("--track-dirty", o->track_dirty,

@@ -130,9 +130,7 @@ HttpResponse Api::route(std::string_view method, std::string_view path, std::str
       config_.entropy = true;
       return no_content();
     }
-    if (item_id(path, "/network-interfaces/")) {
-      return fault("network-interfaces: not supported yet (snapvm has no virtio-net device)");
-    }
+    if (auto id = item_id(path, "/network-interfaces/")) return put_network_interface(*id, body);
     if (path == "/logger") return logger(body);
     if (path == "/metrics") return metrics(body);
     if (path == "/actions") return action(body);
@@ -156,7 +154,7 @@ HttpResponse Api::route(std::string_view method, std::string_view path, std::str
     if (auto id = item_id(path, "/drives/")) return patch_drive(*id, body);
     if (path == "/vm") return vm_state(body);
     if (item_id(path, "/network-interfaces/")) {
-      return fault("network-interfaces: not supported yet (snapvm has no virtio-net device)");
+      return fault("network-interfaces: PATCH changes rate limiters, which snapvm does not have");
     }
     if (path == "/balloon" || path == "/mmds") return fault(fmt::format("{}: not supported by snapvm", path.substr(1)));
   }
@@ -185,6 +183,29 @@ HttpResponse Api::put_drive(std::string_view id, const json& body) {
     }
   }
   if (!replaced) drives.push_back(std::move(*d));
+  configured_ = true;
+  return no_content();
+}
+
+HttpResponse Api::put_network_interface(std::string_view id, const json& body) {
+  if (auto f = require_configuring("network-interfaces")) return *f;
+  auto n = parse_network_interface(body);
+  if (!n) return fault(n.error());
+  if (n->iface_id != id) return fault("network-interfaces: the id in the path does not match `iface_id` in the body");
+  auto& list = config_.network_interfaces;
+  for (const auto& other : list) {
+    if (other.iface_id != n->iface_id && other.host_dev_name == n->host_dev_name) {
+      return fault(fmt::format("network-interfaces: tap {} is already `{}`'s", n->host_dev_name, other.iface_id));
+    }
+  }
+  bool replaced = false;
+  for (auto& other : list) {
+    if (other.iface_id == n->iface_id) {
+      other = *n;
+      replaced = true;
+    }
+  }
+  if (!replaced) list.push_back(std::move(*n));
   configured_ = true;
   return no_content();
 }

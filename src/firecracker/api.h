@@ -73,6 +73,7 @@ class Api {
   HttpResponse route(std::string_view method, std::string_view path, std::string_view body) REQUIRES(mu_);
   HttpResponse put_drive(std::string_view id, const nlohmann::json& body) REQUIRES(mu_);
   HttpResponse patch_drive(std::string_view id, const nlohmann::json& body) REQUIRES(mu_);
+  HttpResponse put_network_interface(std::string_view id, const nlohmann::json& body) REQUIRES(mu_);
   HttpResponse action(const nlohmann::json& body) REQUIRES(mu_);
   HttpResponse vm_state(const nlohmann::json& body) REQUIRES(mu_);
   HttpResponse snapshot_create(const nlohmann::json& body) REQUIRES(mu_);

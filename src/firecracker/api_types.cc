@@ -1,5 +1,7 @@
 #include "firecracker/api_types.h"
 
+#include <cctype>
+
 #include <set>
 
 #include "base/json_fields.h"
@@ -255,6 +257,32 @@ Result<VsockBody> parse_vsock(const json& body) {
   return v;
 }
 
+Result<NetworkInterfaceBody> parse_network_interface(const json& body) {
+  Fields f(body, "network-interfaces");
+  NetworkInterfaceBody n;
+  auto id = f.id("iface_id");
+  auto tap = f.get<std::string>("host_dev_name", "a string", true);
+  n.guest_mac = f.get<std::string>("guest_mac", "a string");
+  f.unsupported("rx_rate_limiter", "no network throttling");
+  f.unsupported("tx_rate_limiter", "no network throttling");
+  SNAPVM_CHECK_OK(f.finish());
+  // A Linux interface name: what the tap is called on the host.
+  if (tap->empty() || tap->size() > 15 || tap->find_first_of("/ \t\n\0", 0, 5) != std::string::npos) {
+    return make_error(ErrorCode::kInvalidArgument, "network-interfaces: `host_dev_name` must be an interface name of "
+                      "1 to 15 characters");
+  }
+  if (n.guest_mac) {
+    const std::string& m = *n.guest_mac;
+    bool ok = m.size() == 17;
+    for (size_t i = 0; ok && i < m.size(); ++i) ok = i % 3 == 2 ? m[i] == ':' : std::isxdigit(static_cast<unsigned char>(m[i]));
+    if (!ok) return make_error(ErrorCode::kInvalidArgument, "network-interfaces: `guest_mac` must be six hex bytes "
+                               "as AA:FC:00:00:00:01");
+  }
+  n.iface_id = *id;
+  n.host_dev_name = *tap;
+  return n;
+}
+
 Result<LoggerBody> parse_logger(const json& body) {
   Fields f(body, "logger");
   LoggerBody l;
@@ -362,9 +390,15 @@ Result<SnapshotLoadBody> parse_snapshot_load(const json& body) {
     SNAPVM_CHECK_OK(v.finish());
     s.vsock_uds_override = *uds;
   }
-  if (nets && !nets->empty()) {
-    return make_error(ErrorCode::kUnsupported,
-                      "snapshot/load: network_overrides are not supported yet (snapvm has no network interfaces)");
+  if (nets) {
+    if (nets->size() > 16) return make_error(ErrorCode::kInvalidArgument, "snapshot/load: too many network_overrides");
+    for (const auto& o : *nets) {
+      Fields n(o, "snapshot/load: network_overrides");
+      auto id = n.id("iface_id");
+      auto tap = n.get<std::string>("host_dev_name", "a string", true);
+      SNAPVM_CHECK_OK(n.finish());
+      s.network_overrides.emplace_back(*id, *tap);
+    }
   }
   return s;
 }
@@ -402,9 +436,16 @@ Result<VmConfig> parse_config_file(const json& doc) {
       SNAPVM_CHECK_OK(parse_entropy(value));
       c.entropy = true;
     } else if (key == "network-interfaces") {
-      if (!value.is_array() || !value.empty()) {
-        return make_error(ErrorCode::kUnsupported,
-                          "config file: network-interfaces are not supported yet (snapvm has no virtio-net)");
+      if (!value.is_array()) return make_error(ErrorCode::kInvalidArgument, "config file: `network-interfaces` must be a list");
+      for (const auto& v : value) {
+        NetworkInterfaceBody n = SNAPVM_TRY(parse_network_interface(v));
+        for (const auto& other : c.network_interfaces) {
+          if (other.iface_id == n.iface_id) {
+            return make_error(ErrorCode::kInvalidArgument, "config file: network interface `{}` is given twice",
+                              n.iface_id);
+          }
+        }
+        c.network_interfaces.push_back(std::move(n));
       }
     } else if (key == "balloon" || key == "mmds-config" || key == "cpu-config") {
       return make_error(ErrorCode::kUnsupported, "config file: `{}` is not supported by snapvm", key);
@@ -456,6 +497,13 @@ json to_json(const VmConfig& c) {
   j["metrics"] = c.metrics ? json{{"metrics_path", c.metrics->metrics_path}} : json(nullptr);
   j["entropy"] = c.entropy ? json::object() : json(nullptr);
   j["network-interfaces"] = json::array();
+  for (const auto& n : c.network_interfaces) {
+    j["network-interfaces"].push_back({{"iface_id", n.iface_id},
+                                       {"host_dev_name", n.host_dev_name},
+                                       {"guest_mac", optional_string(n.guest_mac)},
+                                       {"rx_rate_limiter", nullptr},
+                                       {"tx_rate_limiter", nullptr}});
+  }
   j["balloon"] = nullptr;
   j["mmds-config"] = nullptr;
   j["cpu-config"] = nullptr;

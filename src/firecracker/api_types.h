@@ -63,6 +63,12 @@ struct DrivePatch {
   std::optional<std::string> path_on_host;
 };
 
+struct NetworkInterfaceBody {
+  std::string iface_id;
+  std::string host_dev_name;             // the tap
+  std::optional<std::string> guest_mac;  // "AA:FC:00:00:00:01"; none: a random one
+};
+
 struct VsockBody {
   uint32_t guest_cid = 3;
   std::string uds_path;
@@ -98,6 +104,8 @@ struct SnapshotLoadBody {
   bool resume_vm = false;
   std::optional<std::string> vsock_uds_override;
   bool clock_realtime = false;
+  // network_overrides: per iface_id of the snapshot, this VM's tap.
+  std::vector<std::pair<std::string, std::string>> network_overrides;
 };
 
 // The whole pre-boot configuration, as --config-file and GET /vm/config
@@ -106,6 +114,7 @@ struct VmConfig {
   MachineConfigBody machine;
   std::optional<BootSourceBody> boot_source;
   std::vector<DriveBody> drives;  // in the order they were first put
+  std::vector<NetworkInterfaceBody> network_interfaces;  // eth0, eth1, ... in the order first put
   std::optional<VsockBody> vsock;
   std::optional<LoggerBody> logger;
   std::optional<MetricsBody> metrics;
@@ -119,6 +128,7 @@ Result<BootSourceBody> parse_boot_source(const nlohmann::json& body);
 Result<DriveBody> parse_drive(const nlohmann::json& body);
 Result<DrivePatch> parse_drive_patch(const nlohmann::json& body);
 Result<VsockBody> parse_vsock(const nlohmann::json& body);
+Result<NetworkInterfaceBody> parse_network_interface(const nlohmann::json& body);
 Result<LoggerBody> parse_logger(const nlohmann::json& body);
 Result<MetricsBody> parse_metrics(const nlohmann::json& body);
 Status parse_entropy(const nlohmann::json& body);

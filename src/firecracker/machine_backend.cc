@@ -41,6 +41,13 @@ Result<MachineConfig> machine_config_of(const VmConfig& config) {
     c.cmdline += d.partuuid ? " root=PARTUUID=" + *d.partuuid : std::string(" root=/dev/vda");
     c.cmdline += d.is_read_only ? " ro" : " rw";
   }
+  for (const auto& n : config.network_interfaces) {
+    MachineConfig::Net net;
+    net.tap = n.host_dev_name;
+    net.id = n.iface_id;
+    if (n.guest_mac) net.mac = SNAPVM_TRY(virtio::parse_mac(*n.guest_mac));
+    c.nets.push_back(std::move(net));
+  }
   if (config.vsock) {
     c.vsock_path = config.vsock->uds_path;
     c.guest_cid = config.vsock->guest_cid;
@@ -145,6 +152,9 @@ Status MachineBackend::load_snapshot(const SnapshotLoadBody& body) {
   o.console = console_;
   o.track_dirty = body.track_dirty_pages;
   if (body.vsock_uds_override) o.vsock_path = *body.vsock_uds_override;
+  // Firecracker reattaches the snapshot's taps unless told otherwise.
+  o.recorded_taps = true;
+  o.taps_by_id = body.network_overrides;
   RestoreOptions::MemoryFile memory;
   memory.backend = body.backend == SnapshotLoadBody::Backend::kFile ? RestoreOptions::MemoryFile::Backend::kFile
                                                                     : RestoreOptions::MemoryFile::Backend::kPageServer;

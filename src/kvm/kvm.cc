@@ -140,6 +140,17 @@ Status Vm::irq_line(uint32_t irq, bool level) const {
   return {};
 }
 
+Status Vm::add_mmio_eventfd(uint64_t gpa, uint32_t len, uint64_t value, int eventfd) const {
+  kvm_ioeventfd e{};
+  e.addr = gpa;
+  e.len = len;
+  e.datamatch = value;
+  e.fd = eventfd;
+  e.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+  SNAPVM_TRY(checked_ioctl(fd_.get(), KVM_IOEVENTFD, &e, "KVM_IOEVENTFD"));
+  return {};
+}
+
 int Vm::check_extension(long cap) const {
   int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
   return r < 0 ? 0 : r;

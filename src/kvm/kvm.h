@@ -56,6 +56,10 @@ class Vm {
   Result<Device> create_device(uint32_t type) const;
   // KVM_IRQ_LINE with an architecture-encoded irq number.
   Status irq_line(uint32_t irq, bool level) const;
+  // KVM_IOEVENTFD: a guest write of `len` bytes equal to `value` at MMIO
+  // address `gpa` signals `eventfd` inside KVM, and the vCPU runs on
+  // without an exit to the VMM.
+  Status add_mmio_eventfd(uint64_t gpa, uint32_t len, uint64_t value, int eventfd) const;
   int check_extension(long cap) const;
   int fd() const { return fd_.get(); }
 

@@ -1,5 +1,6 @@
 #include "sandbox/seccomp.h"
 
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -158,9 +159,10 @@ Status enter(ThreadKind kind) {
       SNAPVM_CHECK_OK(allow_ioctls(ctx, {TCGETS}));
       break;
     case ThreadKind::kVcpu:
-      // Block requests are served on the notifying vCPU.
+      // Block requests are served on the notifying vCPU; a virtio-net
+      // driver that starts tells the tap its offloads from there too.
       SNAPVM_CHECK_OK(allow(ctx, {"fsync", "fdatasync"}));
-      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_RUN, KVM_IRQ_LINE, TCGETS}));
+      SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_RUN, KVM_IRQ_LINE, TCGETS, TUNSETOFFLOAD}));
       break;
     case ThreadKind::kDevice:
       SNAPVM_CHECK_OK(allow(ctx, kSockets));

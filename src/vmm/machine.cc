@@ -19,6 +19,7 @@
 #include "devices/console_device.h"
 #include "devices/mmio_bus.h"
 #include "devices/pl061.h"
+#include "devices/tap.h"
 #include "devices/virtio/block.h"
 #include "devices/virtio/mmio_transport.h"
 #include "devices/virtio/rng.h"
@@ -160,6 +161,13 @@ Status Machine::State::add_virtio(std::unique_ptr<virtio::VirtioDevice> device, 
     p->set_irq(line, true);
     p->set_irq(line, false);
   };
+  // Queues whose device has a thread of its own are notified through
+  // KVM, without an exit to this process (the vCPU goes on at once).
+  for (size_t q = 0; q < device->queue_max_sizes().size(); ++q) {
+    if (int fd = device->queue_notify_fd(q); fd >= 0) {
+      SNAPVM_CHECK_OK(vm->add_mmio_eventfd(node.base + virtio::MmioTransport::kQueueNotifyOffset, 4, q, fd));
+    }
+  }
   virtio.push_back(std::make_unique<virtio::MmioTransport>(std::move(device), memory, irq));
   SNAPVM_CHECK_OK(bus.add(node.base, node.size, virtio.back().get()));
   virtio_nodes.push_back(node);
@@ -403,6 +411,13 @@ Result<std::unique_ptr<Machine::State>> Machine::build(const MachineConfig& c, s
   } else if (!c.publish.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "--publish needs a vsock device (--vsock PATH or --name NAME)");
   }
+  for (const auto& n : c.nets) {
+    UniqueFd tap = SNAPVM_TRY(open_tap(n.tap));
+    const int fd = tap.get();  // owned by the device from here on
+    auto device = SNAPVM_TRY(virtio::Net::create(std::move(tap), n.mac.value_or(virtio::random_mac()),
+                                                 [fd](uint64_t features) { return set_tap_offloads(fd, features); }));
+    SNAPVM_CHECK_OK(s->add_virtio(std::move(device), n.tap, n.id));
+  }
   return s;
 }
 
@@ -498,10 +513,36 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
                              : SNAPVM_TRY(recorded(d.backend, fmt::format("disk {}", index), "--disk PATH"));
       c.disks.push_back({disk, read_only, d.name});
     }
+    if (d.virtio_type == 1) {
+      const size_t index = c.nets.size();
+      MachineConfig::Net net = index < o.nets.size() ? o.nets[index] : MachineConfig::Net{};
+      net.id = d.name;
+      for (const auto& [id, tap] : o.taps_by_id) {
+        if (id == d.name) net.tap = tap;
+      }
+      if (net.tap.empty()) {
+        if (!o.recorded_taps) {
+          return make_error(ErrorCode::kFailedPrecondition,
+                            "{}: the snapshot's network interface {} was on tap {}: give --net tap=NAME", path, index,
+                            d.backend);
+        }
+        net.tap = d.backend;
+      }
+      if (!net.mac) {
+        for (const auto& saved : st.devices) {
+          if (saved.slot == slot) net.mac = SNAPVM_TRY(virtio::Net::mac_of_saved(saved.device_specific));
+        }
+      }
+      c.nets.push_back(std::move(net));
+    }
     if (d.virtio_type == 19) {
       c.vsock_path = !o.vsock_path.empty() ? o.vsock_path
                                            : SNAPVM_TRY(recorded(d.backend, "vsock socket", "--vsock PATH or --name"));
     }
+  }
+  if (o.nets.size() > c.nets.size()) {
+    return make_error(ErrorCode::kInvalidArgument, "{}: {} --net given, the snapshot has {} network interface(s)", path,
+                      o.nets.size(), c.nets.size());
   }
   for (const auto& d : st.devices) {
     if (d.transport && d.transport->device_id == 19 && d.device_specific.size() >= 8) {

@@ -16,6 +16,7 @@
 
 #include "base/mapped_region.h"
 #include "base/result.h"
+#include "devices/virtio/net.h"
 #include "snapshot/writer.h"
 #include "state/host_state.h"
 #include "state/snapshot_state.h"
@@ -46,6 +47,13 @@ struct MachineConfig {
   uint64_t guest_cid = 3;
   // Host TCP listeners forwarded to guest vsock ports (needs vsock_path).
   std::vector<state::PortForward> publish;
+  // virtio-net interfaces (eth0, eth1, ... in order), each on a host tap.
+  struct Net {
+    std::string tap;                         // the tap device's name (created if missing and allowed)
+    std::optional<virtio::MacAddress> mac;  // none: a random locally administered one
+    std::string id;                          // kept in snapshots (e.g. Firecracker's iface_id); empty: "virtio<slot>"
+  };
+  std::vector<Net> nets;
   // Where the guest console goes: every chunk the UART emits.
   std::function<void(std::string_view)> console;
   // Dirty-page tracking from boot: KVM logs the guest's writes, the VMM
@@ -67,6 +75,15 @@ std::string_view to_string(ExitReason r);
 struct RestoreOptions {
   std::string vsock_path;          // empty: the snapshot's, if inside allowed_dir
   std::vector<std::string> disks;  // per disk, in order; missing: the snapshot's, if inside allowed_dir
+  // Per network interface, in order: another tap (and MAC) for this clone.
+  // A missing one takes the snapshot's tap only with `recorded_taps` (a
+  // tap is a host resource the snapshot names, like a path) and keeps the
+  // MAC the guest knows unless one is given.
+  std::vector<MachineConfig::Net> nets;
+  bool recorded_taps = false;
+  // Another tap by the interface's id (Firecracker's network_overrides);
+  // these count as given, like `nets`.
+  std::vector<std::pair<std::string, std::string>> taps_by_id;
   // Where the snapshot's own paths may lie; empty: the snapshot file's directory.
   std::string allowed_dir;
   // Host TCP forwards to guest ports; the snapshot's are never re-bound

@@ -43,7 +43,8 @@ grep -q '"path_on_host":"./hello-rootfs.ext4"' "$work/curl.out" || { echo "FAIL:
 expect 200 GET /machine-config
 grep -q '"mem_size_mib":1024' "$work/curl.out" || { echo "FAIL: machine-config"; failures=$((failures + 1)); }
 expect 400 PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 1024, "cpu_template": "C3"}'
-expect 400 PUT /network-interfaces/eth0 '{"iface_id": "eth0", "guest_mac": "AA:FC:00:00:00:01", "host_dev_name": "tap0"}'
+expect 204 PUT /network-interfaces/eth0 '{"iface_id": "eth0", "guest_mac": "AA:FC:00:00:00:01", "host_dev_name": "tap0"}'
+expect 400 PUT /network-interfaces/eth1 '{"iface_id": "eth1", "guest_mac": "AA:FC:00:00:00", "host_dev_name": "tap1"}'
 expect 400 PATCH /vm '{"state": "Paused"}'
 expect 400 PUT /actions '{"action_type": "SendCtrlAltDel"}'
 expect 400 PUT /drives/rootfs '{"drive_id": "rootfs"'

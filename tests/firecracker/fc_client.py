@@ -101,7 +101,7 @@ def main():
             ("PUT", "/machine-config", {"vcpu_count": 64, "mem_size_mib": 512}),  # out of range
             ("PUT", "/boot-source", {"kernel_image_path": "/k", "kernel_args": "x"}),  # unknown field
             ("PUT", "/drives/a", {"drive_id": "b", "path_on_host": "/x", "is_root_device": False}),  # id mismatch
-            ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": "tap0"}),
+            ("PUT", "/network-interfaces/eth0", {"iface_id": "eth1", "host_dev_name": "tap0"}),  # id mismatch
             ("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": False}),
             ("PATCH", "/vm", {"state": "Paused"}),                               # not started
             ("PUT", "/snapshot/create", {"snapshot_path": "/s", "mem_file_path": "/m"}),

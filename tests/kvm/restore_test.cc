@@ -82,8 +82,8 @@ TEST(Restore, ClonesGetTheHostClockAndTheirOwnRandomNumbers) {
   auto rand_b = run_when_up("/tmp/clone-b.vsock", {"true"});
   ASSERT_TRUE(rand_a.error.empty() && rand_b.error.empty()) << rand_a.error << rand_b.error;
   // The sync runs right after restore; wait until both clones report it.
-  ASSERT_TRUE(a.wait_log("guest clock set and entropy reseeded")) << a.log();
-  ASSERT_TRUE(b.wait_log("guest clock set and entropy reseeded")) << b.log();
+  ASSERT_TRUE(a.wait_log("guest clock set, entropy reseeded")) << a.log();
+  ASSERT_TRUE(b.wait_log("guest clock set, entropy reseeded")) << b.log();
   auto ra = test::run("/tmp/clone-a.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
   auto rb = test::run("/tmp/clone-b.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
   ASSERT_TRUE(ra.error.empty() && rb.error.empty());

@@ -238,10 +238,41 @@ TEST(FirecrackerConfigFile, ReadsFirecrackersSectionsAndRefusesWhatSnapvmLacks) 
   doc["balloon"] = {{"amount_mib", 0}};
   EXPECT_FALSE(parse_config_file(doc));
   doc.erase("balloon");
-  doc["network-interfaces"] = json::array({{{"iface_id", "eth0"}, {"host_dev_name", "tap0"}}});
+  doc["network-interfaces"] = json::array({{{"iface_id", "eth0"}, {"host_dev_name", "tap0"},
+                                             {"guest_mac", "AA:FC:00:00:00:01"}}});
   auto net = parse_config_file(doc);
-  ASSERT_FALSE(net);
-  EXPECT_NE(net.error().message().find("network"), std::string::npos);
+  ASSERT_TRUE(net) << net.error().describe();
+  ASSERT_EQ(net->network_interfaces.size(), 1u);
+  EXPECT_EQ(net->network_interfaces[0].host_dev_name, "tap0");
+  EXPECT_EQ(net->network_interfaces[0].guest_mac, "AA:FC:00:00:00:01");
+  // Twice the same id, a bad MAC, a rate limiter, a tap name no kernel takes.
+  for (json bad : {json{{"iface_id", "eth0"}, {"host_dev_name", "tap1"}},
+                   json{{"iface_id", "eth1"}, {"host_dev_name", "tap1"}, {"guest_mac", "AA:FC:00:00:00"}},
+                   json{{"iface_id", "eth1"}, {"host_dev_name", "tap1"}, {"rx_rate_limiter", json::object()}},
+                   json{{"iface_id", "eth1"}, {"host_dev_name", "a-name-longer-than-15"}}}) {
+    json d = doc;
+    d["network-interfaces"].push_back(bad);
+    EXPECT_FALSE(parse_config_file(d)) << bad.dump();
+  }
+}
+
+TEST_F(FirecrackerApi, NetworkInterfacesBeforeTheStartAndOverridesAtLoad) {
+  ASSERT_EQ(put("/network-interfaces/eth0", {{"iface_id", "eth0"}, {"host_dev_name", "tap0"}}).status, 204);
+  EXPECT_EQ(put("/network-interfaces/eth1", {{"iface_id", "eth1"}, {"host_dev_name", "tap0"}}).status, 400)
+      << "one tap, one interface";
+  EXPECT_EQ(put("/network-interfaces/eth1", {{"iface_id", "eth2"}, {"host_dev_name", "tap1"}}).status, 400);
+  EXPECT_EQ(get("/vm/config")["network-interfaces"][0]["host_dev_name"], "tap0");
+  boot();
+  EXPECT_EQ(backend.started->network_interfaces.size(), 1u);
+  EXPECT_EQ(put("/network-interfaces/eth1", {{"iface_id", "eth1"}, {"host_dev_name", "tap1"}}).status, 400);
+
+  RecordingBackend fresh_backend;
+  Api fresh("vm-2", fresh_backend);
+  json load = {{"snapshot_path", "/s"}, {"mem_backend", {{"backend_type", "File"}, {"backend_path", "/m"}}},
+               {"network_overrides", {{{"iface_id", "eth0"}, {"host_dev_name", "tap9"}}}}};
+  ASSERT_EQ(fresh.handle("PUT", "/snapshot/load", load.dump()).status, 204);
+  ASSERT_EQ(fresh_backend.loaded->network_overrides.size(), 1u);
+  EXPECT_EQ(fresh_backend.loaded->network_overrides[0].second, "tap9");
 }
 
 }  // namespace

@@ -11,7 +11,7 @@ case "$arch" in
     qemu_cmd=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max)
     console=ttyAMA0
     host_cmdline=""
-    host_modules=()
+    host_modules=(drivers/net/tun drivers/net/veth)  # taps for virtio-net, veths for its benchmark
     ;;
   x86_64)
     out=${TESTHOST_DIR:-build-testhost-x86_64}
@@ -31,7 +31,7 @@ case "$arch" in
     # text patching (see hold-kvm-keys.c); kept as the configuration the
     # suite is measured with.
     host_modules=(virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm
-                  "arch/x86/kvm/kvm-amd nested=0 vgif=0 vls=0 avic=0 lbrv=0")
+                  "arch/x86/kvm/kvm-amd nested=0 vgif=0 vls=0 avic=0 lbrv=0" drivers/net/tun drivers/net/veth)
     ;;
   *) echo "testhost: unknown architecture '$arch' (aarch64, x86_64)" >&2; exit 2 ;;
 esac

@@ -57,6 +57,13 @@ class VirtioDevice {
   virtual uint32_t device_id() const = 0;
   virtual uint64_t device_features() const = 0;  // VERSION_1 is added by the transport
   virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+  // An eventfd the device's own thread watches for the driver's
+  // notifications of `queue`, or -1 to be told through queue_notify() on
+  // the notifying vCPU. The VMM has KVM signal it directly (ioeventfd).
+  virtual int queue_notify_fd(size_t queue) const {
+    (void)queue;
+    return -1;
+  }
   virtual void read_config(uint64_t offset, std::span<uint8_t> data) const {
     std::memset(data.data(), 0, data.size());
     (void)offset;

@@ -19,6 +19,8 @@ namespace snapvm::virtio {
 class MmioTransport final : public MmioDevice, public Transport {
  public:
   using IrqFn = std::function<void()>;  // raises the device's edge-triggered interrupt
+  // The register a driver writes a queue's index to, to notify it.
+  static constexpr uint64_t kQueueNotifyOffset = 0x050;
 
   MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory memory, IrqFn irq);
   // Destroys the device first: a device with its own thread (vsock) may be

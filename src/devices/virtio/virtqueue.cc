@@ -167,7 +167,7 @@ std::optional<Chain> Virtqueue::pop(const GuestMemory& mem) {
   return chain;
 }
 
-void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t written) {
+void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t written, bool publish) {
   if (!error_.empty()) return;
   for (const auto& b : chain.writable) mem.mark_written(b.data, b.len);
   // Reset (or never set up) since the chain was popped: it went with the
@@ -192,8 +192,15 @@ void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t w
   std::memcpy(elem, &id, 4);
   std::memcpy(elem + 4, &written, 4);
   ++next_used_;
-  store_u16(used + 2, next_used_);  // publishes the element written above
   mem.mark_written(elem, 8);
+  if (publish) publish_used(mem);
+}
+
+void Virtqueue::publish_used(const GuestMemory& mem) {
+  if (!error_.empty() || !config_.ready || config_.size == 0) return;
+  uint8_t* used = mem.translate(config_.used_addr, 4);
+  if (used == nullptr || reinterpret_cast<uintptr_t>(used) % 4 != 0) return;  // push_used failed the queue
+  store_u16(used + 2, next_used_);  // publishes the elements written before
   mem.mark_written(used + 2, 2);
 }
 

@@ -69,7 +69,12 @@ class Virtqueue {
   // Returns a chain to the driver with `written` bytes in its writable part.
   // Its writable buffers and the used ring count as written by the VMM for
   // dirty tracking: devices write them before returning the chain.
-  void push_used(const GuestMemory& mem, const Chain& chain, uint32_t written);
+  // With `publish` false the element is written but the driver does not
+  // see it until publish_used(): a frame spread over several chains must
+  // appear whole (the driver reads their count from the first and takes
+  // the rest at once).
+  void push_used(const GuestMemory& mem, const Chain& chain, uint32_t written, bool publish = true);
+  void publish_used(const GuestMemory& mem);
   // The driver's avail index as it is now (how many buffers it has ever
   // made available), or nullopt while the queue is not usable.
   std::optional<uint16_t> driver_avail_idx(const GuestMemory& mem) const;
