@@ -12,6 +12,7 @@ packages=(
   clang-14 libclang-rt-14-dev     # libFuzzer and sanitizer runtimes
   xfsprogs util-linux             # reflink-capable loop filesystem for diff tests
   curl python3                    # real HTTP clients of the Firecracker API tests
+  libarchive-dev e2fsprogs        # container image layers (tar, gzip, zstd) and root filesystems
 )
 
 missing=()
