@@ -13,6 +13,7 @@ packages=(
   xfsprogs util-linux             # reflink-capable loop filesystem for diff tests
   curl python3                    # real HTTP clients of the Firecracker API tests
   libarchive-dev e2fsprogs        # container image layers (tar, gzip, zstd) and root filesystems
+  libssl-dev                      # sha256 of image blobs
 )
 
 missing=()
