@@ -14,6 +14,7 @@ packages=(
   curl python3                    # real HTTP clients of the Firecracker API tests
   libarchive-dev e2fsprogs        # container image layers (tar, gzip, zstd) and root filesystems
   libssl-dev                      # sha256 of image blobs
+  umoci                           # OCI images built by the image tests
 )
 
 missing=()

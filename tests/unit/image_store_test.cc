@@ -4,8 +4,10 @@
 // again is reused; every refusal leaves the store as it was.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -227,6 +229,59 @@ TEST_F(ImageStoreTest, RefusalsSayWhyInOneLineAndLeaveTheStoreAsItWas) {
   auto stored = find_image(options.store, "web");
   ASSERT_TRUE(stored);
   EXPECT_EQ(ext4_cat(stored->rootfs, "/etc/hostname"), "app\n");
+}
+
+}  // namespace
+}  // namespace snapvm::image
+
+namespace snapvm::image {
+namespace {
+
+std::string shell(const std::string& cmd, int* rc = nullptr) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  int status = ::pclose(p);
+  if (rc != nullptr) *rc = WEXITSTATUS(status);
+  return out;
+}
+
+// An image made by Debian's umoci (two layers, the second deleting a file
+// of the first), imported and listed through the command line.
+TEST(ImageCli, AnImageBuiltWithUmociImportsAndListsThroughTheCli) {
+  const fs::path dir = fs::temp_directory_path() / ("snapvm-umoci-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string d = dir.string(), snapvm = std::string(SNAPVM_BIN_DIR) + "/snapvm";
+  int rc = 0;
+  const std::string built = shell(
+      "set -e; cd " + d + "; umoci init --layout L; umoci new --image L:latest; "
+      "umoci unpack --image L:latest b >/dev/null; mkdir -p b/rootfs/bin b/rootfs/etc b/rootfs/srv; "
+      "printf one > b/rootfs/etc/motd; printf hi > b/rootfs/srv/index.html; ln -s busybox b/rootfs/bin/sh; "
+      "umoci repack --image L:latest b; rm -rf b; umoci unpack --image L:latest b >/dev/null; "
+      "rm b/rootfs/etc/motd; printf two > b/rootfs/srv/extra; umoci repack --image L:latest b; "
+      "umoci config --image L:latest --config.entrypoint /bin/httpd --config.cmd -f --config.workingdir /srv "
+      "--config.exposedports 8080/tcp",
+      &rc);
+  ASSERT_EQ(rc, 0) << "umoci (tools/setup.sh installs it): " << built;
+  const std::string store = " --store " + d + "/store";
+  std::string out = shell(snapvm + " image import " + d + "/L app" + store, &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("app: imported 2 layer(s)"), std::string::npos) << out;
+  EXPECT_NE(out.find("layer 2/2: 1 files,"), std::string::npos) << out;
+  EXPECT_NE(out.find("links, 1 whiteouts"), std::string::npos) << "umoci's whiteout for the deleted file: " << out;
+  out = shell(snapvm + " image import " + d + "/L app" + store, &rc);
+  EXPECT_NE(out.find("app: already imported"), std::string::npos) << out;
+  out = shell(snapvm + " image list" + store, &rc);
+  EXPECT_NE(out.find("/bin/httpd -f"), std::string::npos) << out;
+  const std::string rootfs = d + "/store/app/rootfs.ext4";
+  EXPECT_EQ(ext4_cat(rootfs, "/srv/extra"), "two");
+  EXPECT_FALSE(ext4_has(rootfs, "/etc/motd"));
+  out = shell(snapvm + " image import " + d + "/nowhere other" + store, &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line: " << out;
+  fs::remove_all(dir);
 }
 
 }  // namespace
