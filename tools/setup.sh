@@ -12,6 +12,9 @@ packages=(
   clang-14 libclang-rt-14-dev     # libFuzzer and sanitizer runtimes
   xfsprogs util-linux             # reflink-capable loop filesystem for diff tests
   curl python3                    # real HTTP clients of the Firecracker API tests
+  libarchive-dev e2fsprogs        # container image layers (tar, gzip, zstd) and root filesystems
+  libssl-dev                      # sha256 of image blobs
+  umoci                           # OCI images built by the image tests
 )
 
 missing=()

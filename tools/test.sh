@@ -63,9 +63,10 @@ fuzz_all() {
   fuzz control_request 70000
   fuzz agent_frames 70000
   fuzz firecracker_api 60000 tests/fuzz/regressions/firecracker_api
+  fuzz image 200000 tests/fuzz/regressions/image
   return $rc
 }
-suite "fuzzing (6 targets, ${fuzz_seconds}s each)" fuzz_all
+suite "fuzzing (7 targets, ${fuzz_seconds}s each)" fuzz_all
 
 # x86_64 runs natively where this machine's KVM boots the guest. The
 # emulated x86_64 host stays out of this gate while restored x86_64 guests

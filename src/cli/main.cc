@@ -5,6 +5,9 @@
 #include "cli/commands.h"
 #include "cli/control_commands.h"
 #include "cli/jail_command.h"
+#ifdef SNAPVM_HAVE_IMAGE
+#include "cli/image_commands.h"
+#endif
 #include "cli/vmm_commands.h"
 
 int main(int argc, char** argv) {
@@ -53,6 +56,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> vmm_args;
   argc = snapvm::cli::split_jail_args(argc, argv, vmm_args);
   auto run_jail_command = snapvm::cli::register_jail_command(app, vmm_args);
+#ifdef SNAPVM_HAVE_IMAGE  // not in the static test-host builds: images are imported on the host
+  auto run_image_command = snapvm::cli::register_image_commands(app);
+#else
+  std::function<int()> run_image_command = [] { return -1; };
+#endif
 
   CLI11_PARSE(app, argc, argv);
   if (*inspect) return snapvm::cli::run_inspect(path, json);
@@ -63,5 +71,6 @@ int main(int argc, char** argv) {
   if (rc < 0) rc = run_agent_command();
   if (rc < 0) rc = run_control_command();
   if (rc < 0) rc = run_jail_command();
+  if (rc < 0) rc = run_image_command();
   return rc >= 0 ? rc : 1;
 }

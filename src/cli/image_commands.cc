@@ -1,0 +1,94 @@
+#include "cli/image_commands.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "base/units.h"
+#include "image/store.h"
+
+namespace snapvm::cli {
+namespace {
+
+struct ImageOptions {
+  std::string source, name, store = image::default_store(), max_size = "8G";
+};
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : " ") + s;
+  return out;
+}
+
+int run_import(const ImageOptions& o) {
+  auto max = parse_size(o.max_size);
+  if (!max) {
+    fmt::print(stderr, "snapvm image import: --max-size: {}\n", max.error().describe());
+    return 1;
+  }
+  image::ImportOptions io;
+  io.store = o.store;
+  io.max_bytes = *max;
+  const auto t0 = std::chrono::steady_clock::now();
+  io.progress = [t0](const std::string& line) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    fmt::print(stderr, "[{:6.1f} s] {}\n", s, line);
+  };
+  auto r = image::import_image(o.source, o.name, io);
+  if (!r) {
+    fmt::print(stderr, "snapvm image import: {}\n", r.error().describe());
+    return 1;
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (r->reused) {
+    fmt::print("{}: already imported ({}), {}\n", r->name, r->digest.substr(0, 19), r->rootfs);
+  } else {
+    fmt::print("{}: imported {} layer(s), {:.1f} MiB of files, into {} ({:.1f} MiB) in {:.1f} s\n", r->name,
+               r->layers, r->content_bytes / 1048576.0, r->rootfs, r->rootfs_bytes / 1048576.0, s);
+  }
+  return 0;
+}
+
+int run_list(const ImageOptions& o) {
+  auto images = image::list_images(o.store);
+  if (!images) {
+    fmt::print(stderr, "snapvm image list: {}\n", images.error().describe());
+    return 1;
+  }
+  fmt::print("{:<24} {:<8} {:>10}  {:<19}  {}\n", "NAME", "ARCH", "ROOTFS", "DIGEST", "COMMAND");
+  for (const auto& i : *images) {
+    std::vector<std::string> command = i.config.entrypoint;
+    command.insert(command.end(), i.config.cmd.begin(), i.config.cmd.end());
+    fmt::print("{:<24} {:<8} {:>7.1f} MiB  {:<19}  {}\n", i.name, i.architecture, i.rootfs_bytes / 1048576.0,
+               i.digest.substr(0, 19), join(command));
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> register_image_commands(CLI::App& app) {
+  auto o = std::make_shared<ImageOptions>();
+  auto* image = app.add_subcommand("image", "Container images as root filesystems: import, list");
+  image->require_subcommand(1);
+  auto* import = image->add_subcommand(
+      "import", "Import an OCI image layout directory or a `docker save` tarball as NAME (an ext4 root filesystem "
+                "and the image's entrypoint, env, working dir, user and ports)");
+  import->add_option("SOURCE", o->source, "OCI layout directory, or docker-archive tarball (plain, gzip or zstd)")
+      ->required();
+  import->add_option("NAME", o->name, "name in the store")->required();
+  import->add_option("--max-size", o->max_size, "refuse images whose files add up to more")->capture_default_str();
+  auto* list = image->add_subcommand("list", "List the images in the store");
+  for (auto* c : {import, list}) {
+    c->add_option("--store", o->store, "the image store (SNAPVM_IMAGE_STORE)")->capture_default_str();
+  }
+  return [o, import, list]() -> int {
+    if (import->parsed()) return run_import(*o);
+    if (list->parsed()) return run_list(*o);
+    return -1;
+  };
+}
+
+}  // namespace snapvm::cli

@@ -1,0 +1,52 @@
+// The local image store: `snapvm image import` turns an image (an OCI
+// layout directory, or a `docker save` / `skopeo copy docker-archive:`
+// tarball) into a root filesystem image (ext4, built without mounting by
+// mkfs.ext4 -d) plus the image's run settings, under STORE/NAME/:
+//
+//   rootfs.ext4   the layers applied in order, whiteouts honoured
+//   image.json    name, digest, architecture, entrypoint, cmd, env,
+//                 working dir, user, exposed ports, sizes
+//
+// An import builds in a scratch directory inside the store and renames it
+// into place at the end, so a refused or failed import leaves the store
+// as it was; importing the same image (same digest) under the same name
+// again reuses what is there.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "image/oci.h"
+
+namespace snapvm::image {
+
+struct ImportOptions {
+  std::string store;                  // the store's directory
+  uint64_t max_bytes = 8ull << 30;    // file contents of the whole image (and of a tarball's unpacking)
+  std::function<void(const std::string&)> progress;  // one line per step, if set
+};
+
+struct ImportResult {
+  std::string name, digest, rootfs;
+  uint64_t content_bytes = 0, rootfs_bytes = 0;
+  size_t layers = 0;
+  bool reused = false;
+};
+
+// SNAPVM_IMAGE_STORE, else /var/lib/snapvm/images.
+std::string default_store();
+
+Result<ImportResult> import_image(const std::string& source, const std::string& name, const ImportOptions& options);
+
+struct StoredImage {
+  std::string name, digest, architecture, rootfs;
+  RunConfig config;
+  uint64_t rootfs_bytes = 0;
+};
+Result<StoredImage> find_image(const std::string& store, const std::string& name);
+Result<std::vector<StoredImage>> list_images(const std::string& store);
+
+}  // namespace snapvm::image
