@@ -166,7 +166,11 @@ void Net::queue_notify(size_t index) {
     t = transport_;
     if (t == nullptr || paused_) return;
   }
-  serve_queue(*t, 1, [this](const Chain& chain) { return transmit(chain); });
+  serve_transmit(*t);
+}
+
+void Net::serve_transmit(Transport& t) {
+  serve_queue(t, 1, [this](const Chain& chain) { return transmit(chain); });
 }
 
 uint32_t Net::transmit(const Chain& chain) {
@@ -303,7 +307,7 @@ void Net::run() {
     if (t != nullptr && receive()) t->signal_used(0);
     // Every round, not only on a transmit notification: one that came while
     // paused (or before a restore) is served once the device runs.
-    if (t != nullptr) serve_queue(*t, 1, [this](const Chain& chain) { return transmit(chain); });
+    if (t != nullptr) serve_transmit(*t);
     if (backend_failed_.load() && backend_in_wait_set) {
       // A dead tap polls as an error whatever events are asked for: remove
       // it, or this thread would spin on it.

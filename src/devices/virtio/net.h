@@ -91,6 +91,9 @@ class Net final : public VirtioDevice {
   // One receive round: frames from the backend into receive chains while
   // both last. Returns whether the guest should be interrupted.
   bool receive() REQUIRES(round_mu_);
+  // Sends what the transmit queue holds (vCPU or worker; serialized by the
+  // transport's queue lock).
+  void serve_transmit(Transport& t);
   uint32_t transmit(const Chain& chain);
   // Reports the first failure of the tap (`error` 0: closed) and wakes the worker.
   void backend_broke(const char* doing, int error);

@@ -193,13 +193,17 @@ void Virtqueue::push_used(const GuestMemory& mem, const Chain& chain, uint32_t w
   std::memcpy(elem + 4, &written, 4);
   ++next_used_;
   mem.mark_written(elem, 8);
-  if (publish) publish_used(mem);
+  if (publish) publish_at(mem, used);
 }
 
 void Virtqueue::publish_used(const GuestMemory& mem) {
   if (!error_.empty() || !config_.ready || config_.size == 0) return;
   uint8_t* used = mem.translate(config_.used_addr, 4);
   if (used == nullptr || reinterpret_cast<uintptr_t>(used) % 4 != 0) return;  // push_used failed the queue
+  publish_at(mem, used);
+}
+
+void Virtqueue::publish_at(const GuestMemory& mem, uint8_t* used) {
   store_u16(used + 2, next_used_);  // publishes the elements written before
   mem.mark_written(used + 2, 2);
 }

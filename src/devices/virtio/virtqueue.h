@@ -85,6 +85,8 @@ class Virtqueue {
   const std::string& error() const { return error_; }
 
  private:
+  // Stores the used index at `used` (the translated ring), marked written.
+  void publish_at(const GuestMemory& mem, uint8_t* used);
   bool fail(std::string why);
   bool walk(const GuestMemory& mem, uint16_t head, Chain& chain);
 
