@@ -1,6 +1,7 @@
 #include "cli/image_commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <memory>
@@ -15,12 +16,6 @@ namespace {
 struct ImageOptions {
   std::string source, name, store = image::default_store(), max_size = "8G";
 };
-
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : " ") + s;
-  return out;
-}
 
 int run_import(const ImageOptions& o) {
   auto max = parse_size(o.max_size);
@@ -62,7 +57,7 @@ int run_list(const ImageOptions& o) {
     std::vector<std::string> command = i.config.entrypoint;
     command.insert(command.end(), i.config.cmd.begin(), i.config.cmd.end());
     fmt::print("{:<24} {:<8} {:>7.1f} MiB  {:<19}  {}\n", i.name, i.architecture, i.rootfs_bytes / 1048576.0,
-               i.digest.substr(0, 19), join(command));
+               i.digest.substr(0, 19), fmt::join(command, " "));
   }
   return 0;
 }

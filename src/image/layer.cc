@@ -2,6 +2,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fmt/ranges.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/file_io.h"
 #include "base/unique_fd.h"
 
 namespace snapvm::image {
@@ -50,30 +52,39 @@ std::optional<std::vector<std::string>> split_path(std::string_view p) {
 }
 
 std::string join(const std::vector<std::string>& parts, size_t count) {
-  std::string out;
-  for (size_t i = 0; i < count; ++i) {
-    if (i) out += '/';
-    out += parts[i];
-  }
-  return out;
+  return fmt::format("{}", fmt::join(parts.begin(), parts.begin() + static_cast<ptrdiff_t>(count), "/"));
 }
 
-// Removes `name` in `dir_fd`, a directory with everything in it.
-Status remove_tree(int dir_fd, const std::string& name) {
-  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
-  if (errno != EISDIR && errno != EPERM) return errno_error("remove " + name);
-  int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno_error("open " + name);
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
+// A directory's entries (not . and ..) and an fd to act on them; the
+// directory `name` of `dir_fd` is opened without following a symlink.
+struct Listing {
+  UniqueFd fd;
+  std::vector<std::string> names;
+};
+Result<Listing> list_dir(int dir_fd, const std::string& name) {
+  Listing l{UniqueFd(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)), {}};
+  if (l.fd.get() < 0) return errno_error("open " + name);
+  const int reader = ::dup(l.fd.get());  // fdopendir takes it over
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(reader < 0 ? nullptr : ::fdopendir(reader), ::closedir);
   if (!dir) {
-    ::close(fd);
+    if (reader >= 0) ::close(reader);
     return errno_error("read " + name);
   }
   while (dirent* e = ::readdir(dir.get())) {
     std::string child = e->d_name;
-    if (child == "." || child == "..") continue;
-    SNAPVM_CHECK_OK(remove_tree(::dirfd(dir.get()), child));
+    if (child != "." && child != "..") l.names.push_back(std::move(child));
   }
+  return l;
+}
+
+// Removes `name` in `dir_fd`, a directory with everything in it; nothing
+// there is fine.
+Status remove_tree(int dir_fd, const std::string& name) {
+  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
+  if (errno != EISDIR && errno != EPERM) return errno_error("remove " + name);
+  auto listing = list_dir(dir_fd, name);
+  if (!listing) return tl::unexpected(listing.error());
+  for (const auto& child : listing->names) SNAPVM_CHECK_OK(remove_tree(listing->fd.get(), child));
   if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return errno_error("remove " + name);
   return {};
 }
@@ -157,7 +168,7 @@ class Applier {
       if (!tparts || tparts->empty()) return refuse("hard link `{}` to `{}` outside the root", name, target);
       auto tdir = open_dir(*tparts, tparts->size() - 1);
       if (!tdir) return tl::unexpected(std::move(tdir.error()).context("layer " + layer_));
-      SNAPVM_CHECK_OK(replace(dir_fd, leaf, false));
+      SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
       if (::linkat(tdir->get(), tparts->back().c_str(), dir_fd, leaf.c_str(), 0) != 0) {
         return refuse("hard link `{}` to `{}`: {}", name, target, std::strerror(errno));
       }
@@ -170,7 +181,7 @@ class Applier {
       case AE_IFDIR: {
         struct stat st {};
         if (::fstatat(dir_fd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
-          SNAPVM_CHECK_OK(replace(dir_fd, leaf, false));
+          SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
         }
         if (::mkdirat(dir_fd, leaf.c_str(), 0700) != 0 && errno != EEXIST) return errno_error("mkdir " + path);
         ++stats_.dirs;
@@ -181,7 +192,7 @@ class Applier {
         if (size < 0 || static_cast<uint64_t>(size) > budget_) {
           return refuse("`{}` holds {} bytes, more than the {} left to the image", name, size, budget_);
         }
-        SNAPVM_CHECK_OK(replace(dir_fd, leaf, false));
+        SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
         UniqueFd out(::openat(dir_fd, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (out.get() < 0) return errno_error("create " + path);
         SNAPVM_CHECK_OK(copy_data(a, out.get(), name));
@@ -193,7 +204,7 @@ class Applier {
         if (target == nullptr || std::strlen(target) > limits_.max_path_bytes) {
           return refuse("symlink `{}` with no or an overlong target", name);
         }
-        SNAPVM_CHECK_OK(replace(dir_fd, leaf, false));
+        SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
         // Stored as written: it is resolved inside the root when used.
         if (::symlinkat(target, dir_fd, leaf.c_str()) != 0) return errno_error("symlink " + path);
         ++stats_.symlinks;
@@ -204,7 +215,7 @@ class Applier {
         return {};
       }
       case AE_IFIFO:
-        SNAPVM_CHECK_OK(replace(dir_fd, leaf, false));
+        SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
         if (::mknodat(dir_fd, leaf.c_str(), S_IFIFO | 0600, 0) != 0) return errno_error("mkfifo " + path);
         return set_attributes(dir_fd, leaf, e, mode);
       case AE_IFCHR:
@@ -215,31 +226,14 @@ class Applier {
     }
   }
 
-  // Makes room for a new `leaf`: whatever is there goes, a directory too
-  // unless `keep_directory`.
-  Status replace(int dir_fd, const std::string& leaf, bool keep_directory) {
-    struct stat st {};
-    if (::fstatat(dir_fd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return {};
-    if (S_ISDIR(st.st_mode) && keep_directory) return {};
-    return remove_tree(dir_fd, leaf);
-  }
-
   Status empty_directory(int dir_fd, const std::string& dir_path) {
-    int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno_error("open " + dir_path);
-    std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
-    if (!dir) {
-      ::close(fd);
-      return errno_error("read " + dir_path);
-    }
-    std::vector<std::string> doomed;
-    while (dirent* e = ::readdir(dir.get())) {
-      std::string child = e->d_name;
-      if (child == "." || child == "..") continue;
+    auto listing = list_dir(dir_fd, ".");
+    if (!listing) return tl::unexpected(std::move(listing.error()).context(dir_path));
+    for (const auto& child : listing->names) {
       // What this layer itself put here before the marker stays.
-      if (written_.count(dir_path.empty() ? child : dir_path + "/" + child) == 0) doomed.push_back(child);
+      if (written_.count(dir_path.empty() ? child : dir_path + "/" + child) != 0) continue;
+      SNAPVM_CHECK_OK(remove_tree(listing->fd.get(), child));
     }
-    for (const auto& child : doomed) SNAPVM_CHECK_OK(remove_tree(::dirfd(dir.get()), child));
     return {};
   }
 
@@ -252,11 +246,8 @@ class Applier {
       if (r == ARCHIVE_EOF) return {};
       if (r != ARCHIVE_OK) return refuse("`{}`: corrupt data ({})", name, archive_error_string(a));
       if (offset < 0 || size > budget_) return refuse("`{}` is larger than the image may be", name);
-      for (size_t done = 0; done < size;) {
-        ssize_t w = ::pwrite(out, static_cast<const char*>(block) + done, size - done, offset + done);
-        if (w < 0) return errno_error(fmt::format("write {}", name));
-        done += static_cast<size_t>(w);
-      }
+      auto written = pwrite_all(out, {static_cast<const uint8_t*>(block), size}, static_cast<uint64_t>(offset));
+      if (!written) return tl::unexpected(std::move(written.error()).context(fmt::format("write {}", name)));
       budget_ -= size;
       stats_.bytes += size;
     }

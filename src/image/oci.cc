@@ -6,11 +6,10 @@
 #include <sys/stat.h>
 
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "base/file_io.h"
 #include "base/unique_fd.h"
 
 namespace snapvm::image {
@@ -23,18 +22,22 @@ constexpr size_t kMaxLayers = 256;
 constexpr std::string_view kIndexType = "application/vnd.oci.image.index.v1+json";
 constexpr std::string_view kDockerListType = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+// One open, one size check and one read of that size: a file that grows
+// after the check is not read further.
 Result<std::string> read_small(const std::string& path) {
+  auto fd = open_file(path, O_RDONLY | O_CLOEXEC);
+  if (!fd) return tl::unexpected(fd.error());
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return errno_error(path);
+  if (::fstat(fd->get(), &st) != 0) return errno_error(path);
   if (!S_ISREG(st.st_mode)) return make_error(ErrorCode::kDataLoss, fmt::format("{}: not a regular file", path));
   if (static_cast<uint64_t>(st.st_size) > kMaxMetadataBytes) {
     return make_error(ErrorCode::kDataLoss, fmt::format("{}: {} bytes, more than image metadata may be ({})", path,
                                                         st.st_size, kMaxMetadataBytes));
   }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  auto read = pread_exact(fd->get(), {reinterpret_cast<uint8_t*>(text.data()), text.size()}, 0);
+  if (!read) return tl::unexpected(std::move(read.error()).context(path));
+  return text;
 }
 
 Result<json> parse_json(const std::string& text, const std::string& what) {
@@ -199,13 +202,13 @@ const char* host_architecture() {
 }
 
 Result<std::string> sha256_of_file(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return errno_error(path);
+  auto fd = open_file(path, O_RDONLY | O_CLOEXEC);
+  if (!fd) return tl::unexpected(fd.error());
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
   std::vector<char> buf(1 << 20);
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    ssize_t n = ::read(fd->get(), buf.data(), buf.size());
     if (n < 0) return errno_error("read " + path);
     if (n == 0) break;
     EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));

@@ -6,6 +6,9 @@
 #include <archive_entry.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,14 @@ struct Entry {
   mode_t perm = 0644;
   bool hardlink = false;
 };
+
+// A file's bytes ("" if it cannot be read).
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 enum class Compression { kNone, kGzip, kZstd };
 

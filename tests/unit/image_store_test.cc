@@ -26,21 +26,21 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+
+// A command's stdout and stderr; its exit status in `rc`.
+std::string shell(const std::string& cmd, int* rc = nullptr) {
+  std::string out;
+  FILE* p = ::popen(("(" + cmd + ") 2>&1").c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  int status = ::pclose(p);
+  if (rc != nullptr) *rc = WEXITSTATUS(status);
+  return out;
 }
 
 // Reads a file out of an ext4 image without mounting it.
 std::string ext4_cat(const std::string& image, const std::string& path) {
-  std::string out;
-  FILE* p = ::popen(("debugfs -R 'cat " + path + "' " + image + " 2>/dev/null").c_str(), "r");
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  ::pclose(p);
-  return out;
+  return shell("debugfs -R 'cat " + path + "' " + image + " 2>/dev/null");
 }
 
 bool ext4_has(const std::string& image, const std::string& path) {
@@ -171,10 +171,10 @@ TEST_F(ImageStoreTest, ADockerSaveTarballImports) {
   json manifest = json::array({{{"Config", "cfg.json"}, {"RepoTags", {"web:latest"}}, {"Layers", {"abc/layer.tar"}}}});
   std::ofstream(staging / "manifest.json") << manifest.dump();
   write_layer((dir / "saved.tar").string(),
-              {{"manifest.json", AE_IFREG, slurp(staging / "manifest.json")},
-               {"cfg.json", AE_IFREG, slurp(staging / "cfg.json")},
+              {{"manifest.json", AE_IFREG, read_file(staging / "manifest.json")},
+               {"cfg.json", AE_IFREG, read_file(staging / "cfg.json")},
                {"abc/", AE_IFDIR},
-               {"abc/layer.tar", AE_IFREG, slurp(staging / "abc/layer.tar")}});
+               {"abc/layer.tar", AE_IFREG, read_file(staging / "abc/layer.tar")}});
   auto r = import_image((dir / "saved.tar").string(), "saved", options);
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(ext4_cat(r->rootfs, "/hello.txt"), "from docker\n");
@@ -194,8 +194,8 @@ TEST_F(ImageStoreTest, RefusalsSayWhyInOneLineAndLeaveTheStoreAsItWas) {
   };
   // A layer blob altered after its digest was taken.
   const fs::path tampered = make_oci("tampered");
-  json index = json::parse(slurp(tampered / "index.json"));
-  json manifest = json::parse(slurp(tampered / "blobs/sha256" / index["manifests"][0]["digest"].get<std::string>().substr(7)));
+  json index = json::parse(read_file(tampered / "index.json"));
+  json manifest = json::parse(read_file(tampered / "blobs/sha256" / index["manifests"][0]["digest"].get<std::string>().substr(7)));
   std::ofstream(tampered / "blobs/sha256" / manifest["layers"][1]["digest"].get<std::string>().substr(7),
                 std::ios::app) << "x";
   refuse(tampered, "does not match its digest");
@@ -237,15 +237,6 @@ TEST_F(ImageStoreTest, RefusalsSayWhyInOneLineAndLeaveTheStoreAsItWas) {
 namespace snapvm::image {
 namespace {
 
-std::string shell(const std::string& cmd, int* rc = nullptr) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  int status = ::pclose(p);
-  if (rc != nullptr) *rc = WEXITSTATUS(status);
-  return out;
-}
 
 // An image made by Debian's umoci (two layers, the second deleting a file
 // of the first), imported and listed through the command line.
