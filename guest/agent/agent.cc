@@ -9,6 +9,7 @@
 #include <linux/random.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,8 +26,10 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/protocol.h"
-#include "network.h"
 #include "base/json_fields.h"
+#include "network.h"
+#include "process_spec.h"
+#include "tcp_relay.h"
 
 namespace snapvm::guest {
 namespace {
@@ -76,20 +79,11 @@ std::optional<agent::FrameReader::Message> read_frame(int fd, agent::FrameReader
 void fail(int fd, const std::string& message) { send_json(fd, Frame::kError, {{"message", message}}); }
 
 void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
-  if (!req.contains("argv") || !req["argv"].is_array() || req["argv"].empty()) return fail(conn, "exec: argv is empty");
-  std::vector<std::string> argv;
-  for (const auto& a : req["argv"]) {
-    if (!a.is_string()) return fail(conn, "exec: argv must be strings");
-    argv.push_back(a.get<std::string>());
-  }
-  std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-                                  "TERM=dumb"};
-  if (req.contains("env") && req["env"].is_object()) {
-    for (const auto& [k, v] : req["env"].items()) {
-      if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
-    }
-  }
-  std::string cwd = json_field_or(req, "cwd", std::string("/"));
+  std::string error;
+  auto spec = parse_process_spec(req, error);
+  if (!spec || !resolve_user(*spec, error)) return fail(conn, "exec: " + error);
+  spec->env.push_back("TERM=dumb");
+  const std::string argv0 = spec->argv[0];
   int64_t timeout_ms = json_field_or(req, "timeout_ms", int64_t{0});
 
   int in[2], out[2], err[2], status_pipe[2];
@@ -105,21 +99,11 @@ void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
     ::signal(SIGPIPE, SIG_DFL);
-    if (::chdir(cwd.c_str()) != 0) {
-      int e = errno;
-      (void)!::write(status_pipe[1], &e, sizeof e);
-      ::_exit(127);
+    int e = enter_process(*spec);
+    if (e == 0) {
+      exec_process(*spec);
+      e = errno;
     }
-    std::vector<char*> av, ev;
-    for (auto& a : argv) av.push_back(a.data());
-    av.push_back(nullptr);
-    for (auto& e : env) ev.push_back(e.data());
-    ev.push_back(nullptr);
-    // execvpe searches the PATH of the calling process, not of envp: make
-    // the command's environment ours first.
-    environ = ev.data();
-    ::execvp(av[0], av.data());
-    int e = errno;
     (void)!::write(status_pipe[1], &e, sizeof e);
     ::_exit(127);
   }
@@ -132,7 +116,7 @@ void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
     ::waitpid(pid, nullptr, 0);
     ::close(status_pipe[0]);
     std::string what = exec_errno == ENOENT ? "command not found" : std::strerror(exec_errno);
-    return fail(conn, "exec " + argv[0] + ": " + what);
+    return fail(conn, "exec " + argv0 + ": " + what);
   }
   ::close(status_pipe[0]);
   ::fcntl(in[1], F_SETFL, O_NONBLOCK);
@@ -283,6 +267,90 @@ void serve_get(int conn, const json& req) {
   send_frame(conn, Frame::kDataEnd, {});
 }
 
+// A long-running program (an image's entrypoint): its output goes to the
+// guest console, it outlives this connection (and snapshots, and restores
+// into other processes), and a supervisor reports its end on the console
+// ("SNAPVM-APP-EXIT code=N" or "signal=N") and, if asked, powers the VM off
+// so the VM lives exactly as long as its program, like a container.
+void serve_start(int conn, const json& req) {
+  std::string error;
+  auto spec = parse_process_spec(req, error);
+  if (!spec || !resolve_user(*spec, error)) return fail(conn, "start: " + error);
+  if (!spec->root.empty() && ::access((spec->root + "/proc/self").c_str(), F_OK) != 0) {
+    return fail(conn, "start: no image is mounted at " + spec->root + " (the guest console says why)");
+  }
+  const bool poweroff = json_field_or(req, "poweroff_on_exit", false);
+  if (req.contains("tcp_ports") && req["tcp_ports"].is_array()) {
+    if (req["tcp_ports"].size() > 64) return fail(conn, "start: over 64 tcp_ports");
+    for (const auto& p : req["tcp_ports"]) {
+      if (!p.is_number_unsigned() || p.get<uint64_t>() == 0 || p.get<uint64_t>() > 65535) {
+        return fail(conn, "start: tcp_ports must be numbers from 1 to 65535");
+      }
+      if (!start_tcp_relay(p.get<uint16_t>(), error)) return fail(conn, "start: " + error);
+    }
+  }
+  int console = ::open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+  int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // Two pipes: the app's pid from the supervisor, and the exec error (if
+  // any) from the app, which may come first.
+  int pid_pipe[2], status[2];
+  if (console < 0 || null < 0 || ::pipe2(pid_pipe, O_CLOEXEC) != 0 || ::pipe2(status, O_CLOEXEC) != 0) {
+    return fail(conn, std::string("start: ") + std::strerror(errno));
+  }
+  pid_t supervisor = ::fork();
+  if (supervisor < 0) return fail(conn, std::string("start: fork: ") + std::strerror(errno));
+  if (supervisor == 0) {
+    ::setsid();
+    ::prctl(PR_SET_NAME, "snapvm-app");
+    pid_t app = ::fork();
+    if (app == 0) {
+      ::dup2(null, 0);
+      ::dup2(console, 1);
+      ::dup2(console, 2);
+      ::signal(SIGPIPE, SIG_DFL);
+      int e = enter_process(*spec);
+      if (e == 0) {
+        exec_process(*spec);
+        e = errno;
+      }
+      (void)!::write(status[1], &e, sizeof e);
+      ::_exit(127);
+    }
+    int32_t announced = app;
+    (void)!::write(pid_pipe[1], &announced, sizeof announced);
+    ::close(pid_pipe[1]);
+    ::close(status[1]);
+    int st = 0;
+    while (::waitpid(app, &st, 0) < 0 && errno == EINTR) {
+    }
+    std::string line = WIFSIGNALED(st) ? "SNAPVM-APP-EXIT signal=" + std::to_string(WTERMSIG(st))
+                                       : "SNAPVM-APP-EXIT code=" + std::to_string(WEXITSTATUS(st));
+    line += "\n";
+    (void)!::write(console, line.data(), line.size());
+    if (poweroff) {
+      ::sync();
+      ::reboot(RB_POWER_OFF);
+    }
+    ::_exit(0);
+  }
+  ::close(pid_pipe[1]);
+  ::close(status[1]);
+  ::close(console);
+  ::close(null);
+  int32_t pid = -1;
+  int exec_errno = 0;
+  bool got_pid = ::read(pid_pipe[0], &pid, sizeof pid) == sizeof pid;
+  bool failed = ::read(status[0], &exec_errno, sizeof exec_errno) == sizeof exec_errno;
+  ::close(pid_pipe[0]);
+  ::close(status[0]);
+  if (!got_pid) return fail(conn, "start: the supervisor failed");
+  if (failed) {
+    std::string what = exec_errno == ENOENT ? "not found" : std::strerror(exec_errno);
+    return fail(conn, "start " + spec->argv[0] + ": " + what);
+  }
+  send_json(conn, Frame::kOk, {{"pid", pid}});
+}
+
 // After a restore the guest's wall clock is where the snapshot left it and
 // its random state is shared with every other clone: set the clock from
 // the host and mix in host entropy, then force the CRNG to reseed.
@@ -332,6 +400,7 @@ void serve(int conn) {
     case Frame::kPut: return serve_put(conn, req, reader);
     case Frame::kGet: return serve_get(conn, req);
     case Frame::kSync: return serve_sync(conn, req);
+    case Frame::kStart: return serve_start(conn, req);
     default: return fail(conn, "unknown request");
   }
 }

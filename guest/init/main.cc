@@ -5,6 +5,8 @@
 //
 // Kernel command line switches:
 //   snapvm.poweroff   power off right after reporting readiness (tests)
+//   snapvm.image=DEV  mount the image on /dev/DEV for started programs
+//                     (image_root.h)
 //   snapvm.fill=MIB   write MIB MiB of pseudo-random bytes to /ram/fill (a
 //                     ramfs: tmpfs would stop at half the RAM) before
 //                     reporting readiness (benchmarks against VMMs that have
@@ -29,8 +31,10 @@
 
 #include "agent.h"
 #include "fill_memory.h"
+#include "image_root.h"
 #include "network.h"
 #include "shutdown_requests.h"
+#include "tcp_relay.h"
 #include "vsock_connect.h"
 
 namespace {
@@ -133,6 +137,7 @@ int main(int argc, char** argv) {
   std::string tool = self.substr(self.find_last_of('/') + 1);
   if (tool == "vsock-connect") return snapvm::guest::vsock_connect_main(argc, argv);
   if (tool == "fill-memory") return snapvm::guest::fill_memory_main(argc, argv);
+  if (tool == "probe-tcp") return snapvm::guest::probe_tcp_main(argc, argv);
   mount_basics();
   install_busybox();
   int modules = load_modules();
@@ -140,6 +145,7 @@ int main(int argc, char** argv) {
   log_console(snapvm::guest::configure_network(read_file("/proc/cmdline")));
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
+  if (std::string image = snapvm::guest::mount_image_root(cmdline); !image.empty()) log_console(image);
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));
   bool poweroff = cmdline.find("snapvm.poweroff") != std::string::npos;
   if (auto at = cmdline.find("snapvm.fill="); at != std::string::npos) {

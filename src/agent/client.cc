@@ -120,6 +120,8 @@ Result<ExecResult> exec(const std::string& uds_path, const ExecRequest& req, con
   auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort));
   json j = {{"argv", req.argv}, {"env", req.env}, {"timeout_ms", req.timeout.count()}};
   if (!req.cwd.empty()) j["cwd"] = req.cwd;
+  if (!req.root.empty()) j["root"] = req.root;
+  if (!req.user.empty()) j["user"] = req.user;
   SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kExec, j));
 
   std::vector<uint8_t> outbox;  // frames not yet sent (stdin)
@@ -265,7 +267,38 @@ Result<SyncResult> sync_once(const std::string& uds_path, const std::vector<std:
   return r;
 }
 
+Result<int> start_once(const std::string& uds_path, const StartRequest& req) {
+  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort, std::chrono::seconds(2)));
+  timeval limit{10, 0};
+  ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  json j = {{"argv", req.argv},         {"env", req.env},   {"tcp_ports", req.tcp_ports},
+            {"poweroff_on_exit", req.poweroff_on_exit}};
+  if (!req.cwd.empty()) j["cwd"] = req.cwd;
+  if (!req.root.empty()) j["root"] = req.root;
+  if (!req.user.empty()) j["user"] = req.user;
+  SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kStart, j));
+  FrameReader reader;
+  auto m = SNAPVM_TRY(read_frame(conn.get(), reader));
+  if (m.type == Frame::kError) return tl::unexpected(agent_error(m));
+  json r = json::parse(m.text(), nullptr, false);
+  if (m.type != Frame::kOk || !r.is_object()) return make_error(ErrorCode::kDataLoss, "start: unexpected agent reply");
+  return json_field_or(r, "pid", -1);
+}
+
 }  // namespace
+
+Result<int> start_program(const std::string& uds_path, const StartRequest& req, std::chrono::milliseconds wait) {
+  if (req.argv.empty()) return make_error(ErrorCode::kInvalidArgument, "start: no command given (the image names none)");
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto r = start_once(uds_path, req);
+    // Only "not up yet" is worth another try; the agent's refusals are final.
+    bool agent_refused = !r && r.error().code() == ErrorCode::kFailedPrecondition &&
+                         r.error().describe().find("nothing listens") == std::string::npos;
+    if (r || agent_refused || std::chrono::steady_clock::now() >= deadline) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
 
 Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout,
                               const std::vector<std::string>& macs) {

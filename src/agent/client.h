@@ -24,6 +24,8 @@ struct ExecRequest {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;
   std::string cwd;
+  std::string root;  // chroot here first (agent::kImageRoot: the image's root); empty: the agent's
+  std::string user;  // "uid[:gid]" or "name[:group]" of the root's /etc/passwd; empty: root
   std::chrono::milliseconds timeout{0};  // 0: none
   int stdin_fd = -1;                     // streamed until EOF; -1: empty stdin
 };
@@ -40,6 +42,22 @@ using OutputFn = std::function<void(std::string_view)>;
 
 Result<ExecResult> exec(const std::string& uds_path, const ExecRequest& request, const OutputFn& on_stdout,
                         const OutputFn& on_stderr);
+// A long-running program started by the agent (an image's entrypoint): its
+// output goes to the guest console, it outlives the connection, and its
+// end is reported on the console as "SNAPVM-APP-EXIT code=N|signal=N"
+// (then the guest powers off if `poweroff_on_exit`). Each of `tcp_ports`
+// becomes reachable as vsock port kTcpRelayBase + port.
+struct StartRequest {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;
+  std::string cwd, root, user;
+  std::vector<uint16_t> tcp_ports;
+  bool poweroff_on_exit = false;
+};
+// The program's pid in the guest. Retries while the agent is not up yet,
+// for up to `wait`.
+Result<int> start_program(const std::string& uds_path, const StartRequest& request, std::chrono::milliseconds wait);
+
 // Copies a host file into the guest; returns the bytes written there.
 Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_path, const std::string& guest_path);
 // Copies a guest file to the host (written atomically); returns its size.

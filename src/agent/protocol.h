@@ -16,6 +16,12 @@ namespace snapvm::agent {
 
 inline constexpr uint32_t kAgentPort = 1024;       // the agent's vsock port
 inline constexpr uint32_t kMaxFrameBytes = 1 << 20;  // payload limit either way
+// A started program's TCP port P is reachable from the host as guest vsock
+// port kTcpRelayBase + P (the guest relays it to 127.0.0.1:P): above every
+// 16-bit port, so it never meets the agent's or a user's vsock port.
+inline constexpr uint32_t kTcpRelayBase = 0x10000;
+// Where kStart requests with "root" mount an image (guest init, snapvm.image=).
+inline constexpr const char* kImageRoot = "/image/root";
 
 enum class Frame : uint8_t {
   // host -> guest
@@ -27,6 +33,8 @@ enum class Frame : uint8_t {
   kData = 6,       // file bytes, either way
   kDataEnd = 7,    // end of a file, either way
   kSync = 8,       // JSON: realtime_ns, entropy (hex): after a restore
+  kStart = 9,      // JSON: argv, env, cwd, user, root, tcp_ports, poweroff_on_exit: a
+                   // long-running program (an image's entrypoint), not tied to the connection
   // guest -> host
   kStdout = 10,
   kStderr = 11,

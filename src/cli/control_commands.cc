@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "api/control_client.h"
 #include "base/result.h"
 #include "base/unique_fd.h"
 
@@ -20,37 +21,8 @@ namespace {
 
 using nlohmann::json;
 
-Result<json> request(const std::string& path, const json& req) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno_error("socket(AF_UNIX)");
-  UniqueFd s(fd);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return make_error(ErrorCode::kInvalidArgument, "path {} is too long", path);
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return errno_error(fmt::format("connect to the VM's control socket {} (is the VM running?)", path));
-  }
-  std::string line = req.dump() + "\n";
-  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
-    return errno_error("send to the control socket");
-  }
-  std::string reply;
-  char c;
-  while (reply.size() < (1 << 20)) {
-    ssize_t n = ::recv(fd, &c, 1, 0);
-    if (n <= 0) return make_error(ErrorCode::kIo, "the VM closed the control socket without replying");
-    if (c == '\n') break;
-    reply.push_back(c);
-  }
-  json j = json::parse(reply, nullptr, false);
-  if (!j.is_object()) return make_error(ErrorCode::kDataLoss, "unreadable reply from the control socket");
-  if (!json_field_or(j, "ok", false)) return make_error(ErrorCode::kFailedPrecondition, "{}", json_field_or(j, "error", std::string("failed")));
-  return j;
-}
-
 int run_request(const std::string& vm, const json& req, const std::function<void(const json&)>& print) {
-  auto r = request(control_path_for(vm), req);
+  auto r = control_request(control_path_for(vm), req);
   if (!r) {
     fmt::print(stderr, "snapvm: {}\n", r.error().describe());
     return 1;

@@ -15,10 +15,14 @@
 #include <fmt/format.h>
 
 #include "agent/client.h"
+#include "agent/protocol.h"
 #include "arch/platform.h"
 #include "base/units.h"
+#include "cli/bake_command.h"
 #include "cli/control_commands.h"
 #include "cli/firecracker_command.h"
+#include "cli/image_vm.h"
+#include "cli/pool_command.h"
 #include "sandbox/seccomp.h"
 #include "vmm/control_server.h"
 #include "vmm/machine.h"
@@ -41,6 +45,7 @@ struct RunOptions {
   uint32_t cpus = 1;
   bool track_dirty = false;
   std::string seccomp = default_seccomp();
+  ImageRunOptions image;
 };
 
 // Turns on the per-thread seccomp filters (before any VMM thread starts).
@@ -236,12 +241,54 @@ int run_vm(const RunOptions& o) {
   }
   if (!parse_publishes(o.publish, c.publish)) return 1;
   if (!parse_nets(o.nets, c.nets)) return 1;
+  std::optional<ImageMachine> image;
+  std::optional<image::ImageConsole> image_console;
+  if (o.image.name.empty() && (!o.image.command.empty() || !o.image.env.empty() || !o.image.user.empty() ||
+                               !o.image.workdir.empty() || o.image.publish_all || o.image.entrypoint)) {
+    fmt::print(stderr, "snapvm: a COMMAND, --entrypoint, --env, --user, --workdir and --publish-all need --image\n");
+    return 1;
+  }
+  if (!o.image.name.empty()) {
+    auto prepared = prepare_image_machine(c, o.image);
+    if (!prepared) {
+      fmt::print(stderr, "snapvm: {}\n", prepared.error().describe());
+      return 1;
+    }
+    image = std::move(*prepared);
+    if (c.vsock_path.empty()) {  // the agent starts the program: an image VM always has vsock
+      ::mkdir("/run/snapvm", 0755);
+      c.vsock_path = fmt::format("/run/snapvm/image-{}.vsock", ::getpid());
+    }
+    image_console.emplace(c.console);
+    c.console = image_console->sink();
+  }
   auto machine = Machine::create(c);
   if (!machine) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
     return 1;
   }
-  return run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
+  if (image) {
+    for (const auto& f : (*machine)->port_forwards()) {
+      fmt::print(stderr, "snapvm: {}:{} -> port {} of {}\n", f.host_address, f.host_port,
+                 f.guest_port - agent::kTcpRelayBase, image->image.name);
+    }
+    Machine* vm = machine->get();
+    std::thread([vm, start = image->start, vsock = c.vsock_path] {
+      sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
+      auto pid = agent::start_program(vsock, start, std::chrono::seconds(60));
+      if (!pid) {
+        fmt::print(stderr, "snapvm: {}\n", pid.error().describe());
+        vm->request_stop();
+      }
+    }).detach();
+  }
+  int rc = run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
+  if (image_console && rc == 0) {
+    // Like `docker run`: the program's status is the command's.
+    if (auto status = image_console->exit_status()) return *status;
+    return 1;  // stopped before the program ended (or it never started: said above)
+  }
+  return rc;
 }
 
 struct RestoreCliOptions {
@@ -343,7 +390,7 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
       "when the guest powers off.\n\n"
       "Example:\n"
       "  snapvm run --kernel Image --initrd initrd.cpio --mem 512M --cpus 4");
-  run->add_option("-k,--kernel", o->kernel, "uncompressed kernel Image")->required();
+  run->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image, x86_64 bzImage)")->required();
   run->add_option("-i,--initrd", o->initrd, "initial ramdisk (cpio archive)");
   run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M or 2G (multiple of 2 MiB)")->capture_default_str();
   run->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
@@ -361,11 +408,26 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
                   "forwarded to a guest vsock port; repeatable");
   run->add_flag("--track-dirty", o->track_dirty,
                 "track the pages the guest and devices write from boot on, for diff snapshots after the first full one");
+  run->add_option("--image", o->image.name,
+                  "run this image of the store (snapvm image import): its root filesystem as /dev/vda, its program "
+                  "started by the agent; the command's status is the program's, -p names its TCP ports");
+  run->add_option("--store", o->image.store, "the image store (SNAPVM_IMAGE_STORE)")->capture_default_str();
+  run->add_option("-e,--env", o->image.env, "with --image: NAME=VALUE for the program; repeatable");
+  run->add_option("-u,--user", o->image.user, "with --image: the program's user (uid[:gid] or name[:group])");
+  run->add_option("-w,--workdir", o->image.workdir, "with --image: the program's working directory");
+  run->add_flag("-P,--publish-all", o->image.publish_all,
+                "with --image: each exposed port of the image on a free host port (printed)");
+  run->add_option("--entrypoint", o->image.entrypoint, "with --image: replaces the image's entrypoint (\"\": none)");
+  run->add_option("COMMAND", o->image.command, "with --image: replaces the image's cmd (after --)");
   add_seccomp_option(run, o->seccomp);
   auto run_firecracker = register_firecracker_command(app);
-  return [run, o, restore, ro, run_firecracker]() -> int {
+  auto run_bake = register_bake_command(app);
+  auto run_pool = register_pool_command(app);
+  return [run, o, restore, ro, run_firecracker, run_bake, run_pool]() -> int {
     if (*run) return run_vm(*o);
     if (*restore) return restore_vm(*ro);
+    if (int rc = run_bake(); rc >= 0) return rc;
+    if (int rc = run_pool(); rc >= 0) return rc;
     return run_firecracker();
   };
 }

@@ -191,16 +191,6 @@ Result<ImageSource> read_docker_archive(const std::string& dir) {
 
 }  // namespace
 
-const char* host_architecture() {
-#if defined(__x86_64__)
-  return "amd64";
-#elif defined(__aarch64__)
-  return "arm64";
-#else
-  return "unknown";
-#endif
-}
-
 Result<std::string> sha256_of_file(const std::string& path) {
   auto fd = open_file(path, O_RDONLY | O_CLOEXEC);
   if (!fd) return tl::unexpected(fd.error());

@@ -11,15 +11,9 @@
 #include <vector>
 
 #include "base/result.h"
+#include "image/catalog.h"
 
 namespace snapvm::image {
-
-// What the image says about how to run it (the OCI config's "config").
-struct RunConfig {
-  std::vector<std::string> entrypoint, cmd, env;
-  std::string working_dir, user;
-  std::vector<uint16_t> exposed_tcp_ports;
-};
 
 struct ImageSource {
   // Names the image's content: the manifest's digest (OCI), the config's
@@ -29,9 +23,6 @@ struct ImageSource {
   RunConfig config;
   std::string architecture;  // as the config says ("amd64", "arm64")
 };
-
-// The OCI architecture name of this host ("amd64", "arm64").
-const char* host_architecture();
 
 // Reads the image in `dir` (an OCI layout or an unpacked docker archive).
 // With several manifests (a multi-platform index), takes the one for

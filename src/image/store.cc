@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "base/unique_fd.h"
+#include "image/catalog.h"
 #include "image/layer.h"
 
 extern char** environ;
@@ -22,18 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-Status check_name(const std::string& name) {
-  const bool ok = !name.empty() && name.size() <= 128 && name[0] != '.' && name[0] != '-' &&
-                  name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") ==
-                      std::string::npos;
-  if (!ok) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("image name `{}`: use letters, digits, '.', '_', ':' and '-' (up to 128)",
-                                  name.substr(0, 200)));
-  }
-  return {};
-}
 
 // Removes a scratch directory unless released.
 class ScratchDir {
@@ -73,11 +62,13 @@ Result<uint64_t> apply_all(const std::vector<std::string>& layers, const fs::pat
 // mkfs.ext4 -d: an ext4 image of `dir` without mounting anything.
 Status make_ext4(const fs::path& dir, const fs::path& image, uint64_t content_bytes, uint64_t entries) {
   const uint64_t mib = 1 << 20;
-  const uint64_t size = ((content_bytes + content_bytes / 5 + entries * 8192 + 32 * mib) + mib - 1) / mib * mib;
+  // Mounted read-only under an overlay (the writes of a VM go to its RAM):
+  // no journal, and room only for metadata beyond the files.
+  const uint64_t size = ((content_bytes + content_bytes / 5 + entries * 8192 + 8 * mib) + mib - 1) / mib * mib;
   const std::string size_k = std::to_string(size / 1024) + "k";
   const std::string inodes = std::to_string(entries + 4096);
   const fs::path log = image.parent_path() / "mkfs.log";
-  std::vector<std::string> args = {"mkfs.ext4", "-q", "-F", "-L", "snapvm-root", "-N", inodes,
+  std::vector<std::string> args = {"mkfs.ext4", "-q", "-F", "-L", "snapvm-root", "-O", "^has_journal", "-N", inodes,
                                    "-d", dir.string(), image.string(), size_k};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -102,47 +93,10 @@ Status make_ext4(const fs::path& dir, const fs::path& image, uint64_t content_by
   return {};
 }
 
-json config_json(const RunConfig& c) {
-  return {{"entrypoint", c.entrypoint}, {"cmd", c.cmd},   {"env", c.env},
-          {"working_dir", c.working_dir}, {"user", c.user}, {"exposed_tcp_ports", c.exposed_tcp_ports}};
-}
-
-Result<StoredImage> read_stored(const fs::path& dir) {
-  std::ifstream in(dir / "image.json");
-  if (!in) return make_error(ErrorCode::kNotFound, fmt::format("no image at {}", dir.string()));
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return make_error(ErrorCode::kDataLoss, fmt::format("{}/image.json: not valid", dir.string()));
-  }
-  try {
-    StoredImage s;
-    s.name = j.value("name", "");
-    s.digest = j.value("digest", "");
-    s.architecture = j.value("architecture", "");
-    s.rootfs = (dir / "rootfs.ext4").string();
-    s.rootfs_bytes = j.value("rootfs_bytes", uint64_t{0});
-    const json c = j.value("config", json::object());
-    s.config.entrypoint = c.value("entrypoint", std::vector<std::string>{});
-    s.config.cmd = c.value("cmd", std::vector<std::string>{});
-    s.config.env = c.value("env", std::vector<std::string>{});
-    s.config.working_dir = c.value("working_dir", "");
-    s.config.user = c.value("user", "");
-    s.config.exposed_tcp_ports = c.value("exposed_tcp_ports", std::vector<uint16_t>{});
-    return s;
-  } catch (const json::exception& e) {
-    return make_error(ErrorCode::kDataLoss, fmt::format("{}/image.json: {}", dir.string(), e.what()));
-  }
-}
-
 }  // namespace
 
-std::string default_store() {
-  const char* env = std::getenv("SNAPVM_IMAGE_STORE");
-  return env != nullptr && *env != 0 ? env : "/var/lib/snapvm/images";
-}
-
 Result<ImportResult> import_image(const std::string& source, const std::string& name, const ImportOptions& o) {
-  SNAPVM_CHECK_OK(check_name(name));
+  SNAPVM_CHECK_OK(check_image_name(name));
   std::error_code ec;
   fs::create_directories(o.store, ec);
   if (ec) return make_error(ErrorCode::kIo, fmt::format("image store {}: {}", o.store, ec.message()));
@@ -175,7 +129,7 @@ Result<ImportResult> import_image(const std::string& source, const std::string& 
   result.layers = src->layers.size();
   const fs::path final_dir = fs::path(o.store) / name;
   result.rootfs = (final_dir / "rootfs.ext4").string();
-  if (auto existing = read_stored(final_dir); existing && existing->digest == src->digest) {
+  if (auto existing = find_image(o.store, name); existing && existing->digest == src->digest) {
     result.reused = true;
     result.rootfs_bytes = existing->rootfs_bytes;
     return result;
@@ -195,7 +149,7 @@ Result<ImportResult> import_image(const std::string& source, const std::string& 
                {"layers", src->layers.size()},
                {"content_bytes", *bytes},
                {"rootfs_bytes", result.rootfs_bytes},
-               {"config", config_json(src->config)}};
+               {"config", run_config_json(src->config)}};
   {
     std::ofstream f(out / "image.json");
     f << meta.dump(2) << "\n";
@@ -210,22 +164,6 @@ Result<ImportResult> import_image(const std::string& source, const std::string& 
     return make_error(ErrorCode::kIo, fmt::format("move the image into {}: {}", final_dir.string(), ec.message()));
   }
   return result;
-}
-
-Result<StoredImage> find_image(const std::string& store, const std::string& name) {
-  SNAPVM_CHECK_OK(check_name(name));
-  return read_stored(fs::path(store) / name);
-}
-
-Result<std::vector<StoredImage>> list_images(const std::string& store) {
-  std::vector<StoredImage> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(store, ec)) {
-    if (!e.is_directory() || e.path().filename().string().starts_with(".")) continue;
-    if (auto s = read_stored(e.path())) out.push_back(std::move(*s));
-  }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  return out;
 }
 
 }  // namespace snapvm::image

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "image/catalog.h"
 #include "image/oci.h"
 
 namespace snapvm::image {
@@ -36,17 +37,6 @@ struct ImportResult {
   bool reused = false;
 };
 
-// SNAPVM_IMAGE_STORE, else /var/lib/snapvm/images.
-std::string default_store();
-
 Result<ImportResult> import_image(const std::string& source, const std::string& name, const ImportOptions& options);
-
-struct StoredImage {
-  std::string name, digest, architecture, rootfs;
-  RunConfig config;
-  uint64_t rootfs_bytes = 0;
-};
-Result<StoredImage> find_image(const std::string& store, const std::string& name);
-Result<std::vector<StoredImage>> list_images(const std::string& store);
 
 }  // namespace snapvm::image

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds static binaries for a test host (snapvm, the KVM tests, the
-# benchmarks, the guest init) and packs the guest initramfs from that
-# architecture's Debian kernel modules, into the payload the host sees at
-# /payload.
+# benchmarks, the guest init), packs the guest initramfs from that
+# architecture's Debian kernel modules and builds the test image
+# (pack-image.sh), into the payload the host sees at /payload.
 #
 #   tools/testhost/build.sh [aarch64|x86_64]     (default aarch64)
 set -euo pipefail
@@ -30,4 +30,8 @@ mkdir -p "$payload/guest"
 for b in "${bins[@]}"; do cp "$build/bin/$b" "$payload/"; done
 ln -f "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio" 2>/dev/null || cp "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio"
 cp "$(realpath "$out/kernel-image")" "$payload/guest/kernel"
+# The image the image tests run, imported on this machine by the native
+# snapvm (the static test-host build cannot import: no libarchive).
+build/bin/snapvm image --help >/dev/null 2>&1 || tools/build.sh release >/dev/null
+tools/testhost/pack-image.sh "$deb_arch" "$out/busybox/bin/busybox" build/bin/snapvm "$payload/guest/images"
 echo "testhost build: $arch payload ready in $payload ($(du -sh "$payload" | cut -f1))"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# On a host whose own KVM runs the guest: the guest kernel and initramfs for
-# native runs, from the native build, in build-testhost*/native-guest/.
+# On a host whose own KVM runs the guest: the guest kernel, initramfs and
+# test image for native runs, from the native build, in build-testhost*/native-guest/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/testhost/arch.sh "$(uname -m)"
@@ -8,4 +8,6 @@ mkdir -p "$out/native-guest"
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
 tools/testhost/pack-guest.sh build/bin/snapvm-guest-init "$moddir" "$out/busybox/bin/busybox" "$out/native-guest/initrd.cpio"
 cp "$(realpath "$out/kernel-image")" "$out/native-guest/kernel"
+rm -rf "$out/native-guest/images"
+tools/testhost/pack-image.sh "$deb_arch" "$out/busybox/bin/busybox" build/bin/snapvm "$out/native-guest/images"
 echo "native-guest: $out/native-guest"

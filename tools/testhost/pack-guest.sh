@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs the guest initramfs: snapvm's init (with the agent) as /init, busybox
-# for the userland, and the virtio, vsock, network and input (power button) modules
+# for the userland, and the virtio, vsock, network, input (power button) and
+# image root (ext4, overlay) modules
 # Debian's kernel keeps as modules, listed in load order.
 #   pack-guest.sh INIT_BINARY KERNEL_MODULES_DIR BUSYBOX OUT.cpio
 set -euo pipefail
@@ -12,12 +13,14 @@ cp "$init" "$guest/init"
 cp "$busybox" "$guest/bin/busybox"
 ln -s /init "$guest/bin/vsock-connect"
 ln -s /init "$guest/bin/fill-memory"
+ln -s /init "$guest/bin/probe-tcp"
 : > "$guest/lib/modules/load-order"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk drivers/char/hw_random/virtio-rng \
          net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
          net/vmw_vsock/vmw_vsock_virtio_transport net/vmw_vsock/vsock_loopback \
          drivers/input/evdev drivers/input/keyboard/gpio_keys drivers/acpi/button \
-         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net \
+         lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4 fs/overlayfs/overlay; do
   src="$moddir/kernel/$m.ko"
   name=$(basename "$src")
   if [ -e "$src" ]; then

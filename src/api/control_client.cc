@@ -1,0 +1,49 @@
+#include "api/control_client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "base/json_fields.h"
+#include "base/unique_fd.h"
+
+namespace snapvm {
+
+using nlohmann::json;
+
+Result<json> control_request(const std::string& path, const json& req) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error("socket(AF_UNIX)");
+  UniqueFd s(fd);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error(ErrorCode::kInvalidArgument, "path {} is too long", path);
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return errno_error(fmt::format("connect to the VM's control socket {} (is the VM running?)", path));
+  }
+  std::string line = req.dump() + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    return errno_error("send to the control socket");
+  }
+  std::string reply;
+  char buf[4096];
+  while (reply.find('\n') == std::string::npos) {
+    if (reply.size() > (1 << 20)) return make_error(ErrorCode::kDataLoss, "control socket reply over 1 MiB");
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return make_error(ErrorCode::kIo, "the VM closed the control socket without replying");
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  reply.resize(reply.find('\n'));
+  json j = json::parse(reply, nullptr, false);
+  if (!j.is_object()) return make_error(ErrorCode::kDataLoss, "unreadable reply from the control socket");
+  if (!json_field_or(j, "ok", false)) {
+    return make_error(ErrorCode::kFailedPrecondition, "{}", json_field_or(j, "error", std::string("failed")));
+  }
+  return j;
+}
+
+}  // namespace snapvm

@@ -1,0 +1,181 @@
+#include "cli/bake_command.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "agent/protocol.h"
+#include "arch/platform.h"
+#include "base/units.h"
+#include "cli/image_vm.h"
+#include "sandbox/seccomp.h"
+#include "vmm/machine.h"
+
+namespace snapvm::cli {
+namespace {
+
+struct BakeOptions {
+  ImageRunOptions image;
+  std::string out, kernel, initrd, mem = "256M", console, cmdline = std::string(arch::default_cmdline());
+  uint32_t cpus = 1;
+  std::optional<uint16_t> ready_port;
+  std::string ready_cmd;
+  double timeout_s = 120;
+  std::string seccomp = "enforce";
+};
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run_bake(BakeOptions o) {
+  if (o.ready_port && !o.ready_cmd.empty()) {
+    fmt::print(stderr, "snapvm bake: --ready-port and --ready-cmd exclude each other\n");
+    return 1;
+  }
+  auto mem = parse_size(o.mem);
+  if (!mem) {
+    fmt::print(stderr, "snapvm bake: --mem: {}\n", mem.error().describe());
+    return 1;
+  }
+  if (o.seccomp != "off") {
+    auto s = sandbox::enable(o.seccomp == "log" ? sandbox::Mode::kLog : sandbox::Mode::kEnforce);
+    if (!s) {
+      fmt::print(stderr, "snapvm bake: {}\n", s.error().describe());
+      return 1;
+    }
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> console_file(nullptr, &std::fclose);
+  if (!o.console.empty()) {
+    console_file.reset(std::fopen(o.console.c_str(), "w"));
+    if (!console_file) {
+      fmt::print(stderr, "snapvm bake: --console {}: cannot open for writing\n", o.console);
+      return 1;
+    }
+  }
+  FILE* console_out = console_file ? console_file.get() : stderr;
+  MachineConfig c;
+  c.kernel_path = o.kernel;
+  c.initrd_path = o.initrd;
+  c.cmdline = o.cmdline;
+  c.mem_bytes = *mem;
+  c.vcpus = o.cpus;
+  auto prepared = prepare_image_machine(c, o.image);
+  if (!prepared) {
+    fmt::print(stderr, "snapvm bake: {}\n", prepared.error().describe());
+    return 1;
+  }
+  // The program's exposed ports are relayed in every clone; the first is
+  // what readiness waits for unless told otherwise.
+  for (uint16_t p : prepared->image.config.exposed_tcp_ports) prepared->start.tcp_ports.push_back(p);
+  if (!o.ready_port && o.ready_cmd.empty() && !prepared->image.config.exposed_tcp_ports.empty()) {
+    o.ready_port = prepared->image.config.exposed_tcp_ports.front();
+  }
+  if (o.ready_port) prepared->start.tcp_ports.push_back(*o.ready_port);
+  // Clones are restored elsewhere with sockets of their own; this one only
+  // lives while baking, next to the snapshot.
+  c.vsock_path = o.out + ".bake.vsock";
+  ::unlink(c.vsock_path.c_str());
+  image::ImageConsole console([console_out](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), console_out);
+    std::fflush(console_out);
+  });
+  c.console = console.sink();
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto machine = Machine::create(c);
+  if (!machine) {
+    fmt::print(stderr, "snapvm bake: {}\n", machine.error().describe());
+    return 1;
+  }
+  Machine& vm = **machine;
+  std::atomic<bool> ended{false};
+  int rc = 1;
+  std::thread baker([&] {
+    sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+    auto stop = [&](const std::string& why) {
+      fmt::print(stderr, "snapvm bake: {}\n", why);
+      vm.request_stop();
+    };
+    auto pid = agent::start_program(c.vsock_path, prepared->start, std::chrono::seconds(60));
+    if (!pid) return stop(pid.error().describe());
+    const double started_ms = ms_since(t0);
+    fmt::print(stderr, "snapvm bake: {} started (guest pid {}) {:.0f} ms after boot began\n",
+               fmt::join(prepared->start.argv, " "), *pid, started_ms);
+    Readiness ready{o.ready_port, o.ready_cmd};
+    auto ok = wait_until_ready(c.vsock_path, ready, prepared->image,
+                               std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)),
+                               [&] { return ended.load(); });
+    if (!ok) return stop(ok.error().describe());
+    const double ready_ms = ms_since(t0);
+    auto snap = vm.snapshot_live(o.out, "", false);
+    if (!snap) return stop("snapshot: " + snap.error().describe());
+    fmt::print(stderr,
+               "snapvm bake: ready {:.0f} ms after boot began ({}); snapshot {} written in {:.0f} ms "
+               "({:.1f} MiB of RAM in use)\n",
+               ready_ms, o.ready_port ? fmt::format("port {}", *o.ready_port)
+                                      : o.ready_cmd.empty() ? std::string("no readiness check") : "--ready-cmd",
+               o.out, snap->total_ms, snap->stats.data_bytes / 1048576.0);
+    rc = 0;
+    vm.request_stop();
+  });
+  auto exit = vm.run([] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); });
+  ended = true;
+  baker.join();
+  if (!exit) {
+    fmt::print(stderr, "snapvm bake: {}\n", exit.error().describe());
+    return 1;
+  }
+  if (*exit != ExitReason::kStopped) {
+    auto status = console.exit_status();
+    fmt::print(stderr, "snapvm bake: the VM ended ({}) before the snapshot{}\n", to_string(*exit),
+               status ? fmt::format("; the program exited with status {}", *status) : std::string());
+    return 1;
+  }
+  return rc;
+}
+
+}  // namespace
+
+std::function<int()> register_bake_command(CLI::App& app) {
+  auto o = std::make_shared<BakeOptions>();
+  auto* bake = app.add_subcommand(
+      "bake", "Boot an image, start its program, wait until it is ready and write a warm snapshot to clone from");
+  bake->footer(
+      "Readiness: --ready-port P (the program accepts on TCP port P in the guest), --ready-cmd CMD (sh -c CMD\n"
+      "exits 0 in the image), else the image's first exposed port, else none.\n\n"
+      "Example:\n"
+      "  snapvm bake web web.snap --kernel Image --initrd initrd.cpio --ready-port 8080\n"
+      "  snapvm pool serve web.snap --size 4 --socket /run/snapvm/web.pool");
+  bake->add_option("IMAGE", o->image.name, "image in the store (snapvm image import)")->required();
+  bake->add_option("OUT", o->out, "snapshot file to write")->required();
+  bake->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image, x86_64 bzImage)")->required();
+  bake->add_option("-i,--initrd", o->initrd, "snapvm's guest initramfs")->required();
+  bake->add_option("-m,--mem", o->mem, "guest RAM")->capture_default_str();
+  bake->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
+  bake->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();
+  bake->add_option("--store", o->image.store, "the image store (SNAPVM_IMAGE_STORE)")->capture_default_str();
+  bake->add_option("-e,--env", o->image.env, "NAME=VALUE for the program; repeatable");
+  bake->add_option("-u,--user", o->image.user, "the program's user (uid[:gid] or name[:group])");
+  bake->add_option("-w,--workdir", o->image.workdir, "the program's working directory");
+  bake->add_option("--ready-port", o->ready_port, "ready when the program accepts on this TCP port");
+  bake->add_option("--ready-cmd", o->ready_cmd, "ready when `sh -c CMD` exits 0 in the image");
+  bake->add_option("--timeout", o->timeout_s, "seconds to wait for readiness")->capture_default_str();
+  bake->add_option("--console", o->console, "the guest console to this file (default: stderr)");
+  bake->add_option("--seccomp", o->seccomp, "seccomp filters per VMM thread: enforce, log, off")
+      ->check(CLI::IsMember({"enforce", "log", "off"}))
+      ->capture_default_str();
+  bake->add_option("--entrypoint", o->image.entrypoint, "replaces the image's entrypoint (\"\": none)");
+  bake->add_option("COMMAND", o->image.command, "replaces the image's cmd (after --)");
+  return [bake, o]() -> int { return bake->parsed() ? run_bake(*o) : -1; };
+}
+
+}  // namespace snapvm::cli

@@ -1,0 +1,231 @@
+#include "cli/pool_command.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "api/control_client.h"
+#include "base/json_fields.h"
+#include "base/unix_socket.h"
+#include "image/catalog.h"
+#include "pool/pool.h"
+
+namespace snapvm::cli {
+namespace {
+
+using nlohmann::json;
+
+struct PoolCliOptions {
+  std::string snapshot, socket, dir, allow_dir = image::default_store(), id, seccomp = "enforce";
+  size_t size = 2, max = 8;
+  std::vector<uint16_t> ports;
+  double take_wait_s = 30;
+  bool json_out = false;
+};
+
+// Requests on the pool socket are a line of JSON each, as on a VM's control
+// socket; a client is the pool's owner (0600), but a bad line is still one
+// error line, never a crash.
+constexpr size_t kMaxRequestBytes = 4096;
+constexpr int kMaxConnections = 64;
+
+json handle(pool::Pool& pool, const std::string& line, bool& stop) {
+  json req = json::parse(line, nullptr, false);
+  if (!req.is_object()) return {{"ok", false}, {"error", "a request is one JSON object per line"}};
+  const std::string op = json_field_or(req, "op", std::string());
+  if (op == "take") {
+    auto c = pool.take();
+    if (!c) return {{"ok", false}, {"error", c.error().describe()}};
+    json addresses = json::object();
+    for (const auto& [port, address] : c->addresses) addresses[std::to_string(port)] = address;
+    return {{"ok", true},         {"id", c->id},           {"pid", c->pid},
+            {"control", c->control}, {"vsock", c->vsock}, {"console", c->console},
+            {"addresses", addresses}, {"resume_ms", c->resume_ms}, {"sync_ms", c->sync_ms}};
+  }
+  if (op == "release") {
+    auto r = pool.release(json_field_or(req, "id", std::string()));
+    return r ? json{{"ok", true}} : json{{"ok", false}, {"error", r.error().describe()}};
+  }
+  if (op == "status") {
+    auto s = pool.stats();
+    json clones = json::array();
+    for (const auto& c : s.clones) clones.push_back({{"id", c.id}, {"phase", c.phase}, {"pid", c.pid}});
+    return {{"ok", true},       {"ready", s.ready},         {"starting", s.starting},
+            {"taken", s.taken}, {"started", s.started},     {"replaced", s.replaced},
+            {"failed_starts", s.failed_starts}, {"clones", clones}};
+  }
+  if (op == "stop") {
+    stop = true;
+    return {{"ok", true}};
+  }
+  return {{"ok", false}, {"error", "unknown op (take, release, status, stop)"}};
+}
+
+int serve(const PoolCliOptions& o) {
+  // Signals arrive through a signalfd; blocked before any thread starts so
+  // that none of them takes one.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&signals, s);
+  ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  UniqueFd sigfd(::signalfd(-1, &signals, SFD_CLOEXEC));
+
+  pool::PoolOptions po;
+  po.snapshot = o.snapshot;
+  po.snapvm_binary = std::filesystem::read_symlink("/proc/self/exe").string();
+  po.dir = o.dir.empty() ? fmt::format("/run/snapvm/pool-{}", ::getpid()) : o.dir;
+  po.allow_dir = o.allow_dir;
+  po.tcp_ports = o.ports;
+  po.ready = o.size;
+  po.max_clones = o.max;
+  po.take_wait = std::chrono::milliseconds(static_cast<int64_t>(o.take_wait_s * 1000));
+  po.seccomp = o.seccomp;
+  auto listener = listen_unix(o.socket, 128, 0600, "pool socket");
+  if (!listener) {
+    fmt::print(stderr, "snapvm pool: {}\n", listener.error().describe());
+    return 1;
+  }
+  auto started = pool::Pool::start(po);
+  if (!started) {
+    ::unlink(o.socket.c_str());
+    fmt::print(stderr, "snapvm pool: {}\n", started.error().describe());
+    return 1;
+  }
+  std::unique_ptr<pool::Pool> pool = std::move(*started);
+  fmt::print(stderr, "snapvm pool: serving {} on {}: {} ready, at most {} clones (clones' files in {})\n", o.snapshot,
+             o.socket, o.size, o.max, po.dir);
+
+  std::mutex mu;
+  std::condition_variable idle;
+  int active = 0;  // connection threads running, guarded by mu
+  std::atomic<bool> stop{false};
+  while (!stop) {
+    pollfd fds[2] = {{listener->get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+    if (::poll(fds, 2, 200) < 0 && errno != EINTR) break;
+    if (fds[1].revents) break;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int c = ::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) continue;
+    {
+      std::lock_guard lock(mu);
+      if (active >= kMaxConnections) {
+        std::string busy = json{{"ok", false}, {"error", "the pool is busy: too many requests at once"}}.dump() + "\n";
+        (void)!::send(c, busy.data(), busy.size(), MSG_NOSIGNAL);
+        ::close(c);
+        continue;
+      }
+      ++active;
+    }
+    std::thread([&, c] {
+      UniqueFd conn(c);
+      timeval limit{5, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+      std::string line;
+      char buf[512];
+      while (line.find('\n') == std::string::npos && line.size() <= kMaxRequestBytes) {
+        ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        line.append(buf, static_cast<size_t>(n));
+      }
+      bool want_stop = false;
+      json reply = line.size() > kMaxRequestBytes ? json{{"ok", false}, {"error", "request too long"}}
+                                                  : handle(*pool, line.substr(0, line.find('\n')), want_stop);
+      std::string out = reply.dump() + "\n";
+      (void)!::send(c, out.data(), out.size(), MSG_NOSIGNAL);
+      if (want_stop) stop = true;
+      std::lock_guard lock(mu);
+      --active;
+      idle.notify_all();
+    }).detach();
+  }
+  fmt::print(stderr, "snapvm pool: stopping every clone\n");
+  pool->shutdown();  // waiting takes fail now
+  {
+    std::unique_lock lock(mu);
+    idle.wait(lock, [&] { return active == 0; });
+  }
+  pool.reset();
+  ::unlink(o.socket.c_str());
+  std::error_code ec;
+  std::filesystem::remove(po.dir, ec);  // empty once every clone is gone
+  return 0;
+}
+
+int client(const PoolCliOptions& o, const json& req, const std::function<void(const json&)>& print) {
+  auto r = control_request(o.socket, req);
+  if (!r) {
+    fmt::print(stderr, "snapvm pool: {}\n", r.error().describe());
+    return 1;
+  }
+  print(*r);
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> register_pool_command(CLI::App& app) {
+  auto o = std::make_shared<PoolCliOptions>();
+  auto* pool = app.add_subcommand("pool", "Serve warm clones of a snapshot and hand them out");
+  pool->require_subcommand(1);
+  auto* serve_cmd = pool->add_subcommand(
+      "serve", "Keep clones of SNAPSHOT restored and paused, hand one out per take, refill in the background");
+  serve_cmd->add_option("SNAPSHOT", o->snapshot, "the warm snapshot (snapvm bake)")->required();
+  serve_cmd->add_option("--socket", o->socket, "the pool's Unix socket (0600)")->required();
+  serve_cmd->add_option("--size", o->size, "clones kept ready")->capture_default_str();
+  serve_cmd->add_option("--max", o->max, "clones at most, ready and taken")->capture_default_str();
+  serve_cmd->add_option("--port", o->ports, "a TCP port of the program to publish per clone; repeatable");
+  serve_cmd->add_option("--dir", o->dir, "clones' sockets and consoles (default /run/snapvm/pool-PID)");
+  serve_cmd->add_option("--allow-dir", o->allow_dir, "where the snapshot's disks may lie (its image store)")
+      ->capture_default_str();
+  serve_cmd->add_option("--take-wait", o->take_wait_s, "seconds a take waits for a ready clone")->capture_default_str();
+  serve_cmd->add_option("--seccomp", o->seccomp, "the clones' seccomp mode: enforce, log, off")
+      ->check(CLI::IsMember({"enforce", "log", "off"}))
+      ->capture_default_str();
+  auto* take = pool->add_subcommand("take", "Take a ready clone: prints its id and its published addresses");
+  take->add_flag("--json", o->json_out, "print the whole reply as JSON");
+  auto* release = pool->add_subcommand("release", "Stop a taken clone");
+  release->add_option("ID", o->id, "the clone's id (from take)")->required();
+  auto* status = pool->add_subcommand("status", "Show the pool's counts");
+  auto* stop = pool->add_subcommand("stop", "Stop the pool and every clone");
+  for (auto* c : {take, release, status, stop}) {
+    c->add_option("--socket", o->socket, "the pool's Unix socket")->required();
+  }
+  return [=]() -> int {
+    if (serve_cmd->parsed()) return serve(*o);
+    if (take->parsed()) {
+      return client(*o, {{"op", "take"}}, [&](const json& j) {
+        if (o->json_out) return fmt::print("{}\n", j.dump());
+        std::string addresses;
+        if (auto it = j.find("addresses"); it != j.end() && it->is_object()) {
+          for (const auto& [port, address] : it->items()) {
+            if (address.is_string()) addresses += fmt::format(" {}={}", port, address.get<std::string>());
+          }
+        }
+        fmt::print("{}{} vsock={} (resumed in {:.1f} ms, clock and entropy in {:.1f} ms)\n",
+                   j.value("id", ""), addresses, j.value("vsock", ""), j.value("resume_ms", 0.0),
+                   j.value("sync_ms", 0.0));
+      });
+    }
+    if (release->parsed()) return client(*o, {{"op", "release"}, {"id", o->id}}, [](const json&) {});
+    if (status->parsed()) return client(*o, {{"op", "status"}}, [](const json& j) { fmt::print("{}\n", j.dump()); });
+    if (stop->parsed()) return client(*o, {{"op", "stop"}}, [](const json&) {});
+    return -1;
+  };
+}
+
+}  // namespace snapvm::cli

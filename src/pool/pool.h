@@ -1,0 +1,103 @@
+// A pool of warm clones of one snapshot (snapvm pool serve): N clones kept
+// restored and paused, each its own `snapvm restore` process (a crash takes
+// one clone, never the pool), handed out on request and refilled in the
+// background.
+//
+// A clone taken is resumed, then given the host's clock and fresh entropy
+// through its agent before anyone reaches it (clones of one snapshot would
+// otherwise share random numbers), and each of its relayed TCP ports is
+// published on a host port of its own. A clone whose process ends is
+// replaced; the pool never holds more than `max_clones`; a take when none
+// is ready waits up to `take_wait` for the refill, then fails with one
+// line.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "base/thread_annotations.h"
+
+namespace snapvm::pool {
+
+struct PoolOptions {
+  std::string snapshot;        // the warm snapshot (snapvm bake)
+  std::string snapvm_binary;   // what runs `restore` (this executable)
+  std::string dir;             // clones' sockets, consoles and logs; made 0700
+  std::string allow_dir;       // restore --allow-dir: where the snapshot's disks may lie (the image store)
+  std::vector<uint16_t> tcp_ports;  // guest TCP ports published per clone
+  size_t ready = 2;            // clones kept restored and paused
+  size_t max_clones = 8;       // ready, starting and taken together
+  std::chrono::milliseconds take_wait{30000};
+  std::string seccomp = "enforce";  // the clones' restore --seccomp
+};
+
+struct TakenClone {
+  std::string id;
+  pid_t pid = 0;
+  std::string control, vsock, console;
+  std::map<uint16_t, std::string> addresses;  // guest TCP port -> host ADDR:PORT
+  double resume_ms = 0, sync_ms = 0;           // what the take spent on each
+};
+
+struct PoolStats {
+  size_t ready = 0, starting = 0, taken = 0;
+  uint64_t started = 0, replaced = 0, failed_starts = 0;
+  struct CloneInfo {
+    std::string id, phase;  // "starting", "ready", "taken"
+    pid_t pid = 0;
+  };
+  std::vector<CloneInfo> clones;
+};
+
+class Pool {
+ public:
+  static Result<std::unique_ptr<Pool>> start(PoolOptions options);
+  ~Pool();  // stops every clone
+
+  Result<TakenClone> take();
+  Status release(const std::string& id);  // stops a taken clone
+  PoolStats stats() const;
+  // Stops every clone and the refill; takes fail from then on.
+  void shutdown();
+
+ private:
+  struct Clone {
+    std::string id;
+    pid_t pid = 0;
+    enum class Phase { kStarting, kReady, kTaken } phase = Phase::kStarting;
+    std::string control, vsock, console, log;
+    std::map<uint16_t, std::string> addresses;
+  };
+  explicit Pool(PoolOptions options) : o_(std::move(options)) {}
+  void refill_loop();
+  void reap_loop();
+  // Starts one clone's process and waits until it is restored (paused).
+  Result<Clone> launch(const std::string& id);
+  void stop_clone(pid_t pid) EXCLUDES(mu_);
+  void stop_clone_locked(pid_t pid) REQUIRES(mu_);
+
+  const PoolOptions o_;
+  mutable std::mutex mu_;
+  std::condition_variable changed_;  // a clone became ready, ended, or the pool is stopping
+  std::map<std::string, Clone> clones_ GUARDED_BY(mu_);
+  std::deque<std::string> ready_ GUARDED_BY(mu_);  // oldest first
+  size_t starting_ GUARDED_BY(mu_) = 0;
+  uint64_t next_id_ GUARDED_BY(mu_) = 0;
+  PoolStats counters_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::string last_error_ GUARDED_BY(mu_);  // of the last clone that failed to start
+  std::thread refill_, reaper_;
+};
+
+}  // namespace snapvm::pool
