@@ -6,6 +6,9 @@
 #     run commands in it through the guest agent, snapshot it, restore it in
 #     a new process (printing the restore timing breakdown), run a command in
 #     the restored guest, and power it off;
+#     then run a container image (imported on this machine) as a microVM,
+#     bake it into a warm snapshot, serve it from a pool and fetch a page
+#     from taken clones, with the timings;
 #  2. write a snapshot of a synthetic 256 MiB machine, inspect it, verify
 #     it, and time opening and copy-on-write mapping it.
 #
@@ -58,6 +61,37 @@ echo "\$ snapvm exec demo2.vsock -- cat /tmp/note; uptime"
 "$snapvm" exec "$dir/demo2.vsock" -- poweroff -f >/dev/null 2>&1
 wait $clone
 echo "the restored VM exited with status $? after its guest powered off"
+
+# A container image (imported on the build host: tools/testhost/pack-image.sh)
+# run as a microVM, baked into a warm snapshot, served from a pool.
+store=$(dirname "$kernel")/images
+echo
+echo "\$ snapvm run --image web --entrypoint /bin/sh -- -c 'id; echo \$GREETING; cat /www/index.html'"
+"$snapvm" run --image web --store "$store" --kernel "$kernel" --initrd "$initrd" --mem 256M \
+  --entrypoint /bin/sh -- -c 'id; echo $GREETING; cat /www/index.html'
+echo "\$ snapvm bake web web.snap   (boot, start httpd as user app, wait for port 8080, snapshot)"
+"$snapvm" bake web "$dir/web.snap" --store "$store" --kernel "$kernel" --initrd "$initrd" --mem 256M \
+  --console /dev/null 2>&1 | grep -E "ready|started"
+echo "\$ snapvm pool serve web.snap --size 2 --max 4 --port 8080 &"
+"$snapvm" pool serve "$dir/web.snap" --socket "$dir/web.pool" --size 2 --max 4 --port 8080 --allow-dir "$store" \
+  2>"$dir/pool.log" &
+pool=$!
+i=0
+until "$snapvm" pool status --socket "$dir/web.pool" 2>/dev/null | grep -q '"ready":2'; do
+  i=$((i + 1)); [ $i -lt 1200 ] || { echo "the pool did not fill"; cat "$dir/pool.log"; kill $pool; exit 1; }; sleep 0.1
+done
+for n in 1 2; do
+  echo "\$ snapvm pool take; wget http://ADDRESS/"
+  start=$(cut -d' ' -f1 /proc/uptime)
+  taken=$("$snapvm" pool take --socket "$dir/web.pool")
+  address=$(echo "$taken" | sed -n 's/.* 8080=\([^ ]*\) .*/\1/p')
+  page=$(timeout 30 wget -q -O - "http://$address/")
+  served=$(cut -d' ' -f1 /proc/uptime)
+  echo "$taken"
+  echo "served: $page ($(awk "BEGIN {print ($served - $start) * 1000}") ms from take to page, /proc/uptime resolution)"
+done
+"$snapvm" pool stop --socket "$dir/web.pool"
+wait $pool
 DEMO
 for arch in ${DEMO_ARCHES:-aarch64 x86_64}; do
   echo

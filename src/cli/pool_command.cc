@@ -20,6 +20,7 @@
 
 #include "api/control_client.h"
 #include "base/json_fields.h"
+#include "base/units.h"
 #include "base/unix_socket.h"
 #include "image/catalog.h"
 #include "pool/pool.h"
@@ -34,6 +35,7 @@ struct PoolCliOptions {
   size_t size = 2, max = 8;
   std::vector<uint16_t> ports;
   double take_wait_s = 30;
+  std::string max_memory;
   bool json_out = false;
 };
 
@@ -54,7 +56,7 @@ json handle(pool::Pool& pool, const std::string& line, bool& stop) {
     for (const auto& [port, address] : c->addresses) addresses[std::to_string(port)] = address;
     return {{"ok", true},         {"id", c->id},           {"pid", c->pid},
             {"control", c->control}, {"vsock", c->vsock}, {"console", c->console},
-            {"addresses", addresses}, {"resume_ms", c->resume_ms}, {"sync_ms", c->sync_ms}};
+            {"addresses", addresses}, {"resume_ms", c->resume_ms}, {"prepare_ms", c->prepare_ms}};
   }
   if (op == "release") {
     auto r = pool.release(json_field_or(req, "id", std::string()));
@@ -93,6 +95,14 @@ int serve(const PoolCliOptions& o) {
   po.tcp_ports = o.ports;
   po.ready = o.size;
   po.max_clones = o.max;
+  if (!o.max_memory.empty()) {
+    auto bytes = parse_size(o.max_memory);
+    if (!bytes) {
+      fmt::print(stderr, "snapvm pool: --max-memory: {}\n", bytes.error().describe());
+      return 1;
+    }
+    po.max_memory = *bytes;
+  }
   po.take_wait = std::chrono::milliseconds(static_cast<int64_t>(o.take_wait_s * 1000));
   po.seccomp = o.seccomp;
   auto listener = listen_unix(o.socket, 128, 0600, "pool socket");
@@ -188,6 +198,8 @@ std::function<int()> register_pool_command(CLI::App& app) {
   serve_cmd->add_option("--socket", o->socket, "the pool's Unix socket (0600)")->required();
   serve_cmd->add_option("--size", o->size, "clones kept ready")->capture_default_str();
   serve_cmd->add_option("--max", o->max, "clones at most, ready and taken")->capture_default_str();
+  serve_cmd->add_option("--max-memory", o->max_memory,
+                        "guest RAM of all clones together at most, e.g. 8G (fewer clones than --max if need be)");
   serve_cmd->add_option("--port", o->ports, "a TCP port of the program to publish per clone; repeatable");
   serve_cmd->add_option("--dir", o->dir, "clones' sockets and consoles (default /run/snapvm/pool-PID)");
   serve_cmd->add_option("--allow-dir", o->allow_dir, "where the snapshot's disks may lie (its image store)")
@@ -216,9 +228,9 @@ std::function<int()> register_pool_command(CLI::App& app) {
             if (address.is_string()) addresses += fmt::format(" {}={}", port, address.get<std::string>());
           }
         }
-        fmt::print("{}{} vsock={} (resumed in {:.1f} ms, clock and entropy in {:.1f} ms)\n",
-                   j.value("id", ""), addresses, j.value("vsock", ""), j.value("resume_ms", 0.0),
-                   j.value("sync_ms", 0.0));
+        fmt::print("{}{} vsock={} (resumed in {:.1f} ms; restored, given clock and entropy and paused in {:.0f} ms "
+                   "before)\n", j.value("id", ""), addresses, j.value("vsock", ""), j.value("resume_ms", 0.0),
+                   j.value("prepare_ms", 0.0));
       });
     }
     if (release->parsed()) return client(*o, {{"op", "release"}, {"id", o->id}}, [](const json&) {});

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -96,7 +97,8 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
     std::lock_guard lock(mu_);
     clones_[id].pid = pid;  // the reaper can tell it ended from here on
   }
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  const auto started = Clock::now();
+  const auto deadline = started + std::chrono::seconds(60);
   for (;;) {
     {
       std::lock_guard lock(mu_);
@@ -108,6 +110,10 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
       }
     }
     if (auto info = control_request(c.control, {{"op", "info"}}); info && json_field_or(*info, "state", std::string()) == "paused") {
+      {
+        std::lock_guard lock(mu_);
+        clone_memory_ = json_field_or(*info, "mem_bytes", uint64_t{0});
+      }
       const auto forwards = info->find("port_forwards");
       for (const auto& f : forwards != info->end() && forwards->is_array() ? *forwards : json::array()) {
         uint32_t guest = json_field_or(f, "guest_port", uint32_t{0});
@@ -116,6 +122,22 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
               fmt::format("{}:{}", json_field_or(f, "host_address", std::string()), json_field_or(f, "host_port", 0));
         }
       }
+      // Unique before anyone can take it: clock and entropy, then paused again.
+      auto unique = [&]() -> Status {
+        SNAPVM_TRY(control_request(c.control, {{"op", "resume"}}));
+        auto sync = SNAPVM_TRY(agent::sync_guest(c.vsock, std::chrono::seconds(30)));
+        if (!sync.clock_set || !sync.reseeded) {
+          return make_error(ErrorCode::kIo, "the guest could not take clock and entropy");
+        }
+        SNAPVM_TRY(control_request(c.control, {{"op", "pause"}}));
+        return {};
+      };
+      if (auto made = unique(); !made) {
+        stop_clone(pid);
+        remove_files({&c.control, &c.vsock, &c.console, &c.log});
+        return make_error(ErrorCode::kIo, "clone {}: {}", id, made.error().describe());
+      }
+      c.prepare_ms = ms_since(started);
       return c;
     }
     if (Clock::now() >= deadline) {
@@ -130,7 +152,7 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
 void Pool::refill_loop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
-    if (ready_.size() + starting_ >= o_.ready || clones_.size() >= o_.max_clones) {
+    if (ready_.size() + starting_ >= o_.ready || clones_.size() >= clone_limit()) {
       changed_.wait(lock);
       continue;
     }
@@ -206,6 +228,12 @@ void Pool::stop_clone_locked(pid_t pid) {
   }
 }
 
+size_t Pool::clone_limit() const {
+  if (o_.max_memory == 0 || clone_memory_ == 0) return o_.max_clones;
+  // Never below one clone: a pool that can run none would only fail.
+  return std::clamp<size_t>(o_.max_memory / clone_memory_, 1, o_.max_clones);
+}
+
 Result<TakenClone> Pool::take() {
   const auto t0 = Clock::now();
   std::unique_lock lock(mu_);
@@ -213,9 +241,10 @@ Result<TakenClone> Pool::take() {
   while (ready_.empty()) {
     if (stopping_) return make_error(ErrorCode::kFailedPrecondition, "the pool is shutting down");
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && ready_.empty()) {
-      if (clones_.size() >= o_.max_clones && starting_ == 0) {
+      if (clones_.size() >= clone_limit() && starting_ == 0) {
         return make_error(ErrorCode::kFailedPrecondition, "no clone free: all {} clones the pool may run are taken "
-                          "(--max); release one", o_.max_clones);
+                          "({}); release one", clone_limit(),
+                          clone_limit() < o_.max_clones ? "--max-memory" : "--max");
       }
       return make_error(ErrorCode::kFailedPrecondition, "no clone became ready within {} ms{}", o_.take_wait.count(),
                         last_error_.empty() ? std::string() : " (last start: " + last_error_ + ")");
@@ -224,7 +253,7 @@ Result<TakenClone> Pool::take() {
   Clone& c = clones_.at(ready_.front());
   ready_.pop_front();
   c.phase = Clone::Phase::kTaken;
-  TakenClone t{c.id, c.pid, c.control, c.vsock, c.console, c.addresses};
+  TakenClone t{c.id, c.pid, c.control, c.vsock, c.console, c.addresses, 0, c.prepare_ms};
   changed_.notify_all();  // the refill starts the next one now
   lock.unlock();
 
@@ -235,21 +264,16 @@ Result<TakenClone> Pool::take() {
   auto t1 = Clock::now();
   if (auto r = control_request(t.control, {{"op", "resume"}}); !r) return fail(r.error());
   t.resume_ms = ms_since(t1);
-  // Clock and entropy before anybody reaches the clone.
-  t1 = Clock::now();
-  auto sync = agent::sync_guest(t.vsock, std::chrono::seconds(10));
-  if (!sync) return fail(sync.error());
-  if (!sync->clock_set || !sync->reseeded) return fail(Error(ErrorCode::kIo, "the guest could not take clock and entropy"));
-  t.sync_ms = ms_since(t1);
   return t;
 }
 
 Status Pool::release(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = clones_.find(id);
-  if (it == clones_.end() || it->second.phase != Clone::Phase::kTaken) {
+  if (it == clones_.end() || it->second.phase != Clone::Phase::kTaken || it->second.released) {
     return make_error(ErrorCode::kNotFound, "no taken clone `{}`", id.substr(0, 64));
   }
+  it->second.released = true;
   stop_clone_locked(it->second.pid);
   return {};
 }

@@ -3,10 +3,13 @@
 // one clone, never the pool), handed out on request and refilled in the
 // background.
 //
-// A clone taken is resumed, then given the host's clock and fresh entropy
-// through its agent before anyone reaches it (clones of one snapshot would
-// otherwise share random numbers), and each of its relayed TCP ports is
-// published on a host port of its own. A clone whose process ends is
+// A clone is made unique as it enters the pool: restored, run until its
+// agent has taken the host's clock and fresh entropy (clones of one
+// snapshot would otherwise share random numbers; this also waits out the
+// vsock transport reset of a restore), then paused again. A take only
+// resumes it: while paused, the guest's clocks keep following the host's
+// (kvmclock, the arm64 virtual counter), so its wall clock is right. Each
+// of its relayed TCP ports is published on a host port of its own. A clone whose process ends is
 // replaced; the pool never holds more than `max_clones`; a take when none
 // is ready waits up to `take_wait` for the refill, then fails with one
 // line.
@@ -38,6 +41,7 @@ struct PoolOptions {
   std::vector<uint16_t> tcp_ports;  // guest TCP ports published per clone
   size_t ready = 2;            // clones kept restored and paused
   size_t max_clones = 8;       // ready, starting and taken together
+  uint64_t max_memory = 0;     // guest RAM of all clones together (0: no limit)
   std::chrono::milliseconds take_wait{30000};
   std::string seccomp = "enforce";  // the clones' restore --seccomp
 };
@@ -47,7 +51,8 @@ struct TakenClone {
   pid_t pid = 0;
   std::string control, vsock, console;
   std::map<uint16_t, std::string> addresses;  // guest TCP port -> host ADDR:PORT
-  double resume_ms = 0, sync_ms = 0;           // what the take spent on each
+  double resume_ms = 0;   // what the take spent resuming it
+  double prepare_ms = 0;  // what the refill spent: restore, clock and entropy, pause
 };
 
 struct PoolStats {
@@ -78,6 +83,8 @@ class Pool {
     enum class Phase { kStarting, kReady, kTaken } phase = Phase::kStarting;
     std::string control, vsock, console, log;
     std::map<uint16_t, std::string> addresses;
+    double prepare_ms = 0;
+    bool released = false;  // stopped by release(), not reaped yet
   };
   explicit Pool(PoolOptions options) : o_(std::move(options)) {}
   void refill_loop();
@@ -97,6 +104,9 @@ class Pool {
   PoolStats counters_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   std::string last_error_ GUARDED_BY(mu_);  // of the last clone that failed to start
+  uint64_t clone_memory_ GUARDED_BY(mu_) = 0;  // one clone's guest RAM, once a clone has said
+  // How many clones max_clones and max_memory allow.
+  size_t clone_limit() const REQUIRES(mu_);
   std::thread refill_, reaper_;
 };
 

@@ -9,6 +9,7 @@
 #   tools/testhost/bench.sh sandbox [--reps 5]                     seccomp and jailer against neither: restore, vsock RTT
 #   tools/testhost/bench.sh firecracker [--reps 5]                 restore through Firecracker's API (File, Uffd) vs native
 #   tools/testhost/bench.sh net [--reps 3] [--seconds 3]           virtio-net TCP throughput and RTT vs a veth pair
+#   tools/testhost/bench.sh image [--reps 5]                       an image's first HTTP byte: boot, restore, pool take
 #   tools/testhost/bench.sh [--arch x86_64] vs-qemu [--sizes 256M,2G] [--cpus 1,4] [--reps 3]
 #                                                                  snapvm next to QEMU (migrate/-incoming)
 set -euo pipefail
@@ -16,8 +17,8 @@ cd "$(dirname "$0")/../.."
 arch=aarch64
 if [ "${1:-}" = --arch ]; then arch=$2; shift 2; fi
 case "${1:-}" in
-  restore|diff|sandbox|vs-qemu|firecracker|net) which=$1; shift ;;
-  *) echo "usage: tools/testhost/bench.sh [--arch x86_64] restore|diff|sandbox|vs-qemu|firecracker|net [options]" >&2; exit 2 ;;
+  restore|diff|sandbox|vs-qemu|firecracker|net|image) which=$1; shift ;;
+  *) echo "usage: tools/testhost/bench.sh [--arch x86_64] restore|diff|sandbox|vs-qemu|firecracker|net|image [options]" >&2; exit 2 ;;
 esac
 source tools/testhost/arch.sh "$arch"
 tools/testhost/prepare.sh "$arch"

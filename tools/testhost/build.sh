@@ -18,7 +18,7 @@ else
   cmake -S . -B "$build" -G Ninja -DSNAPVM_STATIC=ON -DSNAPVM_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 bins=(snapvm snapvm_kvm_tests snapvm-test-page-server snapvm-bench-restore snapvm-bench-diff snapvm-bench-sandbox
-      snapvm-bench-vs-qemu snapvm-bench-firecracker snapvm-bench-net)
+      snapvm-bench-vs-qemu snapvm-bench-firecracker snapvm-bench-net snapvm-bench-image)
 ninja -C "$build" "${bins[@]}" snapvm-guest-init | { grep -v '^\[' || true; }
 
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)

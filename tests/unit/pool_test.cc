@@ -1,0 +1,138 @@
+// The pool's bookkeeping with stand-in clones (fake_clone.cc speaks the
+// control socket and the agent's sync as a restored VM would): it fills
+// to its size, hands clones out, refills, replaces a clone that dies,
+// refuses takes beyond --max with one line, serves a burst of concurrent
+// takes, reports a snapshot that cannot be restored, and stops every
+// clone. Real clones on KVM: Image.* in the KVM suite.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "pool/pool.h"
+
+namespace snapvm {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+class PoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("snapvm-pool-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "warm.snap") << "stand-in";
+    ::unsetenv("FAKE_CLONE_FAIL");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  pool::PoolOptions options(size_t ready, size_t max) {
+    pool::PoolOptions o;
+    o.snapshot = (dir_ / "warm.snap").string();
+    o.snapvm_binary = std::string(SNAPVM_BIN_DIR) + "/snapvm-test-fake-clone";
+    o.dir = (dir_ / "clones").string();
+    o.tcp_ports = {8080};
+    o.ready = ready;
+    o.max_clones = max;
+    o.take_wait = 2s;
+    return o;
+  }
+  static bool wait_for(const std::function<bool()>& done) {
+    for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+      if (done()) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+  fs::path dir_;
+};
+
+TEST_F(PoolTest, FillsHandsOutRefillsReplacesAndStopsEveryClone) {
+  auto p = pool::Pool::start(options(2, 3));
+  ASSERT_TRUE(p) << p.error().describe();
+  auto& pool = **p;
+  ASSERT_TRUE(wait_for([&] { return pool.stats().ready == 2; }));
+  auto a = pool.take();
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->addresses.size(), 1u);
+  EXPECT_TRUE(a->addresses.at(8080).starts_with("127.0.0.1:")) << a->addresses.at(8080);
+  EXPECT_GT(a->prepare_ms, 0);
+  // The taken clone was resumed; the refill brings the pool back to two.
+  ASSERT_TRUE(wait_for([&] { return pool.stats().ready == 2; }));
+  auto b = pool.take();
+  ASSERT_TRUE(b) << b.error().describe();
+  EXPECT_NE(a->id, b->id);
+  EXPECT_NE(a->addresses.at(8080), b->addresses.at(8080));
+  // Three clones exist (two taken, one ready): the pool may run no more.
+  ASSERT_TRUE(wait_for([&] { return pool.stats().ready == 1 && pool.stats().taken == 2; }));
+  auto c = pool.take();
+  ASSERT_TRUE(c);
+  auto refused = pool.take();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().describe().find("no clone free: all 3 clones the pool may run are taken (--max)") !=
+                std::string::npos,
+            true)
+      << refused.error().describe();
+  // A release makes room; a ready clone that dies is replaced.
+  EXPECT_TRUE(pool.release(a->id));
+  EXPECT_FALSE(pool.release(a->id));
+  EXPECT_FALSE(pool.release("c999"));
+  ASSERT_TRUE(wait_for([&] { return pool.stats().ready == 1; }));
+  pid_t victim = 0;
+  for (const auto& info : pool.stats().clones) {
+    if (info.phase == "ready") victim = info.pid;
+  }
+  ASSERT_GT(victim, 0);
+  ::kill(victim, SIGKILL);
+  ASSERT_TRUE(wait_for([&] { auto s = pool.stats(); return s.replaced == 1 && s.ready == 1; }));
+  std::vector<pid_t> pids;
+  for (const auto& info : pool.stats().clones) pids.push_back(info.pid);
+  pool.shutdown();
+  for (pid_t pid : pids) EXPECT_NE(::kill(pid, 0), 0) << "clone " << pid << " outlived shutdown";
+  EXPECT_FALSE(pool.take());
+  EXPECT_TRUE(fs::is_empty(dir_ / "clones")) << "every clone's sockets and logs are removed";
+}
+
+TEST_F(PoolTest, ABurstOfTakesGetsEveryCloneTheLimitAllowsAndClearRefusals) {
+  auto p = pool::Pool::start(options(2, 4));
+  ASSERT_TRUE(p) << p.error().describe();
+  std::vector<Result<pool::TakenClone>> results(6, make_error(ErrorCode::kIo, "not run"));
+  std::vector<std::thread> takers;
+  for (size_t i = 0; i < results.size(); ++i) takers.emplace_back([&, i] { results[i] = (*p)->take(); });
+  for (auto& t : takers) t.join();
+  std::set<std::string> ids;
+  size_t refused = 0;
+  for (const auto& r : results) {
+    if (r) {
+      ids.insert(r->id);
+    } else {
+      ++refused;
+      EXPECT_NE(r.error().describe().find("no clone"), std::string::npos) << r.error().describe();
+    }
+  }
+  EXPECT_EQ(ids.size(), 4u);
+  EXPECT_EQ(refused, 2u);
+}
+
+TEST_F(PoolTest, ASnapshotThatCannotBeRestoredFailsTakesWithTheReason) {
+  ::setenv("FAKE_CLONE_FAIL", "1", 1);
+  auto p = pool::Pool::start(options(1, 2));
+  ASSERT_TRUE(p) << p.error().describe();
+  auto t = (*p)->take();
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.error().describe().find("checksum mismatch"), std::string::npos) << t.error().describe();
+  EXPECT_GE((*p)->stats().failed_starts, 1u);
+  auto bad = pool::Pool::start(options(3, 2));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().describe().find("--max must be at least --size"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace snapvm
