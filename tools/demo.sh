@@ -102,12 +102,16 @@ for arch in ${DEMO_ARCHES:-aarch64 x86_64}; do
     tools/testhost/native-guest.sh >/dev/null
     if tools/testhost/native-kvm.sh --probe-boot; then
       echo "(natively on this machine's KVM)"
+      echo "\$ snapvm image list   (web: built with umoci and imported by tools/testhost/native-guest.sh)"
+      build/bin/snapvm image list --store "$th/native-guest/images"
       sh "$out/boot-demo.sh" "$out" "$th/native-guest/kernel" "$th/native-guest/initrd.cpio" build/bin/snapvm
       continue
     fi
   fi
   echo "(no usable $arch KVM here: booting the emulated $arch KVM test host first; its times are not hardware times)"
   tools/testhost/build.sh "$arch" >/dev/null
+  echo "\$ snapvm image list   (web: built with umoci and imported on this machine by tools/testhost/pack-image.sh)"
+  build/bin/snapvm image list --store "$th/payload/guest/images"
   cp "$out/boot-demo.sh" "$th/payload/boot-demo.sh"
   tools/testhost/run.sh --arch "$arch" --timeout 600 --payload "$th/payload" --log "$out/boot-console-$arch.log" -- \
     sh /payload/boot-demo.sh /tmp /payload/guest/kernel /payload/guest/initrd.cpio /payload/snapvm

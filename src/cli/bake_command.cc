@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -24,7 +25,7 @@ namespace {
 
 struct BakeOptions {
   ImageRunOptions image;
-  std::string out, kernel, initrd, mem = "256M", console, cmdline = std::string(arch::default_cmdline());
+  std::string out, base, kernel, initrd, mem = "256M", console, cmdline = std::string(arch::default_cmdline());
   uint32_t cpus = 1;
   std::optional<uint16_t> ready_port;
   std::string ready_cmd;
@@ -34,6 +35,37 @@ struct BakeOptions {
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Boots the image, or restores the cached base of it (--base FILE that
+// exists): a snapshot of this image booted, made by an earlier bake.
+Result<std::unique_ptr<Machine>> start_machine(const BakeOptions& o, MachineConfig& c, const image::StoredImage& image,
+                                               bool from_base) {
+  if (!from_base) {
+    c.track_dirty = !o.base.empty();  // the warm snapshot is then a diff over the base
+    return Machine::create(c);
+  }
+  // A base older than the image was made from an image since replaced.
+  struct stat base_st {}, rootfs_st {};
+  if (::stat(o.base.c_str(), &base_st) != 0 || ::stat(image.rootfs.c_str(), &rootfs_st) != 0 ||
+      base_st.st_mtim.tv_sec < rootfs_st.st_mtim.tv_sec) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "--base {} is older than image `{}` (re-imported since): delete it to make a new one", o.base,
+                      image.name);
+  }
+  RestoreOptions ro;
+  ro.vsock_path = c.vsock_path;
+  ro.allowed_dir = o.image.store;  // the base names the image's root filesystem there
+  ro.console = c.console;
+  ro.track_dirty = true;
+  auto vm = SNAPVM_TRY(Machine::restore(o.base, ro));
+  auto disks = vm->disks();
+  if (disks.empty() || std::filesystem::path(disks[0].path).lexically_normal() !=
+                           std::filesystem::path(image.rootfs).lexically_normal()) {
+    return make_error(ErrorCode::kFailedPrecondition, "--base {} was made from another image than `{}`", o.base,
+                      image.name);
+  }
+  return vm;
 }
 
 int run_bake(BakeOptions o) {
@@ -84,6 +116,7 @@ int run_bake(BakeOptions o) {
   // lives while baking, next to the snapshot.
   c.vsock_path = o.out + ".bake.vsock";
   ::unlink(c.vsock_path.c_str());
+  const bool from_base = !o.base.empty() && ::access(o.base.c_str(), F_OK) == 0;
   image::ImageConsole console([console_out](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), console_out);
     std::fflush(console_out);
@@ -91,12 +124,13 @@ int run_bake(BakeOptions o) {
   c.console = console.sink();
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto machine = Machine::create(c);
+  auto machine = start_machine(o, c, prepared->image, from_base);
   if (!machine) {
     fmt::print(stderr, "snapvm bake: {}\n", machine.error().describe());
     return 1;
   }
   Machine& vm = **machine;
+  const char* began = from_base ? "the base's restore began" : "boot began";
   std::atomic<bool> ended{false};
   int rc = 1;
   std::thread baker([&] {
@@ -105,25 +139,44 @@ int run_bake(BakeOptions o) {
       fmt::print(stderr, "snapvm bake: {}\n", why);
       vm.request_stop();
     };
+    if (from_base) {
+      // A clone of the base: its own clock and entropy before the program starts.
+      auto sync = agent::sync_guest(c.vsock_path, std::chrono::seconds(60));
+      if (!sync) return stop("the base's agent: " + sync.error().describe());
+    } else if (!o.base.empty()) {
+      // The booted image before its program runs, for later bakes to start from.
+      auto up = wait_until_ready(c.vsock_path, Readiness{std::nullopt, "true", false}, prepared->image,
+                                 std::chrono::seconds(120), [&] { return ended.load(); });
+      if (!up) return stop(up.error().describe());
+      auto base = vm.snapshot_live(o.base, "", true);
+      if (!base) return stop("base snapshot: " + base.error().describe());
+      fmt::print(stderr, "snapvm bake: base {} (the booted image) written {:.0f} ms after boot began\n", o.base,
+                 ms_since(t0));
+    }
     auto pid = agent::start_program(c.vsock_path, prepared->start, std::chrono::seconds(60));
     if (!pid) return stop(pid.error().describe());
     const double started_ms = ms_since(t0);
-    fmt::print(stderr, "snapvm bake: {} started (guest pid {}) {:.0f} ms after boot began\n",
-               fmt::join(prepared->start.argv, " "), *pid, started_ms);
+    fmt::print(stderr, "snapvm bake: {} started (guest pid {}) {:.0f} ms after {}\n",
+               fmt::join(prepared->start.argv, " "), *pid, started_ms, began);
     Readiness ready{o.ready_port, o.ready_cmd};
     auto ok = wait_until_ready(c.vsock_path, ready, prepared->image,
                                std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)),
                                [&] { return ended.load(); });
     if (!ok) return stop(ok.error().describe());
     const double ready_ms = ms_since(t0);
-    auto snap = vm.snapshot_live(o.out, "", false);
+    // Over the base, only the pages the program's start wrote are new.
+    auto snap = vm.snapshot_live(o.out, o.base, false);
     if (!snap) return stop("snapshot: " + snap.error().describe());
     fmt::print(stderr,
-               "snapvm bake: ready {:.0f} ms after boot began ({}); snapshot {} written in {:.0f} ms "
-               "({:.1f} MiB of RAM in use)\n",
-               ready_ms, o.ready_port ? fmt::format("port {}", *o.ready_port)
+               "snapvm bake: ready {:.0f} ms after {} ({}); snapshot {} written in {:.0f} ms "
+               "({:.1f} MiB of RAM in use{})\n",
+               ready_ms, began, o.ready_port ? fmt::format("port {}", *o.ready_port)
                                       : o.ready_cmd.empty() ? std::string("no readiness check") : "--ready-cmd",
-               o.out, snap->total_ms, snap->stats.data_bytes / 1048576.0);
+               o.out, snap->total_ms, snap->stats.data_bytes / 1048576.0,
+               o.base.empty() ? std::string()
+                              : fmt::format("; a diff over the base: {:.1f} MiB written{}",
+                                            snap->stats.written_bytes / 1048576.0,
+                                            snap->stats.reflinked ? ", the rest reflinked" : ""));
     rc = 0;
     vm.request_stop();
   });
@@ -168,6 +221,10 @@ std::function<int()> register_bake_command(CLI::App& app) {
   bake->add_option("-w,--workdir", o->image.workdir, "the program's working directory");
   bake->add_option("--ready-port", o->ready_port, "ready when the program accepts on this TCP port");
   bake->add_option("--ready-cmd", o->ready_cmd, "ready when `sh -c CMD` exits 0 in the image");
+  bake->add_option("--base", o->base,
+                   "a snapshot of the booted image before its program starts: made on the first bake, restored "
+                   "instead of booting by the next ones (same image, kernel and settings), and the warm snapshot "
+                   "is written as a diff over it");
   bake->add_option("--timeout", o->timeout_s, "seconds to wait for readiness")->capture_default_str();
   bake->add_option("--console", o->console, "the guest console to this file (default: stderr)");
   bake->add_option("--seccomp", o->seccomp, "seccomp filters per VMM thread: enforce, log, off")

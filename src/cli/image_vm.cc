@@ -74,9 +74,11 @@ Status wait_until_ready(const std::string& vsock, const Readiness& ready, const 
     probe.argv = {"/bin/probe-tcp", std::to_string(*ready.tcp_port)};  // in the initramfs, not the image
   } else if (!ready.command.empty()) {
     probe.argv = {"/bin/sh", "-c", ready.command};
-    probe.root = agent::kImageRoot;
-    probe.user = image.config.user;
-    probe.cwd = image.config.working_dir;
+    if (ready.in_image) {
+      probe.root = agent::kImageRoot;
+      probe.user = image.config.user;
+      probe.cwd = image.config.working_dir;
+    }
   } else {
     return {};
   }

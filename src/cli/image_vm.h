@@ -47,7 +47,8 @@ Result<ImageMachine> prepare_image_machine(MachineConfig& config, const ImageRun
 // agent) or `timeout` passes or `stopped` says the VM ended.
 struct Readiness {
   std::optional<uint16_t> tcp_port;  // ready when 127.0.0.1:PORT accepts in the guest
-  std::string command;               // ready when `sh -c COMMAND` exits 0 in the image's root
+  std::string command;               // ready when `sh -c COMMAND` exits 0
+  bool in_image = true;              // the command runs in the image's root, as its user
 };
 Status wait_until_ready(const std::string& vsock, const Readiness& ready, const image::StoredImage& image,
                         std::chrono::milliseconds timeout, const std::function<bool()>& stopped);

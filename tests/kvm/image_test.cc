@@ -2,7 +2,8 @@
 // (tools/testhost/pack-image.sh: busybox httpd as user `app`, two layers,
 // one whiteout), imported on the build host into GUEST_DIR/images, is run
 // with its entrypoint, env, working dir and user honoured; baked into a
-// warm snapshot; and served from a pool whose clones answer HTTP at once,
+// warm snapshot (a second time from a cached base of the booted image);
+// and served from a pool whose clones answer HTTP at once,
 // each with its own entropy, under a burst of takes larger than the pool.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -96,9 +97,19 @@ TEST(Image, BakedSnapshotServesHttpFromPooledClonesEachWithItsOwnEntropy) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string snap = dir + "/web.snap", socket = dir + "/pool.sock";
-  auto bake = test::snapvm_cli("bake web " + snap + guest_args() + " --mem 256M --console " + dir + "/bake.console");
+  // The first bake boots and keeps a base (the booted image); the second
+  // restores that base instead of booting and writes a diff over it.
+  const std::string base = " --base " + dir + "/web.base.snap";
+  auto first = test::snapvm_cli("bake web " + dir + "/first.snap" + base + guest_args() + " --mem 256M --console " +
+                                dir + "/bake.console");
+  ASSERT_EQ(first.rc, 0) << first.out << test::read_text(dir + "/bake.console");
+  EXPECT_NE(first.out.find("(the booted image) written"), std::string::npos) << first.out;
+  auto bake = test::snapvm_cli("bake web " + snap + base + guest_args() + " --mem 256M --console " + dir +
+                               "/bake.console");
   ASSERT_EQ(bake.rc, 0) << bake.out << test::read_text(dir + "/bake.console");
   EXPECT_NE(bake.out.find("ready"), std::string::npos) << bake.out;
+  EXPECT_NE(bake.out.find("after the base's restore began"), std::string::npos) << bake.out;
+  EXPECT_NE(bake.out.find("a diff over the base"), std::string::npos) << bake.out;
 
   pid_t pool = test::spawn_logged({test::snapvm_binary(), "pool", "serve", snap, "--socket", socket, "--size", "2",
                                    "--max", "3", "--port", "8080", "--allow-dir", store(), "--dir", dir + "/clones",
