@@ -95,17 +95,7 @@ void serve_exec(int conn, const json& req, agent::FrameReader& reader) {
   if (pid < 0) return fail(conn, std::string("exec: fork: ") + std::strerror(errno));
   if (pid == 0) {
     ::setsid();  // its own process group: a timeout kills everything it started
-    ::dup2(in[0], 0);
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    ::signal(SIGPIPE, SIG_DFL);
-    int e = enter_process(*spec);
-    if (e == 0) {
-      exec_process(*spec);
-      e = errno;
-    }
-    (void)!::write(status_pipe[1], &e, sizeof e);
-    ::_exit(127);
+    run_process(*spec, in[0], out[1], err[1], status_pipe[1]);
   }
   ::close(in[0]);
   ::close(out[1]);
@@ -303,19 +293,7 @@ void serve_start(int conn, const json& req) {
     ::setsid();
     ::prctl(PR_SET_NAME, "snapvm-app");
     pid_t app = ::fork();
-    if (app == 0) {
-      ::dup2(null, 0);
-      ::dup2(console, 1);
-      ::dup2(console, 2);
-      ::signal(SIGPIPE, SIG_DFL);
-      int e = enter_process(*spec);
-      if (e == 0) {
-        exec_process(*spec);
-        e = errno;
-      }
-      (void)!::write(status[1], &e, sizeof e);
-      ::_exit(127);
-    }
+    if (app == 0) run_process(*spec, null, console, console, status[1]);
     int32_t announced = app;
     (void)!::write(pid_pipe[1], &announced, sizeof announced);
     ::close(pid_pipe[1]);

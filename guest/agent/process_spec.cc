@@ -1,6 +1,7 @@
 #include "process_spec.h"
 
 #include <grp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -159,6 +160,20 @@ void exec_process(ProcessSpec& spec) {
   // program's environment ours first.
   environ = ev.data();
   ::execvp(av[0], av.data());
+}
+
+void run_process(ProcessSpec& spec, int in, int out, int err, int status_fd) {
+  ::dup2(in, 0);
+  ::dup2(out, 1);
+  ::dup2(err, 2);
+  ::signal(SIGPIPE, SIG_DFL);
+  int e = enter_process(spec);
+  if (e == 0) {
+    exec_process(spec);
+    e = errno;
+  }
+  (void)!::write(status_fd, &e, sizeof e);
+  ::_exit(127);
 }
 
 }  // namespace snapvm::guest

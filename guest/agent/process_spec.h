@@ -42,4 +42,9 @@ int enter_process(const ProcessSpec& spec);
 // execvp with the spec's environment's PATH; returns only on failure.
 void exec_process(ProcessSpec& spec);
 
+// In a forked child: stdin, stdout and stderr from the given fds, then
+// enter_process and exec_process; what stopped it (an errno) goes to
+// `status_fd` (close-on-exec, so a successful exec writes nothing).
+[[noreturn]] void run_process(ProcessSpec& spec, int in, int out, int err, int status_fd);
+
 }  // namespace snapvm::guest
