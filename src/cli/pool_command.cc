@@ -37,6 +37,7 @@ struct PoolCliOptions {
   double take_wait_s = 30;
   std::string max_memory;
   bool json_out = false;
+  std::optional<double> wait_s;
 };
 
 // Requests on the pool socket are a line of JSON each, as on a VM's control
@@ -50,7 +51,11 @@ json handle(pool::Pool& pool, const std::string& line, bool& stop) {
   if (!req.is_object()) return {{"ok", false}, {"error", "a request is one JSON object per line"}};
   const std::string op = json_field_or(req, "op", std::string());
   if (op == "take") {
-    auto c = pool.take();
+    std::optional<std::chrono::milliseconds> wait;
+    if (int64_t ms = json_field_or(req, "wait_ms", int64_t{-1}); ms >= 0) {
+      wait = std::chrono::milliseconds(std::min<int64_t>(ms, 3'600'000));
+    }
+    auto c = pool.take(wait);
     if (!c) return {{"ok", false}, {"error", c.error().describe()}};
     json addresses = json::object();
     for (const auto& [port, address] : c->addresses) addresses[std::to_string(port)] = address;
@@ -210,6 +215,7 @@ std::function<int()> register_pool_command(CLI::App& app) {
       ->capture_default_str();
   auto* take = pool->add_subcommand("take", "Take a ready clone: prints its id and its published addresses");
   take->add_flag("--json", o->json_out, "print the whole reply as JSON");
+  take->add_option("--wait", o->wait_s, "seconds to wait for a ready clone (default: the pool's --take-wait)");
   auto* release = pool->add_subcommand("release", "Stop a taken clone");
   release->add_option("ID", o->id, "the clone's id (from take)")->required();
   auto* status = pool->add_subcommand("status", "Show the pool's counts");
@@ -220,7 +226,9 @@ std::function<int()> register_pool_command(CLI::App& app) {
   return [=]() -> int {
     if (serve_cmd->parsed()) return serve(*o);
     if (take->parsed()) {
-      return client(*o, {{"op", "take"}}, [&](const json& j) {
+      json req = {{"op", "take"}};
+      if (o->wait_s) req["wait_ms"] = static_cast<int64_t>(*o->wait_s * 1000);
+      return client(*o, req, [&](const json& j) {
         if (o->json_out) return fmt::print("{}\n", j.dump());
         std::string addresses;
         if (auto it = j.find("addresses"); it != j.end() && it->is_object()) {

@@ -234,10 +234,10 @@ size_t Pool::clone_limit() const {
   return std::clamp<size_t>(o_.max_memory / clone_memory_, 1, o_.max_clones);
 }
 
-Result<TakenClone> Pool::take() {
+Result<TakenClone> Pool::take(std::optional<std::chrono::milliseconds> wait) {
   const auto t0 = Clock::now();
   std::unique_lock lock(mu_);
-  const auto deadline = t0 + o_.take_wait;
+  const auto deadline = t0 + wait.value_or(o_.take_wait);
   while (ready_.empty()) {
     if (stopping_) return make_error(ErrorCode::kFailedPrecondition, "the pool is shutting down");
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && ready_.empty()) {
@@ -246,7 +246,8 @@ Result<TakenClone> Pool::take() {
                           "({}); release one", clone_limit(),
                           clone_limit() < o_.max_clones ? "--max-memory" : "--max");
       }
-      return make_error(ErrorCode::kFailedPrecondition, "no clone became ready within {} ms{}", o_.take_wait.count(),
+      return make_error(ErrorCode::kFailedPrecondition, "no clone became ready within {} ms{}",
+                        wait.value_or(o_.take_wait).count(),
                         last_error_.empty() ? std::string() : " (last start: " + last_error_ + ")");
     }
   }

@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,7 +71,8 @@ class Pool {
   static Result<std::unique_ptr<Pool>> start(PoolOptions options);
   ~Pool();  // stops every clone
 
-  Result<TakenClone> take();
+  // Waits up to `wait` for a ready clone (default: the pool's take_wait).
+  Result<TakenClone> take(std::optional<std::chrono::milliseconds> wait = std::nullopt);
   Status release(const std::string& id);  // stops a taken clone
   PoolStats stats() const;
   // Stops every clone and the refill; takes fail from then on.

@@ -156,7 +156,7 @@ TEST(Image, BakedSnapshotServesHttpFromPooledClonesEachWithItsOwnEntropy) {
   EXPECT_EQ(uuids.size(), taken.size());
 
   // All three the pool may run are taken: a fourth take fails with one line.
-  auto refused = test::snapvm_cli("pool take --socket " + socket);
+  auto refused = test::snapvm_cli("pool take --wait 2 --socket " + socket);
   EXPECT_NE(refused.rc, 0);
   EXPECT_NE(refused.out.find("all 3 clones the pool may run are taken"), std::string::npos) << refused.out;
 

@@ -74,8 +74,10 @@ TEST_F(PoolTest, FillsHandsOutRefillsReplacesAndStopsEveryClone) {
   ASSERT_TRUE(wait_for([&] { return pool.stats().ready == 1 && pool.stats().taken == 2; }));
   auto c = pool.take();
   ASSERT_TRUE(c);
-  auto refused = pool.take();
+  const auto asked = std::chrono::steady_clock::now();
+  auto refused = pool.take(100ms);  // a take's own wait, shorter than the pool's 2 s
   ASSERT_FALSE(refused);
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 1500ms);
   EXPECT_EQ(refused.error().describe().find("no clone free: all 3 clones the pool may run are taken (--max)") !=
                 std::string::npos,
             true)
