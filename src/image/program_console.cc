@@ -28,6 +28,9 @@ void ImageConsole::feed(std::string_view chunk) {
       continue;
     }
     if (text.starts_with("SNAPVM-GUEST-") || text.starts_with("snapvm-init: ")) continue;
+    // The kernel's last word when the program's end powers the guest off
+    // (printed even with `quiet`): not the program's.
+    if (text.ends_with("] reboot: Power down")) continue;
     out_(line);
   }
   partial_.erase(0, start);

@@ -27,7 +27,7 @@ TEST(ImageConsole, PassesTheProgramsLinesDropsInitsAndKeepsTheExitStatus) {
   sink("lo\r\nworld\r\n");
   EXPECT_EQ(shown, "hello\r\nworld\r\n");
   EXPECT_FALSE(console.exit_status());
-  sink("SNAPVM-APP-EXIT code=7\r\n");
+  sink("SNAPVM-APP-EXIT code=7\r\n[   35.068908] reboot: Power down\r\n");
   EXPECT_EQ(console.exit_status(), 7);
   EXPECT_EQ(shown, "hello\r\nworld\r\n");
   sink("SNAPVM-APP-EXIT signal=9\n");

@@ -671,12 +671,12 @@ void Vsock::activate(Transport& transport, uint64_t) {
 
 void Vsock::queue_notify(size_t) { kick(); }
 
+// Runs on the vCPU thread that wrote the driver's reset (a guest powering
+// off resets its devices), whose seccomp filter has no epoll_ctl: closing
+// the connections' sockets takes them out of the worker's epoll set.
 void Vsock::reset() {
   MutexLock lock(mu_);
   transport_ = nullptr;
-  for (auto& [key, c] : conns_) {
-    if (c->events != 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
-  }
   conns_.clear();
   control_.clear();
   reset_event_ = ResetEvent::kNone;  // the driver starts over with no sockets
