@@ -9,12 +9,12 @@ std::function<void(std::string_view)> ImageConsole::sink() {
 }
 
 std::optional<int> ImageConsole::exit_status() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return exit_status_;
 }
 
 void ImageConsole::feed(std::string_view chunk) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   partial_.append(chunk);
   size_t start = 0;
   for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,7 +25,7 @@ class ImageConsole {
  private:
   void feed(std::string_view chunk);
   std::function<void(std::string_view)> out_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::string partial_ GUARDED_BY(mu_);
   std::optional<int> exit_status_ GUARDED_BY(mu_);
 };

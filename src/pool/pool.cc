@@ -94,14 +94,14 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
   if (pid < 0) return errno_error("fork");
   c.pid = pid;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     clones_[id].pid = pid;  // the reaper can tell it ended from here on
   }
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::seconds(60);
   for (;;) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_ && clones_.contains(id)) ::kill(pid, SIGKILL);  // the reaper collects it
       if (stopping_ || !clones_.contains(id)) {
         std::string why = stopping_ ? "the pool is shutting down" : last_line(c.log);
@@ -111,7 +111,7 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
     }
     if (auto info = control_request(c.control, {{"op", "info"}}); info && json_field_or(*info, "state", std::string()) == "paused") {
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         clone_memory_ = json_field_or(*info, "mem_bytes", uint64_t{0});
       }
       const auto forwards = info->find("port_forwards");
@@ -196,7 +196,7 @@ void Pool::reap_loop() {
       changed_.wait_for(lock, std::chrono::milliseconds(20));
       continue;
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (auto it = clones_.begin(); it != clones_.end(); ++it) {
       Clone& c = it->second;
       if (c.pid != pid) continue;
@@ -217,7 +217,7 @@ void Pool::reap_loop() {
 }
 
 void Pool::stop_clone(pid_t pid) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   stop_clone_locked(pid);
 }
 
@@ -269,7 +269,7 @@ Result<TakenClone> Pool::take(std::optional<std::chrono::milliseconds> wait) {
 }
 
 Status Pool::release(const std::string& id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = clones_.find(id);
   if (it == clones_.end() || it->second.phase != Clone::Phase::kTaken || it->second.released) {
     return make_error(ErrorCode::kNotFound, "no taken clone `{}`", id.substr(0, 64));
@@ -280,7 +280,7 @@ Status Pool::release(const std::string& id) {
 }
 
 PoolStats Pool::stats() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   PoolStats s = counters_;
   s.ready = ready_.size();
   s.starting = starting_;
@@ -294,14 +294,14 @@ PoolStats Pool::stats() const {
 
 void Pool::shutdown() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_ && !refill_.joinable()) return;
     stopping_ = true;
     changed_.notify_all();
   }
   if (refill_.joinable()) refill_.join();  // a launch in progress finishes first
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [id, c] : clones_) {
       if (c.pid > 0) ::kill(c.pid, SIGKILL);
     }
