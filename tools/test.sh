@@ -29,7 +29,11 @@ suite() {
 ctest_in() { (cd "$1" && ctest --output-on-failure -j "$(nproc)" --timeout 300); }
 
 suite "setup (Debian packages)" tools/setup.sh
-suite "build (release)" tools/build.sh release
+# What the native suites run; the KVM tests and VM benchmarks are built
+# for the test host (tools/testhost/build.sh), or by kvm-tests.sh for a
+# native KVM.
+suite "build (release)" tools/build.sh release snapvm snapvm_unit_tests snapvm-test-fake-clone snapvm-mksample \
+  snapvm-bench-format
 suite "native tests" ctest_in build
 suite "build (ASan+UBSan)" tools/build.sh asan
 suite "native tests under ASan+UBSan" ctest_in build-asan

@@ -79,11 +79,10 @@ std::string read_file(const char* path) {
   return ss.str();
 }
 
-// Loads every module listed in /lib/modules/load-order, in order, with
-// finit_module. Missing files are skipped: a kernel with the driver built in
-// needs no module.
-int load_modules() {
-  std::ifstream list("/lib/modules/load-order");
+// Loads every module a list names, in order, with finit_module. Missing
+// files are skipped: a kernel with the driver built in needs no module.
+int load_modules(const char* list_path) {
+  std::ifstream list(list_path);
   std::string name;
   int loaded = 0;
   while (std::getline(list, name)) {
@@ -140,11 +139,14 @@ int main(int argc, char** argv) {
   if (tool == "probe-tcp") return snapvm::guest::probe_tcp_main(argc, argv);
   mount_basics();
   install_busybox();
-  int modules = load_modules();
-  snapvm::guest::watch_shutdown_requests();
-  log_console(snapvm::guest::configure_network(read_file("/proc/cmdline")));
-  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   std::string cmdline = read_file("/proc/cmdline");
+  int modules = load_modules("/lib/modules/load-order");
+  // The image root's filesystems (ext4 and its helpers, overlay) are the
+  // largest modules: only a guest that runs an image pays for loading them.
+  if (cmdline.find("snapvm.image=") != std::string::npos) modules += load_modules("/lib/modules/load-order-image");
+  snapvm::guest::watch_shutdown_requests();
+  log_console(snapvm::guest::configure_network(cmdline));
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   if (std::string image = snapvm::guest::mount_image_root(cmdline); !image.empty()) log_console(image);
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));
   bool poweroff = cmdline.find("snapvm.poweroff") != std::string::npos;

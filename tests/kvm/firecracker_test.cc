@@ -285,7 +285,8 @@ uint64_t allocated_bytes(const std::string& path) {
 // Full's (rebase-mem). The state and memory left are the guest at the Diff.
 struct SavedGuest {
   std::string state = "/tmp/fc-snap.state", mem = "/tmp/fc-snap.mem";
-  std::string check = "sha256sum < /tmp/r && sha256sum < /tmp/r2";  // run in the guest; prints `digests`
+  // md5sum: a content check, and busybox's quickest digest under emulation.
+  std::string check = "md5sum < /tmp/r && md5sum < /tmp/r2";  // run in the guest; prints `digests`
   std::string digests;
 };
 
@@ -307,8 +308,8 @@ SavedGuest boot_fill_and_save() {
   auto started = put(sock, "/actions", {{"action_type", "InstanceStart"}});
   EXPECT_EQ(started.status, 204) << started.body << test::read_text(errors);
   EXPECT_TRUE(wait_for(console, "SNAPVM-GUEST-READY", 600s)) << test::read_text(errors);
-  auto fill = test::run(vsock, {"sh", "-c", "head -c 24000000 /dev/urandom > /tmp/r && sha256sum < /tmp/r"});
-  EXPECT_GE(fill.out.size(), 64u) << fill.error << fill.err;  // "HASH  -"
+  auto fill = test::run(vsock, {"sh", "-c", "head -c 24000000 /dev/urandom > /tmp/r && echo filled"});
+  EXPECT_EQ(fill.out, "filled\n") << fill.error << fill.err;
   EXPECT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
   auto created = put(sock, "/snapshot/create", {{"snapshot_path", full_state}, {"mem_file_path", g.mem}});
   EXPECT_EQ(created.status, 204) << created.body;
@@ -316,7 +317,7 @@ SavedGuest boot_fill_and_save() {
 
   auto more = test::run(vsock, {"sh", "-c", "head -c 4000000 /dev/urandom > /tmp/r2 && " + g.check});
   g.digests = more.out;
-  EXPECT_GE(g.digests.size(), 128u) << more.error << more.err;
+  EXPECT_GE(g.digests.size(), 2 * 32u) << more.error << more.err;
   EXPECT_EQ(patch(sock, "/vm", {{"state", "Paused"}}).status, 204);
   const std::string diff_mem = "/tmp/fc-diff.mem";
   auto diff = put(sock, "/snapshot/create",

@@ -28,7 +28,7 @@ using namespace std::chrono_literals;
 // mismatch or a worker that stops counting. A fifth loop writes the disk and
 // reads the entropy device.
 constexpr const char* kWorkload = R"sh(
-head -c 262144 /dev/urandom > /tmp/blob
+head -c 65536 /dev/urandom > /tmp/blob
 want=$(sha256sum < /tmp/blob)
 for i in 1 2 3 4; do
   setsid sh -c "n=0; while :; do [ \"\$(sha256sum < /tmp/blob)\" = \"$want\" ] || echo bad >> /tmp/bad; n=\$((n+1)); echo \$n > /tmp/count$i; done" </dev/null >/dev/null 2>&1 &
@@ -38,7 +38,8 @@ echo started
 )sh";
 
 // Run in a restored guest: healthy means no wrong hash, every worker's count
-// advances, a block written to the disk reads back after the page cache is
+// advances (within three minutes: a starved CI machine can stall a guest
+// for tens of seconds), a block written to the disk reads back after the page cache is
 // dropped, and the entropy device answers.
 constexpr const char* kHealthCheck = R"sh(
 [ ! -e /tmp/bad ] || { echo "wrong hash in a worker"; exit 1; }
@@ -49,7 +50,7 @@ while :; do
   for i in 1 2 3 4; do [ "$(cat /tmp/count$i)" != "$(eval echo \$before$i)" ] || stalled=$i; done
   [ $stalled = 0 ] && break
   tries=$((tries+1))
-  [ $tries -lt 120 ] || { echo "worker $stalled stopped"; exit 1; }
+  [ $tries -lt 360 ] || { echo "worker $stalled stopped"; exit 1; }
   sleep 0.5
 done
 w=$(echo probe-$$ | dd of=/dev/vda bs=512 seek=6000 conv=fsync 2>&1) || { echo "disk write failed: $w"; exit 1; }
@@ -62,7 +63,9 @@ echo healthy
 
 int moments() {
   const char* n = std::getenv("SNAPVM_TEST_MOMENTS");
-  return n != nullptr ? std::atoi(n) : 20;
+  // 12 in the CI gate (about 30 s each in the emulated host);
+  // SNAPVM_TEST_MOMENTS=100 for a longer hunt.
+  return n != nullptr ? std::atoi(n) : 12;
 }
 
 TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {

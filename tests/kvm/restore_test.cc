@@ -99,7 +99,7 @@ TEST(Restore, ClonesGetTheHostClockAndTheirOwnRandomNumbers) {
 }
 
 TEST(Restore, RefusesCorruptTruncatedAndForeignSnapshots) {
-  ASSERT_EQ(snapvm_cli("verify /tmp/restore.snap").rc, 0) << "needs the snapshot of the previous test";
+  ASSERT_EQ(::access("/tmp/restore.snap", R_OK), 0) << "needs the snapshot of the previous test";
   // Corrupt: one flipped bit in the metadata.
   ASSERT_EQ(0, std::system("cp /tmp/restore.snap /tmp/corrupt.snap"));
   {

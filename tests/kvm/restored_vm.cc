@@ -49,12 +49,16 @@ bool RestoredVm::wait_log(const std::string& text, std::chrono::seconds timeout)
 }
 
 Output run_when_up(const std::string& vsock, std::vector<std::string> argv) {
+  // Two minutes: a restored guest on a slow, shared CI machine can take many
+  // times the usual second before its agent answers; a healthy one answers
+  // at the first or second try.
+  auto deadline = std::chrono::steady_clock::now() + 120s;
   Output o;
-  for (int i = 0; i < 100; ++i) {
+  do {
     o = run(vsock, argv);
     if (o.error.empty()) return o;
     std::this_thread::sleep_for(200ms);
-  }
+  } while (std::chrono::steady_clock::now() < deadline);
   return o;
 }
 

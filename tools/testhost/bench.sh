@@ -22,7 +22,7 @@ case "${1:-}" in
 esac
 source tools/testhost/arch.sh "$arch"
 tools/testhost/prepare.sh "$arch"
-tools/testhost/build.sh "$arch"
+tools/testhost/build.sh "$arch" "snapvm-bench-$which"
 if [ "$which" = vs-qemu ]; then
   tools/testhost/pack-qemu.sh "$out/payload/qemu" "$arch"
   # Two guests' filled RAM and two saved images of it at 2 GiB.
