@@ -61,6 +61,21 @@ struct Feeder {
   std::thread writer;
 };
 
+// A blocking Unix listener at `path`, where the VMM delivers the guest's
+// connections to a host port (Firecracker's <uds>_<port>); -1 on error.
+int listen_blocking(const std::string& path, int backlog) {
+  ::unlink(path.c_str());
+  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  if (l < 0 || ::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(l, backlog) != 0) {
+    if (l >= 0) ::close(l);
+    return -1;
+  }
+  return l;
+}
+
 class Agent : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -222,13 +237,8 @@ TEST_F(Agent, RefusesRequestsFromInsideTheGuest) {
 TEST_F(Agent, CapsConcurrentRequests) {
   constexpr int kRequests = 132, kCap = 128;
   std::string path = std::string(kVsock) + "_5002";
-  ::unlink(path.c_str());
-  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strcpy(addr.sun_path, path.c_str());
-  ASSERT_EQ(0, ::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr));
-  ASSERT_EQ(0, ::listen(l, 256));
+  int l = listen_blocking(path, 256);
+  ASSERT_GE(l, 0) << std::strerror(errno);
   std::atomic<int> held{0};
   std::vector<int> held_fds;  // the gate thread's until it is joined
   std::thread gate([&] {
@@ -313,13 +323,8 @@ TEST_F(Agent, HostTcpClientReachesGuestServiceThroughPortForward) {
 TEST_F(Agent, GuestConnectionsReachHostListeners) {
   // A guest-initiated connection to host port 5000 arrives at <vsock>_5000.
   std::string path = std::string(kVsock) + "_5000";
-  ::unlink(path.c_str());
-  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strcpy(addr.sun_path, path.c_str());
-  ASSERT_EQ(0, ::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr));
-  ASSERT_EQ(0, ::listen(l, 4));
+  int l = listen_blocking(path, 4);
+  ASSERT_GE(l, 0) << std::strerror(errno);
   std::thread server([l] {
     int c = ::accept(l, nullptr, nullptr);
     if (c < 0) return;
