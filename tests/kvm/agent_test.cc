@@ -240,14 +240,12 @@ TEST_F(Agent, CapsConcurrentRequests) {
   int l = listen_blocking(path, 256);
   ASSERT_GE(l, 0) << std::strerror(errno);
   std::atomic<int> held{0};
+  std::atomic<bool> stop{false};
   std::vector<int> held_fds;  // the gate thread's until it is joined
   std::thread gate([&] {
-    while (held < kRequests) {
+    while (!stop && held < kRequests) {
       pollfd p{l, POLLIN, 0};
-      if (::poll(&p, 1, 200) <= 0) {
-        if (held < 0) return;  // told to stop
-        continue;
-      }
+      if (::poll(&p, 1, 200) <= 0) continue;
       int c = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0) continue;
       held_fds.push_back(c);
@@ -270,7 +268,7 @@ TEST_F(Agent, CapsConcurrentRequests) {
   }
   std::this_thread::sleep_for(1s);  // a request beyond the cap would reach the gate now
   int running_together = held.load();
-  held = -1000;  // stops the gate thread
+  stop = true;
   gate.join();
   for (int fd : held_fds) ::close(fd);
   ::close(l);
