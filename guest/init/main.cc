@@ -5,6 +5,8 @@
 //
 // Kernel command line switches:
 //   snapvm.poweroff   power off right after reporting readiness (tests)
+//   snapvm.reboot     reboot right after reporting readiness (tests: with
+//                     x86's reboot=t that is a triple fault)
 //   snapvm.image=DEV  mount the image on /dev/DEV for started programs
 //                     (image_root.h)
 //   snapvm.fill=MIB   write MIB MiB of pseudo-random bytes to /ram/fill (a
@@ -150,6 +152,7 @@ int main(int argc, char** argv) {
   if (std::string image = snapvm::guest::mount_image_root(cmdline); !image.empty()) log_console(image);
   std::string rng = trim(read_file("/sys/class/misc/hw_random/rng_current"));
   bool poweroff = cmdline.find("snapvm.poweroff") != std::string::npos;
+  bool reboot = cmdline.find("snapvm.reboot") != std::string::npos;
   if (auto at = cmdline.find("snapvm.fill="); at != std::string::npos) {
     uint64_t mib = std::strtoull(cmdline.c_str() + at + 12, nullptr, 10);
     ::mkdir("/ram", 0700);
@@ -161,13 +164,13 @@ int main(int argc, char** argv) {
   }
   // Listening before readiness is reported: a host that saw the line can
   // connect at once.
-  int agent = poweroff ? -1 : snapvm::guest::agent_listen();
+  int agent = poweroff || reboot ? -1 : snapvm::guest::agent_listen();
   log_console("SNAPVM-GUEST-READY cpus=" + std::to_string(cpus) + " mem_kb=" + std::to_string(mem_total_kb()) +
               " modules=" + std::to_string(modules) + " disks=" + disks() + " rng=" + (rng.empty() ? "none" : rng) +
               " agent=" + (agent >= 0 ? "vsock:1024" : "none"));
-  if (poweroff) {
+  if (poweroff || reboot) {
     ::sync();
-    ::reboot(RB_POWER_OFF);
+    ::reboot(poweroff ? RB_POWER_OFF : RB_AUTOBOOT);
   }
   if (agent >= 0) {
     if (::fork() == 0) snapvm::guest::serve_agent(agent);

@@ -448,6 +448,12 @@ std::string Platform::describe_vcpu(const kvm::Vcpu& vcpu) const {
       ::ioctl(vcpu.fd(), KVM_GET_VCPU_EVENTS, &events) != 0) {
     return "registers unreadable";
   }
+  // KVM on AMD INITs a vCPU when it intercepts a shutdown (the VMCB is
+  // undefined after one), so after a triple fault there its registers are
+  // the reset vector's, not where it faulted; Intel keeps them.
+  if (regs.rip == 0xfff0 && sregs.cs.selector == 0xf000) {
+    return "an unknown place (KVM had already reset the vCPU's registers, as it does on AMD)";
+  }
   return fmt::format(
       "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} "
       "exception={}{} interrupt={}{}",
