@@ -42,8 +42,9 @@ pid_t spawn_logged(std::vector<std::string> args, const std::string& stderr_log)
   return pid;
 }
 
-CliResult snapvm_cli(const std::string& args, bool stderr_only) {
-  std::string cmd = snapvm_binary() + " " + args + (stderr_only ? " 2>&1 >/dev/null" : " 2>&1");
+CliResult snapvm_cli(const std::string& args, bool stderr_only, int timeout_seconds) {
+  std::string cmd = (timeout_seconds > 0 ? "timeout " + std::to_string(timeout_seconds) + " " : std::string()) +
+                    snapvm_binary() + " " + args + (stderr_only ? " 2>&1 >/dev/null" : " 2>&1");
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];

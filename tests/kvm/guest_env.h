@@ -19,12 +19,13 @@ std::string guest_initrd();
 std::string snapvm_binary();  // $SNAPVM_BIN or /payload/snapvm
 
 // Runs the snapvm command line with `args` (shell words) and collects its
-// exit status and output: stdout and stderr, or stderr alone.
+// exit status and output: stdout and stderr, or stderr alone. With a
+// timeout, a command still running then is killed (status 143).
 struct CliResult {
   int rc;
   std::string out;
 };
-CliResult snapvm_cli(const std::string& args, bool stderr_only = false);
+CliResult snapvm_cli(const std::string& args, bool stderr_only = false, int timeout_seconds = 0);
 
 // Starts `args` (argv[0] a path) in the background with its stderr in
 // `stderr_log` (truncated); returns its pid.
