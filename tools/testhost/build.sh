@@ -11,19 +11,24 @@ arch=${1:-aarch64}
 [ $# -gt 0 ] && shift
 source tools/testhost/arch.sh "$arch"
 [ -e "$out/kernel-image" ] || tools/testhost/prepare.sh "$arch"
-build=build-$arch-static
-# -O2 rather than CMake's -O3: a VMM waits on the kernel, not on loops that
-# -O3 would unroll, and every CI run pays for this build.
-release=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG")
-if [ "$arch" = aarch64 ] && [ "$(uname -m)" != aarch64 ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE=tools/testhost/aarch64.cmake \
-    -DSNAPVM_AARCH64_SYSROOT="$(realpath "$out/sysroot")" -DSNAPVM_STATIC=ON "${release[@]}" >/dev/null
-else
-  cmake -S . -B "$build" -G Ninja -DSNAPVM_STATIC=ON -DSNAPVM_TESTS=ON "${release[@]}" >/dev/null
-fi
 # Only the benchmarks asked for: each is a large static link.
 bins=(snapvm snapvm_kvm_tests snapvm-test-page-server "$@")
-ninja -C "$build" "${bins[@]}" snapvm-guest-init | { grep -v '^\[' || true; }
+if [ "$arch" = aarch64 ] && [ "$(uname -m)" != aarch64 ]; then
+  build=build-$arch-static
+  # -O2 rather than CMake's -O3, as in tools/build.sh static.
+  cmake -S . -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE=tools/testhost/aarch64.cmake \
+    -DSNAPVM_AARCH64_SYSROOT="$(realpath "$out/sysroot")" -DSNAPVM_STATIC=ON -DCMAKE_BUILD_TYPE=Release \
+    "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" >/dev/null
+  ninja -C "$build" "${bins[@]}" snapvm-guest-init | { grep -v '^\[' || true; }
+elif [ "$arch" = "$(uname -m)" ]; then
+  # This machine's own architecture: the same tree as tools/build.sh static
+  # (on x86_64 the test suite's release build), so nothing compiles twice.
+  build=build-$arch-static
+  tools/build.sh static "${bins[@]}" snapvm-guest-init
+else
+  echo "testhost build: no cross build for $arch on $(uname -m)" >&2
+  exit 2
+fi
 
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
 tools/testhost/pack-guest.sh "$build/bin/snapvm-guest-init" "$moddir" "$out/busybox/bin/busybox" "$out/guest-initrd.cpio"
@@ -34,8 +39,19 @@ mkdir -p "$payload/guest"
 for b in "${bins[@]}"; do cp "$build/bin/$b" "$payload/"; done
 ln -f "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio" 2>/dev/null || cp "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio"
 cp "$(realpath "$out/kernel-image")" "$payload/guest/kernel"
-# The image the image tests run, imported on this machine by the native
-# snapvm (the static test-host build cannot import: no libarchive).
-build/bin/snapvm image --help >/dev/null 2>&1 || tools/build.sh release >/dev/null
-tools/testhost/pack-image.sh "$deb_arch" "$out/busybox/bin/busybox" build/bin/snapvm "$payload/guest/images"
+# The image the image tests run, imported on this machine by a native
+# snapvm that can import (the static builds cannot: no libarchive): the
+# release build's, or the ASan build's, which tools/test.sh makes first.
+importer=""
+for candidate in build/bin/snapvm build-asan/bin/snapvm; do
+  if [ -x "$candidate" ] && [[ "$("$candidate" image import --help 2>/dev/null)" == *"image import"* ]]; then
+    importer=$candidate
+    break
+  fi
+done
+if [ -z "$importer" ]; then
+  tools/build.sh release snapvm >/dev/null
+  importer=build/bin/snapvm
+fi
+tools/testhost/pack-image.sh "$deb_arch" "$out/busybox/bin/busybox" "$importer" "$payload/guest/images"
 echo "testhost build: $arch payload ready in $payload ($(du -sh "$payload" | cut -f1))"
