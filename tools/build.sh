@@ -7,9 +7,8 @@
 #   snapvm command; KVM code is checked on a real kernel in the test hosts)
 #   tools/build.sh fuzz       clang-14 libFuzzer build in build-fuzz/ (checks thread-safety annotations)
 #   tools/build.sh static     fully static -O2 build of this machine's architecture in build-ARCH-static/:
-#                             what a test host of this architecture runs (tools/testhost/build.sh), and on
-#                             x86_64 also the release build of tools/test.sh, so that CI compiles it once
-#                             (no image import: libarchive is not linked statically)
+#                             what a test host of this architecture runs (tools/testhost/build.sh); no
+#                             image import (libarchive is not linked statically)
 #   tools/build.sh KIND TARGET...   only those targets (and what they need)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,8 +21,8 @@ if [ "$arch" = aarch64 ] && [ "$(uname -m)" != aarch64 ]; then
     "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" >/dev/null
   ninja -C "$build" "${bins[@]}" snapvm-guest-init | { grep -v '^\[' || true; }
 elif [ "$arch" = "$(uname -m)" ]; then
-  # This machine's own architecture: the same tree as tools/build.sh static
-  # (on x86_64 the test suite's release build), so nothing compiles twice.
+  # This machine's own architecture: the tree of tools/build.sh static, so
+  # its flags are written down once.
   build=build-$arch-static
   tools/build.sh static "${bins[@]}" snapvm-guest-init
 else
@@ -41,7 +41,7 @@ ln -f "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio" 2>/dev/null || cp "$
 cp "$(realpath "$out/kernel-image")" "$payload/guest/kernel"
 # The image the image tests run, imported on this machine by a native
 # snapvm that can import (the static builds cannot: no libarchive): the
-# release build's, or the ASan build's, which tools/test.sh makes first.
+# release build's, else the ASan build's, else a release build made now.
 importer=""
 for candidate in build/bin/snapvm build-asan/bin/snapvm; do
   if [ -x "$candidate" ] && [[ "$("$candidate" image import --help 2>/dev/null)" == *"image import"* ]]; then
