@@ -16,6 +16,7 @@
 #include "arch_facts.h"
 #include "background_vm.h"
 #include "guest_env.h"
+#include "kvm_trace.h"
 #include "restored_vm.h"
 
 namespace snapvm {
@@ -77,6 +78,13 @@ TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
   ASSERT_TRUE(vm.wait_ready()) << vm.error() << vm.console();
   auto start = test::run("/tmp/moments.vsock", {"sh", "-c", kWorkload});
   ASSERT_EQ(start.out, "started\n") << start.error << start.err;
+  // Where a clone that resets was (x86_64: see kvm_trace.h). Its RIP is in
+  // the guest kernel, which every clone shares with this VM: its base here.
+  test::KvmShutdownTrace trace;
+  if (trace.active()) {
+    auto text = test::run("/tmp/moments.vsock", {"sh", "-c", "grep -w -e _text -e _etext /proc/kallsyms"});
+    std::printf("kvm events traced until a shutdown exit; guest kernel text:\n%s", text.out.c_str());
+  }
 
   // The agent streams output to the host the whole time, so snapshots also
   // catch vsock connections with data in flight.
@@ -117,6 +125,7 @@ TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
         // below against the architecture's known-defect allowance.
         std::printf("UNHEALTHY moment %d, seed %u: %s %s\n%s\n", i + 1, seed, check.error.c_str(), check.err.c_str(),
                     clone.log().c_str());
+        if (trace.active()) std::printf("KVM's last events:\n%s\n", trace.take(60).c_str());
       }
     }
     std::printf("moment %d of %d: snapshot %llu MiB data, clone %s\n", i + 1, count,
