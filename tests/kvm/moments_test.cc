@@ -107,10 +107,11 @@ TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
   for (int i = 0; i < count; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms(rng)));
     std::string snap = "/tmp/moment.snap";
-    std::string disk = "/tmp/moment-disk.img";
+    std::string disk = "/tmp/moment-disk.img", disk_again = "/tmp/moment-disk-again.img";
     ASSERT_TRUE(vm.machine().pause()) << "moment " << i;
-    // The clone gets the disk as it is at this moment, like the RAM.
-    ASSERT_EQ(0, std::system(("cp /tmp/moments.img " + disk).c_str()));
+    // The clone gets the disk as it is at this moment, like the RAM (and a
+    // second copy for restoring the same snapshot again, below).
+    ASSERT_EQ(0, std::system(("cp /tmp/moments.img " + disk + " && cp /tmp/moments.img " + disk_again).c_str()));
     auto stats = vm.machine().snapshot(snap);
     ASSERT_TRUE(stats) << "moment " << i << ": " << stats.error().describe();
     bool this_one_healthy = false;
@@ -127,6 +128,15 @@ TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
                     clone.log().c_str());
         if (trace.active()) std::printf("KVM's last events:\n%s\n", trace.take(60).c_str());
       }
+    }
+    if (!this_one_healthy) {
+      // The same file restored once more tells a snapshot that is wrong
+      // (fails again) from a restore that went wrong once (healthy now).
+      test::RestoredVm again(snap, "/tmp/moment-again.vsock", "/tmp/moment-again.log", {"--disk", disk_again});
+      auto check = test::run_when_up(again.vsock(), {"sh", "-c", kHealthCheck});
+      std::printf("moment %d restored again from the same snapshot: %s\n", i + 1,
+                  check.out == "healthy\n" ? "healthy" : ("NOT healthy: " + check.error + check.out).c_str());
+      if (check.out != "healthy\n") std::printf("%s\n", again.log().c_str());
     }
     std::printf("moment %d of %d: snapshot %llu MiB data, clone %s\n", i + 1, count,
                 static_cast<unsigned long long>(stats->data_bytes >> 20), this_one_healthy ? "healthy" : "NOT healthy");
@@ -154,6 +164,7 @@ TEST(SnapshotUnderLoad, RandomMomentsAllRestoreHealthy) {
   EXPECT_GT(streams.load(), 0);
   ::unlink("/tmp/moment.snap");
   ::unlink("/tmp/moment-disk.img");
+  ::unlink("/tmp/moment-disk-again.img");
 }
 
 }  // namespace
