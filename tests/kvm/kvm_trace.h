@@ -4,7 +4,8 @@
 // events injected just before it are kept from the kernel's tracepoints.
 // Tracing stops by itself at the first shutdown exit, so the record of the
 // fault survives the guests that keep running. Where tracefs or the KVM
-// events are missing (arm64, a native host without tracing) it does nothing.
+// events are missing (arm64), and on a native host (SNAPVM_GUEST_DIR set),
+// it does nothing.
 #pragma once
 
 #include <string>
