@@ -13,8 +13,8 @@ source tools/testhost/arch.sh "$arch"
 [ -e "$out/kernel-image" ] || tools/testhost/prepare.sh "$arch"
 # Only the benchmarks asked for: each is a large static link.
 bins=(snapvm snapvm_kvm_tests snapvm-test-page-server "$@")
+build=build-$arch-static
 if [ "$arch" = aarch64 ] && [ "$(uname -m)" != aarch64 ]; then
-  build=build-$arch-static
   # -O2 rather than CMake's -O3, as in tools/build.sh static.
   cmake -S . -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE=tools/testhost/aarch64.cmake \
     -DSNAPVM_AARCH64_SYSROOT="$(realpath "$out/sysroot")" -DSNAPVM_STATIC=ON -DCMAKE_BUILD_TYPE=Release \
@@ -23,7 +23,6 @@ if [ "$arch" = aarch64 ] && [ "$(uname -m)" != aarch64 ]; then
 elif [ "$arch" = "$(uname -m)" ]; then
   # This machine's own architecture: the tree of tools/build.sh static, so
   # its flags are written down once.
-  build=build-$arch-static
   tools/build.sh static "${bins[@]}" snapvm-guest-init
 else
   echo "testhost build: no cross build for $arch on $(uname -m)" >&2
@@ -39,19 +38,8 @@ mkdir -p "$payload/guest"
 for b in "${bins[@]}"; do cp "$build/bin/$b" "$payload/"; done
 ln -f "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio" 2>/dev/null || cp "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio"
 cp "$(realpath "$out/kernel-image")" "$payload/guest/kernel"
-# The image the image tests run, imported on this machine by a native
-# snapvm that can import (the static builds cannot: no libarchive): the
-# release build's, else the ASan build's, else a release build made now.
-importer=""
-for candidate in build/bin/snapvm build-asan/bin/snapvm; do
-  if [ -x "$candidate" ] && [[ "$("$candidate" image import --help 2>/dev/null)" == *"image import"* ]]; then
-    importer=$candidate
-    break
-  fi
-done
-if [ -z "$importer" ]; then
-  tools/build.sh release snapvm >/dev/null
-  importer=build/bin/snapvm
-fi
-tools/testhost/pack-image.sh "$deb_arch" "$out/busybox/bin/busybox" "$importer" "$payload/guest/images"
+# The image the image tests run, imported on this machine by the native
+# release snapvm (the static builds cannot import: no libarchive).
+[[ "$(build/bin/snapvm image import --help 2>/dev/null)" == *"image import"* ]] || tools/build.sh release snapvm >/dev/null
+tools/testhost/pack-image.sh "$deb_arch" "$out/busybox/bin/busybox" build/bin/snapvm "$payload/guest/images"
 echo "testhost build: $arch payload ready in $payload ($(du -sh "$payload" | cut -f1))"
