@@ -126,14 +126,17 @@ std::string ControlServer::handle_request(const std::string& line) {
       for (const auto& f : machine_.port_forwards()) {
         fwds.push_back({{"host_address", f.host_address}, {"host_port", f.host_port}, {"guest_port", f.guest_port}});
       }
-      return json{{"ok", true},
-                  {"state", machine_.paused() ? "paused" : "running"},
-                  {"vcpus", machine_.vcpu_count()},
-                  {"mem_bytes", machine_.mem_bytes()},
-                  {"dirty_tracking", machine_.tracking_dirty()},
-                  {"dirty_base", machine_.dirty_base()},
-                  {"port_forwards", fwds}}
-          .dump();
+      json reply{{"ok", true},
+                 {"state", machine_.paused() ? "paused" : "running"},
+                 {"vcpus", machine_.vcpu_count()},
+                 {"mem_bytes", machine_.mem_bytes()},
+                 {"dirty_tracking", machine_.tracking_dirty()},
+                 {"dirty_base", machine_.dirty_base()},
+                 {"port_forwards", fwds},
+                 {"devices", machine_.describe_devices()}};
+      // Where a hung guest is: the vCPUs' registers can only be read paused.
+      if (auto where = machine_.describe_vcpus()) reply["vcpus_at"] = *where;
+      return reply.dump();
     }
     case ControlRequest::Op::kPause: {
       auto r = machine_.pause();

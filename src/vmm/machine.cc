@@ -956,6 +956,12 @@ Result<std::vector<std::string>> Machine::describe_vcpus() const {
   return out;
 }
 
+std::vector<std::string> Machine::describe_devices() const {
+  std::vector<std::string> out;
+  for (const auto& t : s_->virtio) out.push_back(t->describe());
+  return out;
+}
+
 bool Machine::tracking_dirty() const { return s_->dirty.has_value(); }
 
 std::string Machine::dirty_base() const {

@@ -153,6 +153,9 @@ class Machine {
   // Where each vCPU is ("vCPU 0: pc=... pstate=..."), for reports of a
   // guest that hangs; only while paused.
   Result<std::vector<std::string>> describe_vcpus() const;
+  // Each virtio device's registers, queue indices and own account, for the
+  // same reports; safe while running.
+  std::vector<std::string> describe_devices() const;
   // Every vCPU's complete state; only while paused.
   Result<std::vector<state::VcpuState>> capture_vcpus() const;
   Status restore_vcpus(const std::vector<state::VcpuState>& saved);

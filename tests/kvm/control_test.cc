@@ -48,7 +48,18 @@ TEST(Control, PauseSnapshotInspectVerifyResumeFromTheCommandLine) {
 
   auto pause = sh("pause " + api);
   EXPECT_EQ(pause.rc, 0) << pause.out;
-  EXPECT_NE(sh("info " + api).out.find("\"state\": \"paused\""), std::string::npos);
+  auto paused = sh("info " + api).out;
+  EXPECT_NE(paused.find("\"state\": \"paused\""), std::string::npos) << paused;
+  // What a report of a hung guest needs: where both vCPUs are (readable only
+  // paused) and how each virtio device stands with its driver.
+#if defined(__aarch64__)
+  EXPECT_NE(paused.find("\"vCPU 1: pc=0x"), std::string::npos) << paused;
+#else
+  EXPECT_NE(paused.find("\"vCPU 1: rip=0x"), std::string::npos) << paused;
+#endif
+  EXPECT_NE(paused.find("vsock: no transport reset outstanding"), std::string::npos) << paused;
+  EXPECT_NE(paused.find("virtio type 19: status 0xf"), std::string::npos) << paused;
+  EXPECT_EQ(info.out.find("vcpus_at"), std::string::npos) << "registers are read only while paused";
 
   auto snap = sh("snapshot " + api + " /tmp/ctl.snap --resume");
   ASSERT_EQ(snap.rc, 0) << snap.out;

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "guest_env.h"
@@ -20,6 +21,13 @@ RestoredVm::RestoredVm(const std::string& snap, const std::string& vsock, const 
   // The guest's console goes to log + ".console": what a failing test shows.
   std::vector<std::string> args = {snapvm_binary(), "restore", snap, "--vsock", vsock, "--console", log + ".console"};
   args.insert(args.end(), extra.begin(), extra.end());
+  auto api = std::find(extra.begin(), extra.end(), "--api");
+  if (api != extra.end() && api + 1 != extra.end()) {
+    api_ = *(api + 1);
+  } else {
+    api_ = log + ".api";
+    args.insert(args.end(), {"--api", api_});
+  }
   pid_ = spawn_logged(std::move(args), log);
 }
 
@@ -32,7 +40,19 @@ RestoredVm::~RestoredVm() {
 std::string RestoredVm::log() const {
   std::string console = read_text(log_ + ".console");
   if (console.size() > 6000) console = "..." + console.substr(console.size() - 6000);
-  return read_text(log_) + (console.empty() ? "" : "guest console (end):\n" + console);
+  return read_text(log_) + (console.empty() ? "" : "guest console (end):\n" + console) + vm_state();
+}
+
+std::string RestoredVm::vm_state() const {
+  if (pid_ <= 0 || ::kill(pid_, 0) != 0) return "";
+  auto info = snapvm_cli("info " + api_, false, 30);
+  if (info.rc != 0) return "VM state: " + info.out;
+  if (info.out.find("\"state\": \"running\"") == std::string::npos) return "VM state:\n" + info.out;
+  // Paused just long enough to read where the vCPUs are.
+  snapvm_cli("pause " + api_, false, 30);
+  info = snapvm_cli("info " + api_, false, 30);
+  snapvm_cli("resume " + api_, false, 30);
+  return "VM state (paused for it):\n" + info.out;
 }
 
 bool RestoredVm::wait_log(const std::string& text, std::chrono::seconds timeout) {

@@ -24,13 +24,18 @@ class RestoredVm {
 
   pid_t pid() const { return pid_; }
   const std::string& vsock() const { return vsock_; }
+  // The restore log, the end of the guest's console and, while the VMM
+  // runs, its state from the control socket (devices' queues; vCPUs'
+  // registers, read in a brief pause): what a failing test shows.
   std::string log() const;
   // Waits until the restore log contains `text` (or the process ends).
   bool wait_log(const std::string& text, std::chrono::seconds timeout = std::chrono::seconds(60));
 
  private:
+  std::string vm_state() const;
+
   pid_t pid_ = -1;
-  std::string vsock_, log_;
+  std::string vsock_, log_, api_;
 };
 
 // Runs argv through the agent, retrying until a restored guest answers (its

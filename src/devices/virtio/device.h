@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/thread_annotations.h"
@@ -88,6 +89,9 @@ class VirtioDevice {
   // Device-specific state for a snapshot, encoded by the device (empty when
   // the transport and queues say everything).
   virtual std::vector<uint8_t> save_specific() const { return {}; }
+  // What the device is waiting for, in words, for `snapvm info` when a guest
+  // stops answering (empty when the transport's view says it all).
+  virtual std::string describe() const { return {}; }
 };
 
 }  // namespace snapvm::virtio

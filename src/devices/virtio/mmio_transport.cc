@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace snapvm::virtio {
 namespace {
 
@@ -62,6 +64,27 @@ MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, GuestMemory m
 uint32_t MmioTransport::status() const {
   std::lock_guard lock(mu_);
   return status_;
+}
+
+std::string MmioTransport::describe() const {
+  std::string out;
+  {
+    std::lock_guard lock(mu_);
+    out = fmt::format("virtio type {}: status {:#x}, interrupt status {:#x}", device_->device_id(), status_,
+                      interrupt_status_);
+    MutexLock queues(queues_mu_);
+    for (size_t i = 0; i < queues_.size(); ++i) {
+      const Virtqueue& q = queues_[i];
+      if (!q.config().ready) continue;
+      auto driver = q.driver_avail_idx(memory_);
+      out += fmt::format("; queue {}: taken {}, used {}, driver made available {}{}", i, q.last_avail_idx(),
+                         q.next_used_idx(), driver ? fmt::to_string(*driver) : std::string("?"),
+                         q.error().empty() ? "" : " (broken: " + q.error() + ")");
+    }
+  }
+  // Outside the registers' lock: a device takes its own lock first.
+  std::string device = device_->describe();
+  return device.empty() ? out : out + "; " + device;
 }
 
 void MmioTransport::mmio_read(uint64_t offset, std::span<uint8_t> data) {

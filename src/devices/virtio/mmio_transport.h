@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "devices/mmio_bus.h"
@@ -45,6 +46,9 @@ class MmioTransport final : public MmioDevice, public Transport {
   // Transport, queues and the device's own record, as a snapshot stores it.
   state::DeviceState save_device(uint32_t slot) const;
   uint32_t status() const;
+  // Registers, each queue's indices (the device's and the driver's) and the
+  // device's own account: where a stuck exchange with the driver stands.
+  std::string describe() const;
 
  private:
   void write_status(uint32_t value);

@@ -250,10 +250,14 @@ class VsockWorker {
           if (!eq.error().empty()) v_.reset_event_ = Vsock::ResetEvent::kNone;  // nothing to wait for
           return !eq.error().empty();
         }
+        // The index before the event is used: once the buffer is in the
+        // used ring a running driver may consume it and re-post at once,
+        // and an index read after that would wait for a second re-post
+        // that never comes (every host CONNECT would then hang).
+        v_.reset_avail_idx_ = eq.driver_avail_idx(mem).value_or(0);
         uint8_t event[4] = {0, 0, 0, 0};  // struct virtio_vsock_event { le32 id; }, id 0: transport reset
         chain->write(0, event);
         eq.push_used(mem, *chain, 4);
-        v_.reset_avail_idx_ = eq.driver_avail_idx(mem).value_or(0);
         v_.reset_event_ = Vsock::ResetEvent::kAwaitingAck;
         return true;
       }
@@ -648,6 +652,22 @@ std::vector<uint8_t> Vsock::save_specific() const {
     w.u32(c->fwd_cnt);
   }
   return w.take();
+}
+
+std::string Vsock::describe() const {
+  MutexLock lock(mu_);
+  std::string reset = reset_event_ == ResetEvent::kNone   ? std::string("no transport reset outstanding")
+                      : reset_event_ == ResetEvent::kToSend ? std::string("transport reset waiting for an event buffer")
+                                                            : fmt::format("transport reset sent, waiting for the driver "
+                                                                          "to re-post its buffer (event queue avail "
+                                                                          "index {} when sent)",
+                                                                          reset_avail_idx_);
+  size_t waiting = 0;
+  for (const auto& [fd, p] : pending_) waiting += p->has_port ? 1 : 0;
+  return fmt::format("vsock: {}, {} connections, {} host connections waiting for the guest, {} control packets "
+                     "queued{}{}",
+                     reset, conns_.size(), waiting, control_.size() / kHeaderBytes,
+                     rx_starved_ ? ", out of rx buffers" : "", paused_ ? ", paused" : "");
 }
 
 size_t Vsock::connection_count() const {

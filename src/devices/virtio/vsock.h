@@ -60,6 +60,7 @@ class Vsock final : public VirtioDevice {
   // The TCP ports the forwards actually listen on (port 0 asks the kernel).
   std::vector<state::PortForward> forwards() const;
   size_t connection_count() const;
+  std::string describe() const override;
 
   struct Conn;
 
