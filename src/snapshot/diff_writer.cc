@@ -8,6 +8,7 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 
 #include "base/checksum.h"
@@ -120,6 +121,39 @@ Result<DiffInProgress> DiffInProgress::prepare(const std::string& path, const st
   std::vector<std::vector<uint64_t>> tables;
   for (size_t i = 0; i < base->ram_regions().size(); ++i) tables.push_back(SNAPVM_TRY(base->read_page_table(i)));
   return DiffInProgress(std::move(*base), std::move(file), reflinked, std::move(tables));
+}
+
+Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::span<const DirtyBitmap> dirty) {
+  if (ram.size() != dirty.size()) {
+    return make_error(ErrorCode::kInvalidArgument, "{} RAM regions but {} dirty bitmaps", ram.size(), dirty.size());
+  }
+  DirtyPagesCopy copy;
+  for (size_t r = 0; r < ram.size(); ++r) {
+    const uint64_t pages = ram[r].bytes.size() / kPage;
+    if (dirty[r].pages() < pages) {
+      return make_error(ErrorCode::kInvalidArgument, "the dirty bitmap of region {} covers {} of its {} pages", r,
+                        dirty[r].pages(), pages);
+    }
+    auto region = SNAPVM_TRY(MappedRegion::anonymous(ram[r].bytes.size()));
+    const uint8_t* src = ram[r].bytes.data();
+    uint8_t* dst = region.data();
+    // Runs of consecutive dirty pages, one memcpy each.
+    uint64_t p = 0;
+    while (p < pages) {
+      if (!dirty[r].test(p)) {
+        ++p;
+        continue;
+      }
+      uint64_t end = p + 1;
+      while (end < pages && dirty[r].test(end)) ++end;
+      std::memcpy(dst + p * kPage, src + p * kPage, (end - p) * kPage);
+      copy.bytes += (end - p) * kPage;
+      p = end;
+    }
+    copy.sources.push_back({ram[r].gpa, region.span()});
+    copy.regions.push_back(std::move(region));
+  }
+  return copy;
 }
 
 Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,

@@ -62,6 +62,18 @@ class DiffInProgress {
   std::vector<std::vector<uint64_t>> tables_;  // the base's page checksums, per region
 };
 
+// The dirty pages of RAM copied out while the VM is paused, so that a diff
+// can be written from them after it runs again: each region's copy is a
+// lazily reserved mapping of the region's size holding the dirty pages at
+// their own offsets (pages never copied are never touched and cost no
+// memory), read by finish() through `sources` with the same bitmaps.
+struct DirtyPagesCopy {
+  std::vector<MappedRegion> regions;
+  std::vector<RamSource> sources;
+  uint64_t bytes = 0;  // copied
+};
+Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::span<const DirtyBitmap> dirty);
+
 // Both steps at once.
 Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,
                               const SnapshotContents& contents, std::span<const RamSource> ram,

@@ -162,7 +162,10 @@ std::string ControlServer::handle_request(const std::string& line) {
                   {"holes_punched_bytes", stats.holes_punched_bytes},
                   {"pause_ms", live->pause_ms},
                   {"pause_breakdown_ms",
-                   {{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"write", live->write_ms}}},
+                   live->written_while_running
+                       ? json{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"copy", live->copy_ms}}
+                       : json{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"write", live->write_ms}}},
+                  {"written_while_running_ms", live->written_while_running ? live->write_ms : 0.0},
                   {"total_ms", live->total_ms}}
           .dump();
     }

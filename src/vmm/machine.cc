@@ -127,8 +127,14 @@ struct Machine::State {
   // Refuses a diff base that is not the snapshot dirty pages count from.
   Status check_diff_base(const std::string& diff_from) const;
   // Captures the paused VM and writes it: in full, or finishing `diff`.
+  // With `resume_early`, a diff whose pages are few enough is written from a
+  // copy after calling it (the guest runs during the write).
   Result<WriteStats> write_snapshot(const std::string& path, std::optional<DiffInProgress> diff,
-                                    LiveSnapshot* timing = nullptr);
+                                    LiveSnapshot* timing = nullptr, const std::function<void()>& resume_early = {});
+  // Whether copying these pages costs little enough memory: at most a
+  // quarter of guest RAM and 1 GiB. Past that a diff is as big as a full
+  // snapshot, and is written with the guest paused.
+  bool small_enough_to_copy(std::span<const DirtyBitmap> pages) const;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -800,7 +806,7 @@ Status Machine::State::check_diff_base(const std::string& diff_from) const {
 }
 
 Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::optional<DiffInProgress> diff,
-                                                  LiveSnapshot* timing) {
+                                                  LiveSnapshot* timing, const std::function<void()>& resume_early) {
   using Clock = std::chrono::steady_clock;
   auto ms = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -812,7 +818,30 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
   auto t2 = Clock::now();
   std::vector<RamSource> sources = ram_sources();
   WriteStats stats;
-  if (diff) {
+  if (diff && resume_early && small_enough_to_copy(dirty->since_base)) {
+    // Copy the dirty pages, let the guest run, write from the copy: the
+    // pause is a memcpy of the changed pages, not their checksummed write.
+    auto copy = SNAPVM_TRY(copy_dirty_pages(sources, dirty->since_base));
+    // The copied pages leave the live count: whatever the guest writes from
+    // now on is counted afresh by the next collect_dirty().
+    std::vector<DirtyBitmap> copied = std::move(dirty->since_base);
+    dirty->since_base.clear();
+    for (const auto& c : copied) dirty->since_base.emplace_back(c.pages());
+    auto t3 = Clock::now();
+    resume_early();
+    auto written = std::move(*diff).finish(state::to_contents(st), copy.sources, copied);
+    if (!written) {
+      // Still counted against the old base, as on any failed write.
+      for (size_t i = 0; i < copied.size(); ++i) dirty->since_base[i].merge(copied[i]);
+      return tl::unexpected(std::move(written.error()));
+    }
+    stats = *written;
+    if (timing != nullptr) {
+      timing->copy_ms = ms(t2, t3);
+      timing->write_ms = ms(t3, Clock::now());
+      timing->written_while_running = true;
+    }
+  } else if (diff) {
     stats = SNAPVM_TRY(std::move(*diff).finish(state::to_contents(st), sources, dirty->since_base));
   } else {
     stats = SNAPVM_TRY(write_full(path, state::to_contents(st), sources));
@@ -827,7 +856,7 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
   if (timing != nullptr) {
     timing->capture_ms = ms(t0, t1);
     timing->dirty_log_ms = ms(t1, t2);
-    timing->write_ms = ms(t2, Clock::now());
+    if (!timing->written_while_running) timing->write_ms = ms(t2, Clock::now());
   }
   return stats;
 }
@@ -856,12 +885,20 @@ Result<Machine::LiveSnapshot> Machine::snapshot_live(const std::string& path, co
   auto paused_at = Clock::now();
   if (!paused()) SNAPVM_CHECK_OK(pause());
   LiveSnapshot live;
-  auto stats = s_->write_snapshot(path, std::move(diff), &live);
-  if (resume_after) (void)resume();
+  std::optional<Clock::time_point> resumed_at;
+  std::function<void()> resume_early;
+  if (resume_after) {
+    resume_early = [&] {
+      (void)resume();
+      resumed_at = Clock::now();
+    };
+  }
+  auto stats = s_->write_snapshot(path, std::move(diff), &live, resume_early);
+  if (resume_after && !resumed_at) (void)resume();
   auto end = Clock::now();
   if (!stats) return tl::unexpected(std::move(stats.error()));
   live.stats = *stats;
-  live.pause_ms = std::chrono::duration<double, std::milli>(end - paused_at).count();
+  live.pause_ms = std::chrono::duration<double, std::milli>(resumed_at.value_or(end) - paused_at).count();
   live.total_ms = std::chrono::duration<double, std::milli>(end - start).count();
   return live;
 }
@@ -954,6 +991,13 @@ Result<std::vector<std::string>> Machine::describe_vcpus() const {
     out.push_back(fmt::format("vCPU {}: {}", i, s_->platform->describe_vcpu(s_->vcpus[i])));
   }
   return out;
+}
+
+bool Machine::State::small_enough_to_copy(std::span<const DirtyBitmap> pages) const {
+  uint64_t dirty_bytes = 0, ram_bytes = 0;
+  for (const auto& p : pages) dirty_bytes += p.count() * GuestMemory::kDirtyPageBytes;
+  for (const auto& r : ram) ram_bytes += r.size();
+  return dirty_bytes <= std::min<uint64_t>(ram_bytes / 4, uint64_t{1} << 30);
 }
 
 std::vector<std::string> Machine::describe_devices() const {

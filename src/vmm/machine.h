@@ -178,8 +178,11 @@ class Machine {
     double pause_ms = 0;  // guest stopped: pause to resume (or to the end)
     double total_ms = 0;
     // Within the pause: vCPUs, interrupt controller and devices captured; KVM's dirty log
-    // read and re-protected; the file written and committed.
-    double capture_ms = 0, dirty_log_ms = 0, write_ms = 0;
+    // read and re-protected; the file written and committed. A diff taken
+    // with resume copies its pages (copy_ms, in the pause) and is written
+    // while the guest runs (written_while_running: write_ms is after it).
+    double capture_ms = 0, dirty_log_ms = 0, copy_ms = 0, write_ms = 0;
+    bool written_while_running = false;
   };
   Result<LiveSnapshot> snapshot_live(const std::string& path, const std::string& diff_from, bool resume);
 

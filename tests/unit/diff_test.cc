@@ -139,5 +139,40 @@ TEST(Diff, RefusesBaseThatDoesNotMatch) {
   EXPECT_TRUE(test::temp_files_in(dir.path()).empty());
 }
 
+// A diff taken with resume: the dirty pages are copied while the guest is
+// paused, the guest writes again at once, and the diff written from the copy
+// holds RAM as it was at the copy, not as it is now.
+TEST(Diff, WrittenFromACopyHoldsRamAsItWasWhenCopied) {
+  test::TempDir dir;
+  SampleVm vm(16 << 20, 0.3, 5);
+  auto src = vm.source();
+  ASSERT_TRUE(write_full(dir.file("base.snap"), vm.contents(), {&src, 1}));
+  DirtyBitmap dirty = dirty_some(vm, 200, 5);  // some pages zeroed: they must become holes
+  std::vector<uint8_t> at_copy(vm.ram.data(), vm.ram.data() + vm.ram.size());
+
+  auto copy = copy_dirty_pages({&src, 1}, {&dirty, 1});
+  ASSERT_TRUE(copy) << copy.error().describe();
+  EXPECT_EQ(copy->bytes, dirty.count() * 4096);
+  // Only the dirty pages take memory; the copy is read at RAM's addresses.
+  ASSERT_EQ(copy->sources.size(), 1u);
+  EXPECT_EQ(copy->sources[0].gpa, src.gpa);
+  EXPECT_EQ(copy->sources[0].bytes.size(), src.bytes.size());
+
+  // The guest runs on: every page changes, dirty or not.
+  for (size_t i = 0; i < vm.ram.size(); i += 4096) vm.ram.data()[i] ^= 0x5a;
+
+  auto stats = write_diff(dir.file("diff.snap"), dir.file("base.snap"), vm.contents(), copy->sources, {&dirty, 1});
+  ASSERT_TRUE(stats) << stats.error().describe();
+  auto f = SnapshotFile::open(dir.file("diff.snap"));
+  ASSERT_TRUE(f) << f.error().describe();
+  auto map = f->map_ram_cow(0);
+  ASSERT_TRUE(map);
+  EXPECT_EQ(0, std::memcmp(map->data(), at_copy.data(), at_copy.size())) << "the diff must hold RAM as copied";
+  EXPECT_TRUE(verify_ram(*f)->ok());
+
+  DirtyBitmap short_map(3);
+  EXPECT_FALSE(copy_dirty_pages({&src, 1}, {&short_map, 1})) << "a bitmap shorter than the region is refused";
+}
+
 }  // namespace
 }  // namespace snapvm
