@@ -16,4 +16,11 @@ Result<MappedRegion> MappedRegion::anonymous_huge(size_t size) {
   return r;
 }
 
+Result<MappedRegion> MappedRegion::anonymous_populated(size_t size) {
+  if (size == 0) return MappedRegion();
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (p == MAP_FAILED) return errno_error(fmt::format("mmap {} anonymous bytes", size));
+  return MappedRegion(p, size);
+}
+
 }  // namespace snapvm

@@ -36,6 +36,10 @@ class MappedRegion {
   // allows: first touch of fresh memory costs a fault per page, and 2 MiB
   // pages make 512 times fewer of them. Size 0 gives an empty region.
   static Result<MappedRegion> anonymous_huge(size_t size);
+  // Anonymous memory allocated up front in one call (MAP_POPULATE): a
+  // buffer about to be filled costs no page fault per page. Size 0 gives
+  // an empty region.
+  static Result<MappedRegion> anonymous_populated(size_t size);
 
   uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
   size_t size() const { return size_; }

@@ -127,17 +127,25 @@ Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::spa
   if (ram.size() != dirty.size()) {
     return make_error(ErrorCode::kInvalidArgument, "{} RAM regions but {} dirty bitmaps", ram.size(), dirty.size());
   }
-  DirtyPagesCopy copy;
+  uint64_t total = 0;
   for (size_t r = 0; r < ram.size(); ++r) {
     const uint64_t pages = ram[r].bytes.size() / kPage;
     if (dirty[r].pages() < pages) {
       return make_error(ErrorCode::kInvalidArgument, "the dirty bitmap of region {} covers {} of its {} pages", r,
                         dirty[r].pages(), pages);
     }
-    auto region = SNAPVM_TRY(MappedRegion::anonymous(ram[r].bytes.size()));
+    total += dirty[r].count();
+  }
+  DirtyPagesCopy copy;
+  copy.pages = SNAPVM_TRY(MappedRegion::anonymous_populated(total * kPage));
+  uint8_t* out = copy.pages.data();
+  uint64_t index = 0;
+  for (size_t r = 0; r < ram.size(); ++r) {
+    copy.region_first.push_back(index);
+    const uint64_t pages = ram[r].bytes.size() / kPage;
     const uint8_t* src = ram[r].bytes.data();
-    uint8_t* dst = region.data();
-    // Runs of consecutive dirty pages, one memcpy each.
+    // Runs of consecutive dirty pages, one memcpy each. Bits past the
+    // region's end are never copied (finish() stops at the end as well).
     uint64_t p = 0;
     while (p < pages) {
       if (!dirty[r].test(p)) {
@@ -146,13 +154,18 @@ Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::spa
       }
       uint64_t end = p + 1;
       while (end < pages && dirty[r].test(end)) ++end;
-      std::memcpy(dst + p * kPage, src + p * kPage, (end - p) * kPage);
-      copy.bytes += (end - p) * kPage;
+      std::memcpy(out + index * kPage, src + p * kPage, (end - p) * kPage);
+      index += end - p;
       p = end;
     }
-    copy.sources.push_back({ram[r].gpa, region.span()});
-    copy.regions.push_back(std::move(region));
+    // Bits set past the end would shift every later region's pages.
+    if (dirty[r].pages() > pages) {
+      for (uint64_t q = pages; q < dirty[r].pages(); ++q) {
+        if (dirty[r].test(q)) return make_error(ErrorCode::kInvalidArgument, "dirty page {} is past region {}", q, r);
+      }
+    }
   }
+  copy.bytes = index * kPage;
   return copy;
 }
 
@@ -164,7 +177,8 @@ Result<WriteStats> write_diff(const std::string& path, const std::string& base_p
 }
 
 Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std::span<const RamSource> ram,
-                                          std::span<const DirtyBitmap> dirty, const WriteOptions& options) && {
+                                          std::span<const DirtyBitmap> dirty, const WriteOptions& options,
+                                          const DirtyPagesCopy* copy) && {
   SNAPVM_CHECK_OK(internal::check_arch(contents));
   SNAPVM_CHECK_OK(internal::check_sources(ram));
   const SnapshotFile* base = &base_;
@@ -193,10 +207,39 @@ Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std:
   uint64_t total = 0;
   for (const auto& d : dirty) total += d.count() * kPage;
 
+  // Reading from a copy: where each unit's first page lies in it (the
+  // pages before it in its region, counted).
+  std::vector<uint64_t> copy_index(units.size(), 0);
+  if (copy != nullptr) {
+    if (copy->region_first.size() != dirty.size()) {
+      return make_error(ErrorCode::kInvalidArgument, "the copy of the dirty pages is of other bitmaps");
+    }
+    for (size_t u = 0; u < units.size(); ++u) {
+      const Unit& unit = units[u];
+      if (u == 0 || units[u - 1].region != unit.region) {
+        copy_index[u] = copy->region_first[unit.region];
+      } else {
+        const Unit& prev = units[u - 1];
+        uint64_t n = 0;
+        for (uint64_t w = prev.first_word; w < prev.first_word + prev.words; ++w) {
+          n += static_cast<uint64_t>(std::popcount(dirty[prev.region].words()[w]));
+        }
+        copy_index[u] = copy_index[u - 1] + n;
+      }
+    }
+    uint64_t pages = 0;
+    for (const auto& d : dirty) pages += d.count();
+    if (pages * kPage != copy->bytes) {
+      return make_error(ErrorCode::kInvalidArgument, "the copy holds {} bytes, the bitmaps mark {}", copy->bytes,
+                        pages * kPage);
+    }
+  }
+
   auto write_unit = [&](uint64_t u) -> Status {
     const Unit& unit = units[u];
     const RamRegion& region = plan.regions[unit.region];
     const uint8_t* src = ram[unit.region].bytes.data();
+    const uint8_t* next_copied = copy != nullptr ? copy->pages.data() + copy_index[u] * kPage : nullptr;
     auto& table = tables[unit.region];
     internal::RunWriter runs(file.fd(), region.file_offset);
     int64_t delta = 0;  // change in the region's data bytes
@@ -214,7 +257,8 @@ Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std:
         uint64_t p = w * 64 + static_cast<uint64_t>(std::countr_zero(bits));
         bits &= bits - 1;
         if (p >= region.pages()) break;
-        std::span<const uint8_t> page(src + p * kPage, kPage);
+        std::span<const uint8_t> page(next_copied != nullptr ? next_copied : src + p * kPage, kPage);
+        if (next_copied != nullptr) next_copied += kPage;
         bool was_data = table[p] != zero_sum;
         if (is_all_zero(page)) {
           if (!was_data) continue;  // zero in the base already: hole or zeros there

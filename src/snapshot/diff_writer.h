@@ -40,18 +40,34 @@ class DirtyBitmap {
   std::vector<uint64_t> words_;
 };
 
+// The dirty pages of RAM copied out while the VM is paused, so that a diff
+// can be written from them after it runs again: packed in one buffer,
+// region after region, each region's pages in ascending order, the order
+// in which finish() reads them back with the same bitmaps. The buffer is
+// allocated in one call: one page fault per page would cost as much as
+// the write it spares the pause.
+struct DirtyPagesCopy {
+  MappedRegion pages;
+  std::vector<uint64_t> region_first;  // index in `pages` of each region's first dirty page
+  uint64_t bytes = 0;                  // copied
+};
+Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::span<const DirtyBitmap> dirty);
+
 // A diff in two steps, so that a running VM is paused only for the second:
 // prepare() reflinks or copies the base into the new (still temporary) file
 // while the guest runs; finish() writes the dirty pages and the metadata and
-// commits, while the guest is paused. Dropping it unfinished leaves nothing.
+// commits, while the guest is paused or from a copy of its dirty pages.
+// Dropping it unfinished leaves nothing.
 class DiffInProgress {
  public:
   static Result<DiffInProgress> prepare(const std::string& path, const std::string& base_path);
   // `ram` is the VM's current memory and `dirty[i]` marks the pages of
   // ram[i] that may differ from the base. The base must describe the same
-  // regions.
+  // regions. With `copy` (made by copy_dirty_pages from these bitmaps) the
+  // pages are read from it, and `ram` only gives the regions' layout.
   Result<WriteStats> finish(const SnapshotContents& contents, std::span<const RamSource> ram,
-                            std::span<const DirtyBitmap> dirty, const WriteOptions& options = {}) &&;
+                            std::span<const DirtyBitmap> dirty, const WriteOptions& options = {},
+                            const DirtyPagesCopy* copy = nullptr) &&;
   const SnapshotFile& base() const { return base_; }
 
  private:
@@ -61,18 +77,6 @@ class DiffInProgress {
   bool reflinked_;
   std::vector<std::vector<uint64_t>> tables_;  // the base's page checksums, per region
 };
-
-// The dirty pages of RAM copied out while the VM is paused, so that a diff
-// can be written from them after it runs again: each region's copy is a
-// lazily reserved mapping of the region's size holding the dirty pages at
-// their own offsets (pages never copied are never touched and cost no
-// memory), read by finish() through `sources` with the same bitmaps.
-struct DirtyPagesCopy {
-  std::vector<MappedRegion> regions;
-  std::vector<RamSource> sources;
-  uint64_t bytes = 0;  // copied
-};
-Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::span<const DirtyBitmap> dirty);
 
 // Both steps at once.
 Result<WriteStats> write_diff(const std::string& path, const std::string& base_path,

@@ -829,7 +829,7 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
     for (const auto& c : copied) dirty->since_base.emplace_back(c.pages());
     auto t3 = Clock::now();
     resume_early();
-    auto written = std::move(*diff).finish(state::to_contents(st), copy.sources, copied);
+    auto written = std::move(*diff).finish(state::to_contents(st), sources, copied, {}, &copy);
     if (!written) {
       // Still counted against the old base, as on any failed write.
       for (size_t i = 0; i < copied.size(); ++i) dirty->since_base[i].merge(copied[i]);

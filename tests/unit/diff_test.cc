@@ -144,24 +144,26 @@ TEST(Diff, RefusesBaseThatDoesNotMatch) {
 // holds RAM as it was at the copy, not as it is now.
 TEST(Diff, WrittenFromACopyHoldsRamAsItWasWhenCopied) {
   test::TempDir dir;
-  SampleVm vm(16 << 20, 0.3, 5);
+  SampleVm vm(64 << 20, 0.3, 5);  // 8 units of the diff writer
   auto src = vm.source();
   ASSERT_TRUE(write_full(dir.file("base.snap"), vm.contents(), {&src, 1}));
-  DirtyBitmap dirty = dirty_some(vm, 200, 5);  // some pages zeroed: they must become holes
+  DirtyBitmap dirty = dirty_some(vm, 400, 5);  // some pages zeroed: they must become holes
   std::vector<uint8_t> at_copy(vm.ram.data(), vm.ram.data() + vm.ram.size());
 
   auto copy = copy_dirty_pages({&src, 1}, {&dirty, 1});
   ASSERT_TRUE(copy) << copy.error().describe();
   EXPECT_EQ(copy->bytes, dirty.count() * 4096);
-  // Only the dirty pages take memory; the copy is read at RAM's addresses.
-  ASSERT_EQ(copy->sources.size(), 1u);
-  EXPECT_EQ(copy->sources[0].gpa, src.gpa);
-  EXPECT_EQ(copy->sources[0].bytes.size(), src.bytes.size());
+  EXPECT_EQ(copy->pages.size(), copy->bytes) << "only the dirty pages are copied";
 
   // The guest runs on: every page changes, dirty or not.
   for (size_t i = 0; i < vm.ram.size(); i += 4096) vm.ram.data()[i] ^= 0x5a;
 
-  auto stats = write_diff(dir.file("diff.snap"), dir.file("base.snap"), vm.contents(), copy->sources, {&dirty, 1});
+  // Small units, so that pages are read back from the copy by many units.
+  WriteOptions small;
+  small.threads = 3;
+  auto diff = DiffInProgress::prepare(dir.file("diff.snap"), dir.file("base.snap"));
+  ASSERT_TRUE(diff) << diff.error().describe();
+  auto stats = std::move(*diff).finish(vm.contents(), {&src, 1}, {&dirty, 1}, small, &*copy);
   ASSERT_TRUE(stats) << stats.error().describe();
   auto f = SnapshotFile::open(dir.file("diff.snap"));
   ASSERT_TRUE(f) << f.error().describe();
@@ -172,6 +174,14 @@ TEST(Diff, WrittenFromACopyHoldsRamAsItWasWhenCopied) {
 
   DirtyBitmap short_map(3);
   EXPECT_FALSE(copy_dirty_pages({&src, 1}, {&short_map, 1})) << "a bitmap shorter than the region is refused";
+  // A copy made from other bitmaps is refused, not misread.
+  DirtyBitmap more = dirty;
+  for (uint64_t p = 0; more.count() == dirty.count(); ++p) more.set(p);
+  auto again = DiffInProgress::prepare(dir.file("diff2.snap"), dir.file("diff.snap"));
+  ASSERT_TRUE(again);
+  auto mismatch = std::move(*again).finish(vm.contents(), {&src, 1}, {&more, 1}, {}, &*copy);
+  ASSERT_FALSE(mismatch);
+  EXPECT_NE(mismatch.error().describe().find("the bitmaps mark"), std::string::npos) << mismatch.error().describe();
 }
 
 }  // namespace
