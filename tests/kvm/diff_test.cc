@@ -104,8 +104,11 @@ TEST(DiffSnapshots, CarryWhatChangedChainAndRestore) {
     // 64 MiB of known, non-zero data, and the disk region read via the page cache.
     auto w = test::run("/tmp/diff.vsock", {"sh", "-c", std::string(kHoldDiskOpen) + "yes snapvm-diff-pattern | head -c 67108864 > /tmp/pattern; " +
                                                           kPatternSum + "; " + kReadDiskRegion},
-                     -1, std::chrono::seconds(120));
-    ASSERT_EQ(w.result.exit_code, 0) << w.error << w.err << "\nconsole:\n" << vm.console();
+                     -1, std::chrono::seconds(300));
+    // Every page the guest writes after the snapshot is a write-protection
+    // fault, trapped and emulated in the test host: minutes on a loaded one.
+    ASSERT_EQ(w.result.exit_code, 0) << w.error << w.err << (w.result.timed_out ? " (timed out after 300 s)" : "")
+                                     << "\nconsole:\n" << vm.console();
     pattern_sum = w.out.substr(0, w.out.find('\n') + 1);
     ASSERT_EQ(w.out.substr(pattern_sum.size()), disk_sum) << "the guest reads its disk";
 
