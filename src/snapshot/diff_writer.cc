@@ -165,7 +165,6 @@ Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::spa
       }
     }
   }
-  copy.bytes = index * kPage;
   return copy;
 }
 
@@ -227,11 +226,9 @@ Result<WriteStats> DiffInProgress::finish(const SnapshotContents& contents, std:
         copy_index[u] = copy_index[u - 1] + n;
       }
     }
-    uint64_t pages = 0;
-    for (const auto& d : dirty) pages += d.count();
-    if (pages * kPage != copy->bytes) {
-      return make_error(ErrorCode::kInvalidArgument, "the copy holds {} bytes, the bitmaps mark {}", copy->bytes,
-                        pages * kPage);
+    if (total != copy->bytes()) {
+      return make_error(ErrorCode::kInvalidArgument, "the copy holds {} bytes, the bitmaps mark {}", copy->bytes(),
+                        total);
     }
   }
 

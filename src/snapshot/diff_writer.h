@@ -49,7 +49,7 @@ class DirtyBitmap {
 struct DirtyPagesCopy {
   MappedRegion pages;
   std::vector<uint64_t> region_first;  // index in `pages` of each region's first dirty page
-  uint64_t bytes = 0;                  // copied
+  uint64_t bytes() const { return pages.size(); }
 };
 Result<DirtyPagesCopy> copy_dirty_pages(std::span<const RamSource> ram, std::span<const DirtyBitmap> dirty);
 

@@ -150,6 +150,10 @@ std::string ControlServer::handle_request(const std::string& line) {
       auto live = machine_.snapshot_live(req->path, req->diff_from, req->resume);
       if (!live) return error_reply(live.error().describe()).dump();
       const WriteStats& stats = live->stats;
+      // A diff written while the guest ran paused it only for the copy.
+      json pause_breakdown{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}};
+      pause_breakdown[live->written_while_running ? "copy" : "write"] =
+          live->written_while_running ? live->copy_ms : live->write_ms;
       return json{{"ok", true},
                   {"path", req->path},
                   {"state", req->resume ? "running" : "paused"},
@@ -161,10 +165,7 @@ std::string ControlServer::handle_request(const std::string& line) {
                   {"reflinked", stats.reflinked},
                   {"holes_punched_bytes", stats.holes_punched_bytes},
                   {"pause_ms", live->pause_ms},
-                  {"pause_breakdown_ms",
-                   live->written_while_running
-                       ? json{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"copy", live->copy_ms}}
-                       : json{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}, {"write", live->write_ms}}},
+                  {"pause_breakdown_ms", pause_breakdown},
                   {"written_while_running_ms", live->written_while_running ? live->write_ms : 0.0},
                   {"total_ms", live->total_ms}}
           .dump();

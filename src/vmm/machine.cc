@@ -821,21 +821,13 @@ Result<WriteStats> Machine::State::write_snapshot(const std::string& path, std::
   if (diff && resume_early && small_enough_to_copy(dirty->since_base)) {
     // Copy the dirty pages, let the guest run, write from the copy: the
     // pause is a memcpy of the changed pages, not their checksummed write.
+    // since_base stays as collected while the guest runs: only
+    // collect_dirty() adds to it, under snapshot_mu, which this holds; what
+    // the guest writes meanwhile waits in KVM's log for the next interval.
     auto copy = SNAPVM_TRY(copy_dirty_pages(sources, dirty->since_base));
-    // The copied pages leave the live count: whatever the guest writes from
-    // now on is counted afresh by the next collect_dirty().
-    std::vector<DirtyBitmap> copied = std::move(dirty->since_base);
-    dirty->since_base.clear();
-    for (const auto& c : copied) dirty->since_base.emplace_back(c.pages());
     auto t3 = Clock::now();
     resume_early();
-    auto written = std::move(*diff).finish(state::to_contents(st), sources, copied, {}, &copy);
-    if (!written) {
-      // Still counted against the old base, as on any failed write.
-      for (size_t i = 0; i < copied.size(); ++i) dirty->since_base[i].merge(copied[i]);
-      return tl::unexpected(std::move(written.error()));
-    }
-    stats = *written;
+    stats = SNAPVM_TRY(std::move(*diff).finish(state::to_contents(st), sources, dirty->since_base, {}, &copy));
     if (timing != nullptr) {
       timing->copy_ms = ms(t2, t3);
       timing->write_ms = ms(t3, Clock::now());

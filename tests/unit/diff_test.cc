@@ -152,8 +152,8 @@ TEST(Diff, WrittenFromACopyHoldsRamAsItWasWhenCopied) {
 
   auto copy = copy_dirty_pages({&src, 1}, {&dirty, 1});
   ASSERT_TRUE(copy) << copy.error().describe();
-  EXPECT_EQ(copy->bytes, dirty.count() * 4096);
-  EXPECT_EQ(copy->pages.size(), copy->bytes) << "only the dirty pages are copied";
+  EXPECT_EQ(copy->bytes(), dirty.count() * 4096);
+  EXPECT_EQ(copy->pages.size(), dirty.count() * 4096) << "only the dirty pages are copied";
 
   // The guest runs on: every page changes, dirty or not.
   for (size_t i = 0; i < vm.ram.size(); i += 4096) vm.ram.data()[i] ^= 0x5a;
