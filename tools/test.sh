@@ -37,24 +37,23 @@ suite "setup (Debian packages)" tools/setup.sh
 suite "build (release)" tools/build.sh release snapvm snapvm_unit_tests snapvm-test-fake-clone snapvm-mksample \
   snapvm-bench-format
 suite "native tests" ctest_in build
-suite "build (ASan+UBSan)" tools/build.sh asan
+suite "build (ASan+UBSan, clang, with the fuzz targets)" tools/build.sh asan
 suite "native tests under ASan+UBSan" ctest_in build-asan
 suite "build (ThreadSanitizer)" tools/build.sh tsan
 suite "native tests under ThreadSanitizer" ctest_in build-tsan
 
-fuzz_all() {
-  tools/build.sh fuzz
-  local seeds=build-fuzz/seeds rc=0
+fuzz_all() {  # the targets were built with the ASan+UBSan tree
+  local seeds=build-asan/seeds rc=0
   mkdir -p "$seeds"
   build/bin/snapvm-mksample "$seeds/small.snap" --mem 16K --cpus 1 --density 0.5 >/dev/null
   build/bin/snapvm-mksample "$seeds/compact.snap" --mem 32K --cpus 2 --density 1 --writer compact >/dev/null
   build/bin/snapvm-mksample "$seeds/x86.snap" --mem 16K --cpus 2 --density 0.5 --arch x86_64 >/dev/null
   cp tests/data/sample-v1.0.snap "$seeds/"
   fuzz() {  # target, max input length, extra corpus folders...
-    local target=$1 max_len=$2 log=build-fuzz/$1.log corpus=build-fuzz/corpus-$1
+    local target=$1 max_len=$2 log=build-asan/fuzz-$1.log corpus=build-asan/corpus-$1
     shift 2
     mkdir -p "$corpus"
-    if "build-fuzz/bin/snapvm_fuzz_$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+    if "build-asan/bin/snapvm_fuzz_$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
          -max_len="$max_len" -print_final_stats=1 "$corpus" "$@" >"$log" 2>&1; then
       echo "fuzz $target: $(grep -E '^Done' "$log" || true)"
     else

@@ -11,13 +11,13 @@ namespace snapvm {
 // an undetected corruption practically impossible.
 uint64_t checksum64(std::span<const uint8_t> data);
 
-// Fuzz builds accept any stored checksum, so that mutated inputs reach the
-// decoders behind the checks (the convention libFuzzer users share).
-#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-inline constexpr bool kChecksumsEnforced = false;
-#else
-inline constexpr bool kChecksumsEnforced = true;
-#endif
+// Whether stored checksums are compared. True in every program but the
+// snapshot-reader fuzzer, which links its own definition (its inputs are
+// mutated files whose checksums never match, and a fuzzer stopped at the
+// first check never reaches the decoders behind it). A link-time choice rather
+// than a macro, so the fuzzer and the unit tests share one sanitizer build and
+// no build of the snapshot code can ignore checksums.
+bool checksums_enforced();
 
 // True if every byte is zero. Reads 64 bytes per step with an early exit, so a
 // data page costs a few loads and a zero page runs at memory bandwidth (the

@@ -62,7 +62,7 @@ Result<Header> decode_header(std::span<const uint8_t> bytes) {
     return make_error(ErrorCode::kUnsupported, "header: format version {}.{} is not readable by this build (reads {}.x)",
                       h.major, h.minor, format::kMajor);
   }
-  if (kChecksumsEnforced && checksum64(bytes.first(format::kHeaderChecksumOffset)) != stored) {
+  if (checksums_enforced() && checksum64(bytes.first(format::kHeaderChecksumOffset)) != stored) {
     return make_error(ErrorCode::kDataLoss, "header at offset 0x0: checksum mismatch");
   }
   if (!format::arch_known(arch)) {

@@ -42,7 +42,7 @@ Result<SnapshotFile> SnapshotFile::open_fd(UniqueFd fd, std::string name) {
   // Bounded by the header check (kMaxMetadataBytes) and by the real file size.
   std::vector<uint8_t> meta(h.metadata_length);
   SNAPVM_CHECK_OK(pread_exact(f.fd_.get(), meta, h.metadata_offset));
-  bool area_ok = !kChecksumsEnforced || checksum64(meta) == h.metadata_checksum;
+  bool area_ok = !checksums_enforced() || checksum64(meta) == h.metadata_checksum;
   auto sections = decode_sections(meta, h.metadata_offset);
   if (!sections) return tl::unexpected(std::move(sections.error()));
   if (!area_ok) {
@@ -178,7 +178,7 @@ Result<std::vector<uint64_t>> SnapshotFile::read_page_table(size_t index) const 
   const RamRegion& r = regions_[index];
   std::vector<uint8_t> raw(r.table_bytes());
   SNAPVM_CHECK_OK(pread_exact(fd_.get(), raw, r.table_offset));
-  if (kChecksumsEnforced && checksum64(raw) != r.table_checksum) {
+  if (checksums_enforced() && checksum64(raw) != r.table_checksum) {
     return make_error(ErrorCode::kDataLoss, "{}: checksum table of RAM region {} at offset {:#x}: checksum mismatch",
                       name_, index, r.table_offset);
   }

@@ -50,7 +50,7 @@ Result<std::vector<Section>> decode_sections(std::span<const uint8_t> area, uint
                         name, s.tag, at, len);
     }
     auto payload = r.bytes(len);
-    if (kChecksumsEnforced && section_checksum(s.tag, s.flags, payload) != stored) {
+    if (checksums_enforced() && section_checksum(s.tag, s.flags, payload) != stored) {
       return make_error(ErrorCode::kDataLoss, "section {} (tag {}) at offset {:#x}: checksum mismatch", name, s.tag, at);
     }
     size_t pad = (8 - len % 8) % 8;

@@ -87,6 +87,7 @@ TEST(VirtioMmio, BrokenQueueAsksForReset) {
   EXPECT_EQ(b.r32(0x070) & 0x40, 0x40u) << "DEVICE_NEEDS_RESET";
   b.w32(0x070, 0);  // the driver resets the device
   EXPECT_EQ(b.r32(0x070), 0u);
+  MutexLock lock(b.transport.queues_mutex());
   EXPECT_TRUE(b.transport.queue(0).error().empty());
 }
 
