@@ -5,6 +5,7 @@
 #
 #   tools/testhost/kvm-tests.sh [aarch64|x86_64]     (default aarch64)
 #   KVM_TEST_FILTER=Boot.*    a gtest filter
+#   SNAPVM_TEST_*=...         the suite's own settings (SNAPVM_TEST_MOMENTS=30), passed into the test host too
 #   TESTHOST_TIMEOUT=2400     seconds before a hung test host is killed
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,5 +24,8 @@ if [ "$(uname -m)" = "$arch" ] && tools/testhost/native-kvm.sh; then
 fi
 echo "kvm-tests: running in the emulated $arch test host"
 tools/testhost/build.sh "$arch"
+# The test host starts the suite with an environment of its own.
+suite_env=()
+while IFS= read -r setting; do suite_env+=("$setting"); done < <(env | grep '^SNAPVM_TEST_[A-Z_]*=' || true)
 exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
-  --log "$out/kvm-tests.log" -- /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
+  --log "$out/kvm-tests.log" -- env "${suite_env[@]}" /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
