@@ -152,8 +152,11 @@ std::string ControlServer::handle_request(const std::string& line) {
       const WriteStats& stats = live->stats;
       // A diff written while the guest ran paused it only for the copy.
       json pause_breakdown{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}};
-      pause_breakdown[live->written_while_running ? "copy" : "write"] =
-          live->written_while_running ? live->copy_ms : live->write_ms;
+      if (live->written_while_running) {
+        pause_breakdown["copy"] = live->copy_ms;
+      } else {
+        pause_breakdown["write"] = live->write_ms;
+      }
       return json{{"ok", true},
                   {"path", req->path},
                   {"state", req->resume ? "running" : "paused"},

@@ -25,7 +25,6 @@ fi
 echo "kvm-tests: running in the emulated $arch test host"
 tools/testhost/build.sh "$arch"
 # The test host starts the suite with an environment of its own.
-suite_env=()
-while IFS= read -r setting; do suite_env+=("$setting"); done < <(env | grep '^SNAPVM_TEST_[A-Z_]*=' || true)
+mapfile -t suite_env < <(env | grep '^SNAPVM_TEST_[A-Z_]*=' || true)
 exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
   --log "$out/kvm-tests.log" -- env "${suite_env[@]}" /payload/snapvm_kvm_tests --gtest_color=no --gtest_filter="$filter"
