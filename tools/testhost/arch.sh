@@ -31,7 +31,8 @@ case "$arch" in
     # text patching (see hold-kvm-keys.c); kept as the configuration the
     # suite is measured with.
     host_modules=(virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm
-                  "arch/x86/kvm/kvm-amd nested=0 vgif=0 vls=0 avic=0 lbrv=0" drivers/net/tun drivers/net/veth)
+                  "arch/x86/kvm/kvm-amd ${TESTHOST_KVM_AMD_PARAMS:-nested=0 vgif=0 vls=0 avic=0 lbrv=0}"
+                  drivers/net/tun drivers/net/veth)
     ;;
   *) echo "testhost: unknown architecture '$arch' (aarch64, x86_64)" >&2; exit 2 ;;
 esac

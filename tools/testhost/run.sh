@@ -123,8 +123,11 @@ sleep 0.2  # let tee finish the console
 set -e
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 if [ -e "$root/timed-out" ]; then
-  # Name where it stopped: the last test started or benchmark step.
-  step=$(grep -aE '^\[ RUN +\]|^\[ *[0-9.]+ s\]' "$log" | tail -n 1 || true)
+  # Name where it stopped: the last test started (in each shard, see
+  # shards.sh) or benchmark step.
+  step=$(grep -aE '^(\[[0-9]\] )?\[ RUN +\]|^\[ *[0-9.]+ s\]' "$log" |
+         awk '{ shard = /^\[[0-9]\] / ? substr($0, 1, 3) : "" } { last[shard] = $0 } END { for (s in last) print last[s] }' |
+         paste -sd ';' || true)
   echo "testhost: timed out after ${timeout_s}s; last step: ${step:-none seen}; the console's last lines:" >&2
   tail -n 15 "$log" >&2
   echo "testhost: console log kept in $log" >&2
