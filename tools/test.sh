@@ -49,6 +49,10 @@ fuzz_all() {  # the targets were built with the ASan+UBSan tree
   build/bin/snapvm-mksample "$seeds/compact.snap" --mem 32K --cpus 2 --density 1 --writer compact >/dev/null
   build/bin/snapvm-mksample "$seeds/x86.snap" --mem 16K --cpus 2 --density 0.5 --arch x86_64 >/dev/null
   cp tests/data/sample-v1.0.snap "$seeds/"
+  # An x86_64 ELF's headers to start from (libFuzzer's comparison tracing
+  # finds a bzImage's "HdrS" by itself).
+  mkdir -p "$seeds/kernels"
+  head -c 20000 build/bin/snapvm > "$seeds/kernels/elf"
   fuzz() {  # target, max input length, extra corpus folders...
     local target=$1 max_len=$2 log=build-asan/fuzz-$1.log corpus=build-asan/corpus-$1
     shift 2
@@ -64,7 +68,7 @@ fuzz_all() {  # the targets were built with the ASan+UBSan tree
     fi
   }
   # One fuzzer per core at a time: each is single-threaded, so the run takes
-  # 7 x FUZZ_SECONDS / cores and every target still gets its full time.
+  # 8 x FUZZ_SECONDS / cores and every target still gets its full time.
   local running=0
   start() {
     if [ "$running" -ge "$(nproc)" ]; then
@@ -81,13 +85,14 @@ fuzz_all() {  # the targets were built with the ASan+UBSan tree
   start agent_frames 70000
   start firecracker_api 60000 tests/fuzz/regressions/firecracker_api
   start image 200000 tests/fuzz/regressions/image
+  start kernel_image 300000 "$seeds/kernels"
   while [ "$running" -gt 0 ]; do
     wait -n || rc=1
     running=$((running - 1))
   done
   return $rc
 }
-suite "fuzzing (7 targets, ${fuzz_seconds}s each)" fuzz_all
+suite "fuzzing (8 targets, ${fuzz_seconds}s each)" fuzz_all
 
 # x86_64 runs natively where this machine's KVM boots the guest. The
 # emulated x86_64 host stays out of this gate while restored x86_64 guests

@@ -210,7 +210,7 @@ std::function<int()> register_bake_command(CLI::App& app) {
       "  snapvm pool serve web.snap --size 4 --socket /run/snapvm/web.pool");
   bake->add_option("IMAGE", o->image.name, "image in the store (snapvm image import)")->required();
   bake->add_option("OUT", o->out, "snapshot file to write")->required();
-  bake->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image, x86_64 bzImage)")->required();
+  bake->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
   bake->add_option("-i,--initrd", o->initrd, "snapvm's guest initramfs")->required();
   bake->add_option("-m,--mem", o->mem, "guest RAM")->capture_default_str();
   bake->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();

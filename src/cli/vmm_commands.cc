@@ -390,7 +390,7 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
       "when the guest powers off.\n\n"
       "Example:\n"
       "  snapvm run --kernel Image --initrd initrd.cpio --mem 512M --cpus 4");
-  run->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image, x86_64 bzImage)")->required();
+  run->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
   run->add_option("-i,--initrd", o->initrd, "initial ramdisk (cpio archive)");
   run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M or 2G (multiple of 2 MiB)")->capture_default_str();
   run->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();

@@ -74,6 +74,25 @@ std::pair<int, std::string> run_cli(const std::string& args) {
   return {r.rc, r.out};
 }
 
+#if defined(__x86_64__)
+// An uncompressed ELF vmlinux, the kernel Firecracker's x86 guides boot,
+// starts like the bzImage it was taken from (tools/testhost/extract-vmlinux.sh
+// puts it beside the guest kernel) and brings all its vCPUs up.
+TEST(Boot, ElfVmlinuxReachesInitWithAllCpus) {
+  const std::string vmlinux = test::guest_dir() + "/vmlinux";
+  ASSERT_EQ(::access(vmlinux.c_str(), R_OK), 0) << vmlinux << " is missing (made by tools/testhost/build.sh)";
+  auto r = test::snapvm_cli("run --kernel " + vmlinux + " --initrd " + test::guest_initrd() +
+                                " --mem 256M --cpus 2 --cmdline '" + std::string(arch::default_cmdline()) +
+                                " snapvm.poweroff'",
+                            /*stderr_only=*/false, /*timeout_seconds=*/600);
+  EXPECT_EQ(r.rc, 0) << r.out;
+  long cpus = 0, mem_kb = 0;
+  ASSERT_TRUE(parse_ready(r.out, &cpus, &mem_kb)) << r.out;
+  EXPECT_EQ(cpus, 2);
+  EXPECT_GE(mem_kb, (256 << 10) * 3 / 4);
+}
+#endif
+
 TEST(Boot, BadInputGivesOneClearError) {
   std::string k = test::guest_kernel(), i = test::guest_initrd();
   struct Case {

@@ -1,6 +1,7 @@
 // The x86_64 boot data built on any host: ACPI tables that Linux's parser
 // would accept (signatures, lengths, checksums, the devices the DSDT names),
 // the boot_params page, the e820 map and the x86 state records' checks.
+#include <elf.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -140,7 +141,11 @@ TEST(X86Boot, BzImageHeaderIsCheckedAndBootParamsFilled) {
   auto image = fake_bzimage(0x20f, 1);
   auto k = parse_bzimage(image, "vmlinuz");
   ASSERT_TRUE(k) << k.error().describe();
-  EXPECT_EQ(k->protected_mode.size(), image.size() - 5 * 512);
+  ASSERT_EQ(k->segments.size(), 1u);
+  EXPECT_EQ(k->segments[0].gpa, 0x100000u);
+  EXPECT_EQ(k->segments[0].bytes.size(), image.size() - 5 * 512);
+  EXPECT_EQ(k->segments[0].mem_size, 32u << 20) << "init_size: what the kernel uses while it decompresses";
+  EXPECT_EQ(k->entry, 0x100200u);
 
   std::vector<RamRange> ram = {{0, 0xd0000000}, {0x100000000, 1ull << 30}};
   auto plan = plan_boot(*k, ram, 10 << 20, 100);
@@ -168,6 +173,133 @@ TEST(X86Boot, BzImageHeaderIsCheckedAndBootParamsFilled) {
   EXPECT_EQ(zp[0x1e8], 4);
   EXPECT_EQ(le(zp, 0x2d0 + 3 * 20, 8), 0x100000000u);
   EXPECT_EQ(le(zp, 0x070, 8), 0xe0000u) << "acpi_rsdp_addr";
+}
+
+// A minimal x86_64 ELF executable shaped like vmlinux: loadable segments at
+// physical addresses from 16 MiB, the entry at the first one's start.
+struct FakeElf {
+  std::vector<uint8_t> bytes;
+  Elf64_Ehdr& header() { return *reinterpret_cast<Elf64_Ehdr*>(bytes.data()); }
+  Elf64_Phdr& segment(size_t i) { return *reinterpret_cast<Elf64_Phdr*>(bytes.data() + sizeof(Elf64_Ehdr) + i * sizeof(Elf64_Phdr)); }
+};
+
+FakeElf fake_vmlinux() {
+  FakeElf e;
+  e.bytes.assign(0x3000, 0);
+  auto& h = e.header();
+  std::memcpy(h.e_ident, ELFMAG, SELFMAG);
+  h.e_ident[EI_CLASS] = ELFCLASS64;
+  h.e_ident[EI_DATA] = ELFDATA2LSB;
+  h.e_type = ET_EXEC;
+  h.e_machine = EM_X86_64;
+  h.e_entry = 0x1000000;
+  h.e_phoff = sizeof(Elf64_Ehdr);
+  h.e_phentsize = sizeof(Elf64_Phdr);
+  h.e_phnum = 3;
+  // text, then data with a bss, then a note that is not loaded
+  e.segment(0) = {PT_LOAD, PF_R | PF_X, 0x1000, 0xffffffff81000000, 0x1000000, 0x1000, 0x1000, 0x200000};
+  e.segment(1) = {PT_LOAD, PF_R | PF_W, 0x2000, 0xffffffff81200000, 0x1200000, 0x1000, 0x300000, 0x200000};
+  e.segment(2) = {PT_NOTE, PF_R, 0x2800, 0, 0, 0x10, 0x10, 4};
+  e.bytes[0x1000] = 0xe8;  // where the entry is
+  return e;
+}
+
+TEST(X86Boot, ElfVmlinuxLoadsItsSegmentsAndEntersAtItsEntryPoint) {
+  auto e = fake_vmlinux();
+  auto k = parse_kernel(e.bytes, "vmlinux");
+  ASSERT_TRUE(k) << k.error().describe();
+  ASSERT_EQ(k->segments.size(), 2u) << "only PT_LOAD segments";
+  EXPECT_EQ(k->segments[0].gpa, 0x1000000u);
+  EXPECT_EQ(k->segments[0].bytes.data(), e.bytes.data() + 0x1000);
+  EXPECT_EQ(k->segments[1].gpa, 0x1200000u);
+  EXPECT_EQ(k->segments[1].bytes.size(), 0x1000u);
+  EXPECT_EQ(k->segments[1].mem_size, 0x300000u) << "bss";
+  EXPECT_EQ(k->entry, 0x1000000u);
+  EXPECT_EQ(k->end, 0x1500000u);
+
+  // The rest of the boot is the bzImage's: the plan keeps the initrd past the
+  // kernel's end, and boot_params carry a header the kernel accepts.
+  std::vector<RamRange> ram = {{0, 256 << 20}};
+  auto plan = plan_boot(*k, ram, 10 << 20, 100);
+  ASSERT_TRUE(plan) << plan.error().describe();
+  EXPECT_GE(plan->initrd_addr, 0x1500000u);
+  auto zp = boot_params(*k, *plan, 0x20000, 100, e820_map(ram), 0xe0000);
+  EXPECT_EQ(le(zp, 0x1fe, 2), 0xaa55u);
+  EXPECT_EQ(le(zp, 0x202, 4), 0x53726448u);
+  EXPECT_EQ(le(zp, 0x206, 2), 0x20fu);
+  EXPECT_EQ(le(zp, 0x228, 4), 0x20000u) << "cmd_line_ptr";
+  EXPECT_EQ(le(zp, 0x218, 4), plan->initrd_addr);
+  EXPECT_EQ(zp[0x211] & 0x01, 0x01) << "LOADED_HIGH";
+
+  // The segments must fit the RAM given.
+  std::vector<RamRange> small = {{0, 20 << 20}};
+  auto no = plan_boot(*k, small, 0, 100);
+  ASSERT_FALSE(no);
+  EXPECT_NE(no.error().describe().find("cannot hold the kernel"), std::string::npos);
+}
+
+TEST(X86Boot, ElfVmlinuxThatDoesNotFitIsRefusedWithOneLine) {
+  auto refused = [](FakeElf e, const char* why) {
+    auto k = parse_kernel(e.bytes, "vmlinux");
+    EXPECT_FALSE(k) << why;
+    if (!k) {
+      EXPECT_NE(k.error().describe().find(why), std::string::npos) << k.error().describe();
+      EXPECT_EQ(k.error().describe().find('\n'), std::string::npos);
+    }
+  };
+  auto e = fake_vmlinux();
+  e.header().e_machine = EM_AARCH64;
+  refused(e, "built for another machine");
+  e = fake_vmlinux();
+  e.header().e_ident[EI_CLASS] = ELFCLASS32;
+  refused(e, "not 64-bit");
+  e = fake_vmlinux();
+  e.header().e_phnum = 200;
+  refused(e, "program headers");
+  e = fake_vmlinux();
+  e.header().e_phoff = 0x2ff0;
+  refused(e, "program headers past the end");
+  e = fake_vmlinux();
+  e.segment(1).p_filesz = 0x10000;
+  refused(e, "past the end of the file");
+  e = fake_vmlinux();
+  e.segment(1).p_offset = ~0ull - 0x10;
+  refused(e, "past the end of the file");
+  e = fake_vmlinux();
+  e.segment(1).p_filesz = 0x400000;
+  e.segment(1).p_offset = 0;
+  refused(e, "past the end of the file");
+  e = fake_vmlinux();
+  e.segment(1).p_paddr = 0xffff'f000;
+  refused(e, "outside the first 4 GiB");
+  e = fake_vmlinux();
+  e.segment(1).p_paddr = 0x1000800;
+  refused(e, "overlapping");
+  e = fake_vmlinux();
+  e.header().e_entry = 0x1200000 + 0x2000;  // in the bss, not in bytes loaded from the file
+  refused(e, "entry point");
+  e = fake_vmlinux();
+  e.segment(0).p_type = PT_NOTE;
+  e.segment(1).p_type = PT_NOTE;
+  refused(e, "nothing to load");
+  e = fake_vmlinux();
+  e.bytes.resize(40);
+  refused(e, "shorter than an ELF header");
+
+  // Loaded below 1 MiB it would overwrite boot_params and the page tables.
+  e = fake_vmlinux();
+  e.segment(0).p_paddr = 0x8000;
+  e.header().e_entry = 0x8000;
+  auto k = parse_kernel(e.bytes, "vmlinux");
+  ASSERT_TRUE(k) << k.error().describe();
+  std::vector<RamRange> ram = {{0, 256 << 20}};
+  auto low = plan_boot(*k, ram, 0, 100);
+  ASSERT_FALSE(low);
+  EXPECT_NE(low.error().describe().find("below 1 MiB"), std::string::npos);
+  // Neither ELF nor bzImage: one line naming both.
+  auto neither = parse_kernel(std::vector<uint8_t>(4096, 0), "junk");
+  ASSERT_FALSE(neither);
+  EXPECT_NE(neither.error().describe().find("not an x86 bzImage or ELF vmlinux"), std::string::npos);
 }
 
 TEST(X86Boot, PageTablesMapTheFirstFourGiBOneToOne) {

@@ -38,6 +38,10 @@ mkdir -p "$payload/guest"
 for b in "${bins[@]}"; do cp "$build/bin/$b" "$payload/"; done
 ln -f "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio" 2>/dev/null || cp "$out/guest-initrd.cpio" "$payload/guest/initrd.cpio"
 cp "$(realpath "$out/kernel-image")" "$payload/guest/kernel"
+if [ "$arch" = x86_64 ]; then  # the same kernel as an ELF vmlinux, for Boot.ElfVmlinuxReachesInitWithAllCpus
+  [ "$out/vmlinux" -nt "$out/kernel-image" ] || tools/testhost/extract-vmlinux.sh "$out/kernel-image" "$out/vmlinux"
+  ln -f "$out/vmlinux" "$payload/guest/vmlinux" 2>/dev/null || cp "$out/vmlinux" "$payload/guest/vmlinux"
+fi
 # The image the image tests run, imported on this machine by the native
 # release snapvm (the static builds cannot import: no libarchive).
 [[ "$(build/bin/snapvm image import --help 2>/dev/null)" == *"image import"* ]] || tools/build.sh release snapvm >/dev/null

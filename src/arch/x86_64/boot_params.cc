@@ -24,18 +24,17 @@ constexpr uint64_t k2MiB = 2ull << 20;
 
 }  // namespace
 
-Result<BzImage> parse_bzimage(std::span<const uint8_t> image, const std::string& name) {
+Result<KernelImage> parse_bzimage(std::span<const uint8_t> image, const std::string& name) {
   if (image.size() < 0x270 || le(image, 0x202, 4) != kHdrMagic || le(image, 0x1fe, 2) != 0xaa55) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "{} is not an x86 bzImage (no \"HdrS\" boot header; give the kernel's vmlinuz)", name);
+                      "{} is not an x86 bzImage or ELF vmlinux (no \"HdrS\" boot header, no ELF header)", name);
   }
-  BzImage k;
-  k.version = static_cast<uint16_t>(le(image, 0x206, 2));
+  uint16_t version = static_cast<uint16_t>(le(image, 0x206, 2));
   uint16_t xloadflags = static_cast<uint16_t>(le(image, 0x236, 2));
-  if (k.version < 0x20c || (xloadflags & kXlfKernel64) == 0) {
+  if (version < 0x20c || (xloadflags & kXlfKernel64) == 0) {
     return make_error(ErrorCode::kInvalidArgument,
                       "{}: boot protocol {}.{} without a 64-bit entry point; a 64-bit kernel of protocol 2.12 or later "
-                      "is needed", name, k.version >> 8, k.version & 0xff);
+                      "is needed", name, version >> 8, version & 0xff);
   }
   size_t header_end = 0x202 + image[0x201];  // the jump at 0x200 skips the header
   uint32_t setup_sects = image[0x1f1] == 0 ? 4 : image[0x1f1];
@@ -43,15 +42,28 @@ Result<BzImage> parse_bzimage(std::span<const uint8_t> image, const std::string&
   if (header_end > image.size() || pm_offset >= image.size()) {
     return make_error(ErrorCode::kInvalidArgument, "{}: truncated bzImage", name);
   }
-  k.setup_header = image.subspan(kSetupHeaderOffset, header_end - kSetupHeaderOffset);
-  k.protected_mode = image.subspan(pm_offset);
+  KernelImage k;
+  auto header = image.subspan(kSetupHeaderOffset, header_end - kSetupHeaderOffset);
+  k.setup_header.assign(header.begin(), header.end());
+  auto protected_mode = image.subspan(pm_offset);
+  // While it boots the kernel uses init_size bytes from where it was
+  // loaded (it decompresses itself there), so that much must be RAM.
+  uint32_t init_size = static_cast<uint32_t>(le(image, 0x260, 4));
+  k.segments.push_back({kKernelAddr, protected_mode, std::max<uint64_t>(init_size, protected_mode.size())});
+  k.entry = kKernelAddr + 0x200;  // startup_64 of the decompressor
   k.cmdline_size = static_cast<uint32_t>(le(image, 0x238, 4));
   k.initrd_addr_max = static_cast<uint32_t>(le(image, 0x22c, 4));
-  k.init_size = static_cast<uint32_t>(le(image, 0x260, 4));
+  k.end = kKernelAddr + k.segments.front().mem_size;
   return k;
 }
 
-Result<BootPlan> plan_boot(const BzImage& kernel, std::span<const RamRange> ram, uint64_t initrd_size,
+Result<KernelImage> parse_kernel(std::span<const uint8_t> image, const std::string& name) {
+  static constexpr uint8_t kElfMagic[4] = {0x7f, 'E', 'L', 'F'};
+  if (image.size() >= 4 && std::equal(kElfMagic, kElfMagic + 4, image.begin())) return parse_elf_vmlinux(image, name);
+  return parse_bzimage(image, name);
+}
+
+Result<BootPlan> plan_boot(const KernelImage& kernel, std::span<const RamRange> ram, uint64_t initrd_size,
                            size_t cmdline_bytes) {
   if (ram.empty() || ram.front().gpa != 0) return make_error(ErrorCode::kFailedPrecondition, "x86 RAM must start at 0");
   const uint64_t low_end = ram.front().size;
@@ -59,10 +71,14 @@ Result<BootPlan> plan_boot(const BzImage& kernel, std::span<const RamRange> ram,
     return make_error(ErrorCode::kInvalidArgument, "the kernel command line is {} bytes; this kernel takes at most {}",
                       cmdline_bytes, kernel.cmdline_size - 1);
   }
+  for (const auto& s : kernel.segments) {
+    // Below 1 MiB live boot_params, page tables, command line and ACPI.
+    if (s.gpa < kKernelAddr) {
+      return make_error(ErrorCode::kInvalidArgument, "the kernel wants to be loaded at {:#x}, below 1 MiB", s.gpa);
+    }
+  }
   BootPlan p;
-  // While it boots the kernel uses init_size bytes from where it was
-  // loaded (it decompresses itself there), so that much must be RAM.
-  p.kernel_end = kKernelAddr + std::max<uint64_t>(kernel.init_size, kernel.protected_mode.size());
+  p.kernel_end = kernel.end;
   if (p.kernel_end > low_end) {
     return make_error(ErrorCode::kInvalidArgument, "{} MiB of RAM cannot hold the kernel ({} MiB while booting)",
                       low_end >> 20, p.kernel_end >> 20);
@@ -90,7 +106,7 @@ std::vector<E820Entry> e820_map(std::span<const RamRange> ram) {
   return map;
 }
 
-std::vector<uint8_t> boot_params(const BzImage& kernel, const BootPlan& plan, uint64_t cmdline_gpa,
+std::vector<uint8_t> boot_params(const KernelImage& kernel, const BootPlan& plan, uint64_t cmdline_gpa,
                                  size_t cmdline_bytes, std::span<const E820Entry> e820, uint64_t rsdp_gpa) {
   std::vector<uint8_t> zp(4096, 0);
   std::memcpy(zp.data() + kSetupHeaderOffset, kernel.setup_header.data(), kernel.setup_header.size());

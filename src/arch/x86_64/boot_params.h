@@ -1,5 +1,5 @@
 // The x86 64-bit boot protocol (Documentation/arch/x86/boot.rst): the
-// bzImage's setup header, where kernel, command line and initrd go, the
+// kernel's setup header (a bzImage's, or one made for an ELF vmlinux), where kernel, command line and initrd go, the
 // boot_params page with its e820 map, and the GDT and identity page tables
 // the kernel's 64-bit entry point expects. Pure bytes: built and tested on
 // any host; the platform writes them into guest RAM.
@@ -14,18 +14,38 @@
 
 namespace snapvm::arch::x86 {
 
-struct BzImage {
-  std::span<const uint8_t> setup_header;  // boot_params bytes 0x1f1 .. end of the header
-  std::span<const uint8_t> protected_mode;  // loaded at kKernelAddr
-  uint16_t version = 0;
-  uint32_t cmdline_size = 0;     // longest command line the kernel takes, with the NUL
-  uint32_t initrd_addr_max = 0;  // highest byte an initrd may occupy
-  uint32_t init_size = 0;        // bytes the kernel needs from its load address while booting
+// A piece of the kernel copied into guest RAM before it runs; RAM past
+// `bytes` up to `mem_size` is zero (fresh guest RAM is).
+struct KernelSegment {
+  uint64_t gpa = 0;
+  std::span<const uint8_t> bytes;
+  uint64_t mem_size = 0;
+};
+
+// A kernel ready to load: a bzImage (Debian's vmlinuz) or an ELF vmlinux
+// (Firecracker's usual x86 kernel), both entered at their 64-bit entry
+// point with boot_params. The spans point into the file's bytes.
+struct KernelImage {
+  std::vector<KernelSegment> segments;
+  uint64_t entry = 0;                 // guest-physical 64-bit entry point
+  std::vector<uint8_t> setup_header;  // boot_params bytes 0x1f1 .. end of the header
+  uint32_t cmdline_size = 0;          // longest command line the kernel takes, with the NUL
+  uint32_t initrd_addr_max = 0;       // highest byte an initrd may occupy
+  uint64_t end = 0;                   // first byte past what the kernel uses while booting
 };
 
 // Checks the "HdrS" header, protocol 2.12 or later with the 64-bit entry
-// point (XLF_KERNEL_64). The spans point into `image`.
-Result<BzImage> parse_bzimage(std::span<const uint8_t> image, const std::string& name);
+// point (XLF_KERNEL_64): one segment, the protected-mode part at kKernelAddr.
+Result<KernelImage> parse_bzimage(std::span<const uint8_t> image, const std::string& name);
+
+// An x86_64 ELF executable (vmlinux): its PT_LOAD segments at their
+// physical addresses, entered at e_entry (phys_startup_64) through the same
+// 64-bit boot protocol, with a setup header made here since the file has
+// none. Every offset and size is checked against the file.
+Result<KernelImage> parse_elf_vmlinux(std::span<const uint8_t> image, const std::string& name);
+
+// Either of the two, told apart by the ELF magic.
+Result<KernelImage> parse_kernel(std::span<const uint8_t> image, const std::string& name);
 
 struct E820Entry {
   uint64_t addr = 0;
@@ -45,9 +65,9 @@ struct BootPlan {
 };
 
 // Checks that RAM (the first region starts at 0) holds kernel, boot data
-// and initrd; the initrd goes at the top of the low region, under the
-// kernel's limit.
-Result<BootPlan> plan_boot(const BzImage& kernel, std::span<const RamRange> ram, uint64_t initrd_size,
+// and initrd, and that the kernel stays clear of the boot data below 1 MiB;
+// the initrd goes at the top of the low region, under the kernel's limit.
+Result<BootPlan> plan_boot(const KernelImage& kernel, std::span<const RamRange> ram, uint64_t initrd_size,
                            size_t cmdline_bytes);
 
 // The e820 map for `ram`: RAM below the EBDA, the BIOS area reserved, RAM
@@ -55,7 +75,7 @@ Result<BootPlan> plan_boot(const BzImage& kernel, std::span<const RamRange> ram,
 std::vector<E820Entry> e820_map(std::span<const RamRange> ram);
 
 // The 4096-byte boot_params page.
-std::vector<uint8_t> boot_params(const BzImage& kernel, const BootPlan& plan, uint64_t cmdline_gpa,
+std::vector<uint8_t> boot_params(const KernelImage& kernel, const BootPlan& plan, uint64_t cmdline_gpa,
                                  size_t cmdline_bytes, std::span<const E820Entry> e820, uint64_t rsdp_gpa);
 
 // The GDT (null, null, 64-bit code at 0x10, data at 0x18, TSS at 0x20) and

@@ -84,7 +84,7 @@ struct Platform::Impl {
   std::unique_ptr<AcpiPowerRegisters> acpi;
   std::unique_ptr<I8042> i8042;
 
-  Status boot_vcpu(const kvm::Vcpu& vcpu) const;
+  Status boot_vcpu(const kvm::Vcpu& vcpu, uint64_t entry) const;
   // `advance`: move kvmclock on by the wall time since it was saved.
   Status restore_vm_records(const state::x86::VmState& saved, bool advance) const;
 };
@@ -137,7 +137,7 @@ std::vector<RamRange> ranges_for(uint64_t ram_bytes) {
 }  // namespace
 
 Status check_boot(const BootImages& images, uint64_t ram_bytes) {
-  auto k = SNAPVM_TRY(parse_bzimage(images.kernel, images.kernel_name));
+  auto k = SNAPVM_TRY(parse_kernel(images.kernel, images.kernel_name));
   auto ranges = ranges_for(ram_bytes);
   SNAPVM_TRY(plan_boot(k, ranges, images.initrd.size(), images.cmdline.size()));
   return {};
@@ -226,7 +226,7 @@ Status Platform::add_system_devices(MmioBus& /*mmio*/, MmioBus& pio, GuestReques
 // Long mode straight away: the kernel's 64-bit entry wants paging on, an
 // identity map covering itself, boot_params and the command line, flat
 // segments, interrupts off and RSI pointing at boot_params.
-Status Platform::Impl::boot_vcpu(const kvm::Vcpu& vcpu) const {
+Status Platform::Impl::boot_vcpu(const kvm::Vcpu& vcpu, uint64_t entry) const {
   kvm_sregs sregs{};
   SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS"));
   sregs.cs = segment(kCodeSelector, 0xb, true);
@@ -248,7 +248,7 @@ Status Platform::Impl::boot_vcpu(const kvm::Vcpu& vcpu) const {
 
   kvm_regs regs{};
   regs.rflags = 0x2;
-  regs.rip = kKernelAddr + 0x200;  // startup_64
+  regs.rip = entry;  // startup_64: the decompressor's, or an ELF vmlinux's own
   regs.rsi = kBootParamsAddr;
   regs.rsp = regs.rbp = kBootStack;
   SNAPVM_TRY(kvm::checked_ioctl(vcpu.fd(), KVM_SET_REGS, &regs, "KVM_SET_REGS"));
@@ -277,13 +277,15 @@ Status Platform::boot(const GuestMemory& ram, const BootImages& images, std::spa
                       std::span<const DeviceSlot> virtio) const {
   std::vector<RamRange> ranges;
   for (const auto& r : ram.regions()) ranges.push_back({r.gpa, r.host.size()});
-  BzImage kernel = SNAPVM_TRY(parse_bzimage(images.kernel, images.kernel_name));
+  KernelImage kernel = SNAPVM_TRY(parse_kernel(images.kernel, images.kernel_name));
   BootPlan plan = SNAPVM_TRY(plan_boot(kernel, ranges, images.initrd.size(), images.cmdline.size()));
   auto write = [&](uint64_t gpa, const void* p, size_t n, const char* what) -> Status {
     if (!ram.write(gpa, p, n)) return make_error(ErrorCode::kFailedPrecondition, "{} does not fit guest RAM at {:#x}", what, gpa);
     return {};
   };
-  SNAPVM_CHECK_OK(write(kKernelAddr, kernel.protected_mode.data(), kernel.protected_mode.size(), "kernel"));
+  for (const auto& segment : kernel.segments) {
+    SNAPVM_CHECK_OK(write(segment.gpa, segment.bytes.data(), segment.bytes.size(), "kernel"));
+  }
   if (plan.initrd_size != 0) SNAPVM_CHECK_OK(write(plan.initrd_addr, images.initrd.data(), images.initrd.size(), "initrd"));
   std::string cmdline = images.cmdline;
   SNAPVM_CHECK_OK(write(kCmdlineAddr, cmdline.c_str(), cmdline.size() + 1, "command line"));
@@ -308,7 +310,7 @@ Status Platform::boot(const GuestMemory& ram, const BootImages& images, std::spa
   SNAPVM_CHECK_OK(write(kPml4Addr, tables.data(), tables.size(), "page tables"));
   // The other vCPUs wait in the in-kernel LAPIC for the boot vCPU's
   // INIT-SIPI; only the boot vCPU is set up here.
-  return impl_->boot_vcpu(vcpus.front());
+  return impl_->boot_vcpu(vcpus.front(), kernel.entry);
 }
 
 void Platform::set_irq(uint32_t irq, bool level) const { (void)impl_->vm->irq_line(irq, level); }
