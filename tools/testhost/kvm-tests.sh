@@ -34,14 +34,14 @@ tools/testhost/build.sh "$arch"
 # The test host starts the suite with an environment of its own.
 mapfile -t suite_env < <(env | grep '^SNAPVM_TEST_[A-Z_]*=' || true)
 suite=(env "${suite_env[@]}" /payload/snapvm_kvm_tests --gtest_color=no)
+command=("${suite[@]}" --gtest_filter="$filter")
 if [ "$filter" = "*" ] && [ "${KVM_TEST_SHARDS:-2}" = 2 ]; then
   # The whole suite as two shards at once (shards.sh), split by suite into
   # halves of about equal time; two shards' guests and snapshots need more
   # host RAM than one.
   cp tools/testhost/shards.sh "$out/payload/"
   export TESTHOST_MEM_MB=${TESTHOST_MEM_MB:-5120}
-  exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
-    --log "$out/kvm-tests.log" -- sh /payload/shards.sh "$first_shard" "${suite[@]}"
+  command=(sh /payload/shards.sh "$first_shard" "${suite[@]}")
 fi
 exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
-  --log "$out/kvm-tests.log" -- "${suite[@]}" --gtest_filter="$filter"
+  --log "$out/kvm-tests.log" -- "${command[@]}"

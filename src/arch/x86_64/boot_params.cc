@@ -57,6 +57,18 @@ Result<KernelImage> parse_bzimage(std::span<const uint8_t> image, const std::str
   return k;
 }
 
+std::vector<uint8_t> loader_setup_header() {
+  std::vector<uint8_t> zp(0x270, 0);  // positions as in boot_params, cut at kSetupHeaderOffset below
+  put(zp, 0x1fe, 0xaa55, 2);      // boot_flag
+  put(zp, 0x202, kHdrMagic, 4);   // "HdrS"
+  put(zp, 0x206, 0x020f, 2);      // protocol 2.15
+  put(zp, 0x22c, 0x7fffffff, 4);  // initrd_addr_max
+  put(zp, 0x230, k2MiB, 4);       // kernel_alignment
+  put(zp, 0x236, 0x3, 2);         // xloadflags: 64-bit entry, may live above 4 GiB
+  put(zp, 0x238, 2047, 4);        // cmdline_size: x86's COMMAND_LINE_SIZE less the NUL
+  return {zp.begin() + kSetupHeaderOffset, zp.end()};
+}
+
 Result<KernelImage> parse_kernel(std::span<const uint8_t> image, const std::string& name) {
   static constexpr uint8_t kElfMagic[4] = {0x7f, 'E', 'L', 'F'};
   if (image.size() >= 4 && std::equal(kElfMagic, kElfMagic + 4, image.begin())) return parse_elf_vmlinux(image, name);

@@ -44,6 +44,11 @@ Result<KernelImage> parse_bzimage(std::span<const uint8_t> image, const std::str
 // none. Every offset and size is checked against the file.
 Result<KernelImage> parse_elf_vmlinux(std::span<const uint8_t> image, const std::string& name);
 
+// boot_params 0x1f1 .. 0x26f for a kernel that carries no setup header (an
+// ELF vmlinux): what a boot loader of protocol 2.15 would find in a bzImage,
+// the signature fields, the version and the limits the rest of the boot honours.
+std::vector<uint8_t> loader_setup_header();
+
 // Either of the two, told apart by the ELF magic.
 Result<KernelImage> parse_kernel(std::span<const uint8_t> image, const std::string& name);
 

@@ -4,7 +4,7 @@
 // the physical address of startup_64. That entry takes the same 64-bit boot
 // protocol as a bzImage's (paging on, RSI at boot_params), so the rest of
 // the boot is shared; only the setup header, which a bzImage carries and an
-// ELF does not, is made here with the fields the kernel reads.
+// ELF does not, is made by loader_setup_header.
 #include <elf.h>
 
 #include <algorithm>
@@ -24,25 +24,6 @@ T read_at(std::span<const uint8_t> image, uint64_t offset) {
   T v;
   std::memcpy(&v, image.data() + offset, sizeof v);
   return v;
-}
-
-void put(std::vector<uint8_t>& header, size_t boot_params_offset, uint64_t v, size_t n) {
-  for (size_t i = 0; i < n; ++i) header[boot_params_offset - 0x1f1 + i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
-// boot_params 0x1f1 .. 0x26f as a boot loader of protocol 2.15 would find
-// them in a bzImage: the signature fields, the version, and the limits the
-// rest of the boot honours.
-std::vector<uint8_t> made_setup_header() {
-  std::vector<uint8_t> h(0x270 - 0x1f1, 0);
-  put(h, 0x1fe, 0xaa55, 2);      // boot_flag
-  put(h, 0x202, 0x53726448, 4);  // "HdrS"
-  put(h, 0x206, 0x020f, 2);      // protocol 2.15
-  put(h, 0x22c, 0x7fffffff, 4);  // initrd_addr_max
-  put(h, 0x230, 2u << 20, 4);    // kernel_alignment
-  put(h, 0x236, 0x3, 2);         // xloadflags: 64-bit entry, may live above 4 GiB
-  put(h, 0x238, 2047, 4);        // cmdline_size: x86's COMMAND_LINE_SIZE less the NUL
-  return h;
 }
 
 }  // namespace
@@ -84,7 +65,7 @@ Result<KernelImage> parse_elf_vmlinux(std::span<const uint8_t> image, const std:
   if (!entry_loaded) return bad("its entry point is in no loaded segment");
   k.entry = eh.e_entry;
   k.end = k.segments.back().gpa + k.segments.back().mem_size;
-  k.setup_header = made_setup_header();
+  k.setup_header = loader_setup_header();
   k.cmdline_size = 2047;
   k.initrd_addr_max = 0x7fffffff;
   return k;
