@@ -6,13 +6,17 @@
 #include <sys/wait.h>
 
 #include <condition_variable>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 
+#include <fmt/format.h>
 #include "arch/platform.h"
 
 namespace snapvm::test {
@@ -40,6 +44,16 @@ pid_t spawn_logged(std::vector<std::string> args, const std::string& stderr_log)
     ::_exit(127);
   }
   return pid;
+}
+
+std::string process_state(pid_t pid) {
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+    return fmt::format("unknown ({})", std::strerror(errno));
+  }
+  if (info.si_pid == 0) return "running";
+  if (info.si_code == CLD_EXITED) return fmt::format("exited {}", info.si_status);
+  return fmt::format("killed by signal {} ({})", info.si_status, ::strsignal(info.si_status));
 }
 
 CliResult snapvm_cli(const std::string& args, bool stderr_only, int timeout_seconds) {

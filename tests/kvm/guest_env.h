@@ -31,6 +31,12 @@ CliResult snapvm_cli(const std::string& args, bool stderr_only = false, int time
 // `stderr_log` (truncated); returns its pid.
 pid_t spawn_logged(std::vector<std::string> args, const std::string& stderr_log);
 
+// "running", "exited N" or "killed by signal N (NAME)" for a child of this
+// process, without reaping it: for failure messages that must tell a VMM that
+// died (the kernel's OOM killer leaves no message of its own) from a guest
+// that misbehaved.
+std::string process_state(pid_t pid);
+
 // A whole text file ("" if it cannot be read).
 std::string read_text(const std::string& path);
 

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <iostream>
 #include <string>
 #include <thread>
 
@@ -293,15 +294,25 @@ TEST(Net, DiffSnapshotsCarryWhatTheDeviceWroteAndALostTapOnlyDownsTheLink) {
   ASSERT_TRUE(clone_ns.ok());
   const std::string clone_vsock = "/tmp/net-diffclone.vsock";
   ::unlink(clone_vsock.c_str());
-  pid_t clone = test::spawn_logged({test::snapvm_binary(), "restore", diff, "--vsock", clone_vsock, "--net",
-                                    "tap=snapdiff1"},
+  const std::string clone_api = "/tmp/net-diffclone.sock";
+  pid_t clone = test::spawn_logged({test::snapvm_binary(), "restore", diff, "--vsock", clone_vsock, "--api", clone_api,
+                                    "--net", "tap=snapdiff1", "--console", "/tmp/net-diffclone-console.log"},
                                    "/tmp/net-diffclone-errors.log");
   ASSERT_TRUE(configure_tap("snapdiff1", kHostIp + "/24")) << test::read_text("/tmp/net-diffclone-errors.log");
   auto recv = test::run(clone_vsock, {"sh", "-c",
                                       "touch /tmp/go; for i in $(seq 100); do [ $(stat -c %s /tmp/recv 2>/dev/null || "
                                       "echo 0) = 65536 ] && break; sleep 0.2; done; sha256sum < /tmp/recv"});
-  EXPECT_EQ(recv.out.substr(0, 64), sent.substr(0, 64)) << "the unread bytes came back with the diff: " << recv.error
-                                                        << test::read_text("/tmp/net-diffclone-errors.log");
+  if (recv.out.substr(0, 64) != sent.substr(0, 64)) {  // what the clone and its guest say of themselves
+    std::this_thread::sleep_for(2s);  // a VMM on its way out has printed why
+    std::cerr << "the clone's VMM is " << test::process_state(clone) << "; its console:\n"
+              << test::read_text("/tmp/net-diffclone-console.log") << "\n"
+              << test::snapvm_cli("info " + clone_api, false, 10).out;
+    auto guest = test::run(clone_vsock, {"sh", "-c", "ls -l /tmp; netstat -tn; dmesg | tail -n 30"}, -1, 20s);
+    std::cerr << guest.out << guest.err << guest.error << "\n";
+  }
+  EXPECT_EQ(recv.out.substr(0, 64), sent.substr(0, 64))
+      << "the unread bytes came back with the diff: " << recv.error << recv.err
+      << test::read_text("/tmp/net-diffclone-errors.log");
   kill_and_wait(clone);
   ::unlink(full.c_str());
   ::unlink(diff.c_str());

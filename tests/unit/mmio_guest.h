@@ -56,6 +56,16 @@ class MmioGuest {
   }
 
   MmioTransport& transport() { return *transport_; }
+  // What `snapvm restore` does: a new device, in a new process, takes over
+  // the queues this guest set up, from its transport's saved state; the
+  // guest's RAM and rings stay as they are.
+  Status replace_by_restored(std::unique_ptr<VirtioDevice> device) {
+    state::VirtioMmioState saved = transport_->save();
+    transport_.reset();
+    GuestMemory mem({{0, {ram_.data(), ram_.size()}}});
+    transport_ = std::make_unique<MmioTransport>(std::move(device), mem, [this] { ++irqs; });
+    return transport_->restore(saved);
+  }
   uint8_t* host(uint64_t gpa) { return ram_.data() + gpa; }
   void w32(uint64_t off, uint32_t v) { transport_->mmio_write(off, {reinterpret_cast<uint8_t*>(&v), 4}); }
   uint32_t r32(uint64_t off) {

@@ -178,6 +178,36 @@ TEST(VirtioMmio, SavedStateRoundTripsThroughTheSnapshotCodec) {
   EXPECT_TRUE(r.ok() && r.at_end());
 }
 
+// A device that writes down what the transport tells it.
+class RecordingDevice : public VirtioDevice {
+ public:
+  explicit RecordingDevice(std::vector<std::string>& calls) : calls_(calls) {}
+  uint32_t device_id() const override { return 4; }
+  uint64_t device_features() const override { return 0; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {8}; }
+  void activate(Transport&, uint64_t) override { calls_.push_back("activate"); }
+  void queue_notify(size_t) override {}
+  void reset() override { calls_.push_back("reset"); }
+  void restored() override { calls_.push_back("restored"); }
+
+ private:
+  std::vector<std::string>& calls_;
+};
+
+// A device with its own thread (vsock) acts as soon as it is active: it
+// must know it is restored first, or it may start talking to the guest as
+// if nothing had happened (a host connection torn down by the reset event
+// that follows).
+TEST(VirtioMmio, ARestoredDeviceLearnsItBeforeItsQueuesGoLive) {
+  std::vector<std::string> first_life, second_life;
+  Bench b(std::make_unique<RecordingDevice>(first_life));
+  EXPECT_EQ(first_life, std::vector<std::string>{"activate"});
+  state::VirtioMmioState saved = b.transport.save();
+  MmioTransport restored(std::make_unique<RecordingDevice>(second_life), b.driver.mem, [] {});
+  ASSERT_TRUE(restored.restore(saved));
+  EXPECT_EQ(second_life, (std::vector<std::string>{"restored", "activate"}));
+}
+
 }  // namespace
 }  // namespace snapvm::virtio
 

@@ -84,7 +84,9 @@ class VirtioDevice {
   // set_paused(true) returns, it has stopped. Devices that act only when a
   // vCPU kicks them need nothing: paused vCPUs kick nobody.
   virtual void set_paused(bool paused) { (void)paused; }
-  // Called after activate() when the device comes back from a snapshot.
+  // The device comes back from a snapshot: called before activate(), so
+  // that it knows before its queues go live that the driver resumes a
+  // session the device never saw (the guest may hold stale connections).
   virtual void restored() {}
   // Device-specific state for a snapshot, encoded by the device (empty when
   // the transport and queues say everything).

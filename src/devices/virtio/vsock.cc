@@ -702,6 +702,8 @@ void Vsock::reset() {
   reset_event_ = ResetEvent::kNone;  // the driver starts over with no sockets
 }
 
+// Before activate(): no host connection may start between the queues going
+// live and the reset being owed (see reset_event_).
 void Vsock::restored() {
   {
     MutexLock lock(mu_);
