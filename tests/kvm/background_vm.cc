@@ -71,4 +71,8 @@ Output run(const std::string& vsock, std::vector<std::string> argv, int stdin_fd
   return o;
 }
 
+bool worth_retrying(const Output& o) {
+  return !o.error.empty() && o.error.find("before the command ended") == std::string::npos;
+}
+
 }  // namespace snapvm::test

@@ -63,4 +63,10 @@ struct Output {
 Output run(const std::string& vsock, std::vector<std::string> argv, int stdin_fd = -1,
            std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
+// Whether a failed run never got its command to the agent (the VM's socket
+// not there yet, no answer yet): the only failure worth a retry. A command
+// the agent took and then dropped is a bug to report (a retry once hid a
+// vsock race after restore).
+bool worth_retrying(const Output& o);
+
 }  // namespace snapvm::test

@@ -76,9 +76,7 @@ Output run_when_up(const std::string& vsock, std::vector<std::string> argv) {
   Output o;
   do {
     o = run(vsock, argv);
-    // Retried: the clone's socket not there yet, no answer yet. Not retried:
-    // a command the agent took and then dropped (it hid a device bug once).
-    if (o.error.empty() || o.error.find("before the command ended") != std::string::npos) return o;
+    if (!worth_retrying(o)) return o;
     std::this_thread::sleep_for(200ms);
   } while (std::chrono::steady_clock::now() < deadline);
   return o;
