@@ -62,10 +62,10 @@ std::vector<uint8_t> loader_setup_header() {
   put(zp, 0x1fe, 0xaa55, 2);      // boot_flag
   put(zp, 0x202, kHdrMagic, 4);   // "HdrS"
   put(zp, 0x206, 0x020f, 2);      // protocol 2.15
-  put(zp, 0x22c, 0x7fffffff, 4);  // initrd_addr_max
+  put(zp, 0x22c, kLoaderInitrdAddrMax, 4);  // initrd_addr_max
   put(zp, 0x230, k2MiB, 4);       // kernel_alignment
   put(zp, 0x236, 0x3, 2);         // xloadflags: 64-bit entry, may live above 4 GiB
-  put(zp, 0x238, 2047, 4);        // cmdline_size: x86's COMMAND_LINE_SIZE less the NUL
+  put(zp, 0x238, kLoaderCmdlineSize, 4);  // cmdline_size
   return {zp.begin() + kSetupHeaderOffset, zp.end()};
 }
 

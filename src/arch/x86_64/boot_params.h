@@ -44,6 +44,10 @@ Result<KernelImage> parse_bzimage(std::span<const uint8_t> image, const std::str
 // none. Every offset and size is checked against the file.
 Result<KernelImage> parse_elf_vmlinux(std::span<const uint8_t> image, const std::string& name);
 
+// The limits that header states, which the boot then honours.
+inline constexpr uint32_t kLoaderCmdlineSize = 2047;  // x86's COMMAND_LINE_SIZE less the NUL
+inline constexpr uint32_t kLoaderInitrdAddrMax = 0x7fffffff;
+
 // boot_params 0x1f1 .. 0x26f for a kernel that carries no setup header (an
 // ELF vmlinux): what a boot loader of protocol 2.15 would find in a bzImage,
 // the signature fields, the version and the limits the rest of the boot honours.

@@ -66,8 +66,8 @@ Result<KernelImage> parse_elf_vmlinux(std::span<const uint8_t> image, const std:
   k.entry = eh.e_entry;
   k.end = k.segments.back().gpa + k.segments.back().mem_size;
   k.setup_header = loader_setup_header();
-  k.cmdline_size = 2047;
-  k.initrd_addr_max = 0x7fffffff;
+  k.cmdline_size = kLoaderCmdlineSize;
+  k.initrd_addr_max = kLoaderInitrdAddrMax;
   return k;
 }
 
