@@ -4,14 +4,15 @@
 // under the name `firecracker` behaves the same way.
 #include "cli/firecracker_command.h"
 
+#include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include <fmt/format.h>
 
+#include "base/file_io.h"
 #include "firecracker/api.h"
+#include "firecracker/api_paths.h"
 #include "firecracker/http_server.h"
 #include "firecracker/machine_backend.h"
 #include "sandbox/seccomp.h"
@@ -25,6 +26,9 @@ struct FirecrackerOptions {
   std::string config_file, log_path, level = "Info", metrics_path, seccomp_filter;
   bool no_api = false, no_seccomp = false, boot_timer = false, show_level = false, show_log_origin = false;
   uint64_t max_payload = firecracker::kMaxBodyBytes;
+  // snapvm's own: a Uffd page server that leaves faults unread this long
+  // ends the VMM (vmm/page_server_watchdog.h); 0 waits forever, as Firecracker.
+  double page_fault_timeout_s = 30;
   // Passed by Firecracker's jailer for its start-up metrics; taken, unused.
   uint64_t start_time_us = 0, start_time_cpu_us = 0, parent_cpu_time_us = 0;
 };
@@ -35,12 +39,18 @@ int fail(const std::string& message) {
 }
 
 Result<firecracker::VmConfig> read_config_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return make_error(ErrorCode::kNotFound, "--config-file {}: cannot open", path);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (text.str().size() > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "--config-file {}: over 1 MiB", path);
-  auto doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  // Never blocks on a FIFO named as the config file (api_paths.h).
+  auto fd = firecracker::open_api_input(path, firecracker::ApiInput::kFile, false, "--config-file");
+  if (!fd) return tl::unexpected(std::move(fd.error()));
+  constexpr uint64_t kMaxConfigBytes = 1u << 20;
+  auto size = file_size(fd->get());
+  if (!size) return tl::unexpected(std::move(size.error()).context("--config-file " + path));
+  if (*size > kMaxConfigBytes) return make_error(ErrorCode::kInvalidArgument, "--config-file {}: over 1 MiB", path);
+  std::string text(*size, '\0');
+  if (auto r = pread_exact(fd->get(), {reinterpret_cast<uint8_t*>(text.data()), text.size()}, 0); !r) {
+    return tl::unexpected(std::move(r.error()).context("--config-file " + path));
+  }
+  auto doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return make_error(ErrorCode::kInvalidArgument, "--config-file {}: not valid JSON", path);
   auto config = firecracker::parse_config_file(doc);
   if (!config) return tl::unexpected(std::move(config.error()).context("--config-file " + path));
@@ -70,6 +80,10 @@ int run_firecracker(const FirecrackerOptions& o) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     if (s.find('\n') != std::string_view::npos) std::fflush(stdout);
   });
+  if (!(o.page_fault_timeout_s >= 0 && o.page_fault_timeout_s <= 86400)) {
+    return fail("--page-fault-timeout: give seconds from 0 (wait forever) to 86400");
+  }
+  backend.set_page_fault_timeout(std::chrono::milliseconds(static_cast<int64_t>(o.page_fault_timeout_s * 1000)));
   firecracker::Api api(o.id, backend);
   // The flags mean what the API requests of the same name mean.
   auto put = [&api](const char* path, const nlohmann::json& body, const char* flag) -> bool {
@@ -136,6 +150,10 @@ std::function<int()> register_firecracker_command(CLI::App& app) {
   cmd->add_flag("--show-log-origin", o->show_log_origin, "with --log-path: as the logger's show_log_origin");
   cmd->add_option("--metrics-path", o->metrics_path, "write metrics lines to this file or FIFO (on FlushMetrics)");
   cmd->add_flag("--no-seccomp", o->no_seccomp, "run without snapvm's per-thread seccomp filters");
+  cmd->add_option("--page-fault-timeout", o->page_fault_timeout_s,
+                  "snapshot/load with a Uffd backend: end the VMM with one line when the page server leaves guest "
+                  "memory faults unread this many seconds (0: wait forever, as Firecracker does)")
+      ->capture_default_str();
   cmd->add_option("--seccomp-filter", o->seccomp_filter, "refused: snapvm's filters are built in");
   cmd->add_flag("--boot-timer", o->boot_timer, "refused: not supported");
   cmd->add_option("--http-api-max-payload-size", o->max_payload, "largest request body (snapvm: 51200 only)");

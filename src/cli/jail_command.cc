@@ -53,13 +53,17 @@ int split_jail_args(int argc, char** argv, std::vector<std::string>& vmm_args) {
 std::function<int()> register_jail_command(CLI::App& app, const std::vector<std::string>& vmm_args) {
   auto o = std::make_shared<JailOptions>();
   auto* jail = app.add_subcommand(
-      "jail", "Run `snapvm run|restore ...` confined: own mount, PID, network, IPC and UTS namespaces, "
+      "jail", "Run `snapvm run|restore|firecracker ...` confined: own mount, PID, network, IPC and UTS namespaces, "
               "pivot_root into ROOT/ID/root, an unprivileged uid/gid, cgroup v2 limits, no core dumps");
   jail->footer(
-      "Paths after -- are inside the jail; its sockets appear on the host under ROOT/ID/root.\n\n"
-      "Example:\n"
+      "Paths after -- are inside the jail; its sockets appear on the host under ROOT/ID/root.\n"
+      "Under firecracker, so do the paths in API bodies (give the files with --file), and the API\n"
+      "socket (--api-sock, default /run/firecracker.socket) is made inside the jail.\n\n"
+      "Examples:\n"
       "  snapvm jail --id web --uid 1000 --gid 1000 --file ./web.snap --memory 1G --cpus 1 -- \\\n"
-      "      restore /web.snap --vsock /web.vsock --api /web.sock");
+      "      restore /web.snap --vsock /web.vsock --api /web.sock\n"
+      "  snapvm jail --id fc --uid 1000 --gid 1000 --file ./vmlinux --file ./rootfs.ext4,rw -- \\\n"
+      "      firecracker --api-sock /fc.sock    # the API at ROOT/fc/root/fc.sock; kernel_image_path /vmlinux");
   jail->add_option("--id", o->config.id, "the VM's name: its jail is ROOT/ID")->required();
   jail->add_option("--uid", o->config.uid, "unprivileged uid the VMM runs as")->required();
   jail->add_option("--gid", o->config.gid, "unprivileged gid the VMM runs as")->required();

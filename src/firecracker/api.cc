@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "base/result.h"
+#include "firecracker/api_paths.h"
 
 namespace snapvm::firecracker {
 namespace {
@@ -45,17 +46,8 @@ std::string_view to_string(VmState s) {
 }
 
 Result<UniqueFd> open_output(const std::string& path) {
-  // O_NONBLOCK: a FIFO with no reader fails here (ENXIO) instead of hanging
-  // the API; a full FIFO drops a line rather than stall the VMM.
-  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_error("open " + path);
-  UniqueFd out(fd);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return errno_error("stat " + path);
-  if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode)) {
-    return make_error(ErrorCode::kInvalidArgument, "{} is neither a file nor a FIFO", path);
-  }
-  return out;
+  // Never blocks, never follows a link, FIFOs read-write (api_paths.h).
+  return open_api_sink(path, "path");
 }
 
 VmState Api::state() const {

@@ -5,9 +5,25 @@
 #include <fmt/format.h>
 
 #include "arch/platform.h"
+#include "firecracker/api_paths.h"
 #include "sandbox/seccomp.h"
 
 namespace snapvm::firecracker {
+namespace {
+
+// The machine opens these by path on the VMM thread; opened once here first
+// (api_paths.h), a FIFO or a device named as a kernel or a disk is one 400
+// instead of a VMM thread blocked in open() or read(). (Replacing the file
+// between this check and the machine's open takes write access to its
+// directory, which already lets one change what the guest boots or reads.)
+Status check_input_paths(const MachineConfig& c) {
+  SNAPVM_CHECK_OK(open_api_input(c.kernel_path, ApiInput::kFile, false, "kernel_image_path"));
+  if (!c.initrd_path.empty()) SNAPVM_CHECK_OK(open_api_input(c.initrd_path, ApiInput::kFile, false, "initrd_path"));
+  for (const auto& d : c.disks) SNAPVM_CHECK_OK(open_api_input(d.path, ApiInput::kDrive, !d.read_only, "path_on_host"));
+  return {};
+}
+
+}  // namespace
 
 std::vector<size_t> disk_order(const VmConfig& config) {
   std::vector<size_t> order(config.drives.size());
@@ -139,6 +155,7 @@ Status MachineBackend::start(const VmConfig& config) {
   disk_order_ = disk_order(config);
   c.console = console_;
   return on_vmm_thread([this, c]() -> Status {
+  if (auto s = check_input_paths(c); !s) return tl::unexpected(std::move(s.error()).context("InstanceStart"));
     auto m = Machine::create(c);
     if (!m) return tl::unexpected(std::move(m.error()).context("InstanceStart"));
     MutexLock lock(mu_);
@@ -162,6 +179,7 @@ Status MachineBackend::load_snapshot(const SnapshotLoadBody& body) {
   o.memory = memory;
   const bool resume = body.resume_vm;
   const std::string path = body.snapshot_path;
+  memory.fault_timeout = page_fault_timeout_;
   SNAPVM_CHECK_OK(on_vmm_thread([this, o, resume, path]() -> Status {
     auto m = Machine::restore(path, o);
     if (!m) return tl::unexpected(std::move(m.error()).context("snapshot/load"));
@@ -232,6 +250,10 @@ Status MachineBackend::replace_drive(size_t index, const std::string& path) {
   auto r = m->replace_disk(disk_order_[index], path);
   if (!r) return tl::unexpected(std::move(r.error()).context("drive"));
   return {};
+  const bool writable = !m->disks()[disk_order_[index]].read_only;
+  if (auto s = open_api_input(path, ApiInput::kDrive, writable, "path_on_host"); !s) {
+    return tl::unexpected(std::move(s.error()).context("drive"));
+  }
 }
 
 Status MachineBackend::redirect_log(UniqueFd fd) {

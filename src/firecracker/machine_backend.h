@@ -5,6 +5,7 @@
 // hands requests to its VMM thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -33,6 +34,9 @@ class MachineBackend final : public VmBackend {
   int run_vmm_thread();
   // Thread-safe: ends run_vmm_thread (SIGTERM).
   void stop();
+  // Before any request: how long a Uffd-backed VM's guest memory faults may
+  // wait for the page server before the VMM ends (0: forever).
+  void set_page_fault_timeout(std::chrono::milliseconds timeout) { page_fault_timeout_ = timeout; }
 
   Status start(const VmConfig& config) override;
   Status load_snapshot(const SnapshotLoadBody& body) override;
@@ -55,6 +59,7 @@ class MachineBackend final : public VmBackend {
   // Set by start() or load_snapshot() (the snapshot's order), read by
   // replace_drive(), all on the API thread.
   std::vector<size_t> disk_order_;
+  std::chrono::milliseconds page_fault_timeout_{std::chrono::seconds(30)};
   Mutex mu_;
   std::condition_variable_any cv_;
   std::function<Status()> job_ GUARDED_BY(mu_);

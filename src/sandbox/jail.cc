@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -71,6 +72,11 @@ void check(bool ok, const std::string& what) {
   char go;
   check(::read(sync_fd, &go, 1) == 1, "wait for the cgroup");
   ::close(sync_fd);
+  if (auto s = detach_from_parent(exe_fd); !s) {
+    std::string line = "snapvm jail: " + s.error().describe() + "\n";
+    (void)!::write(2, line.data(), line.size());
+    ::_exit(125);
+  }
   int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (c.network ? 0 : CLONE_NEWNET);
   check(::unshare(flags) == 0, "unshare namespaces");
   check(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0, "make / private");
@@ -116,7 +122,7 @@ void check(bool ok, const std::string& what) {
     check(::chroot(".") == 0 && ::chdir("/") == 0, "chroot into the jail");
   }
   std::string host = "snapvm-" + c.id;
-  (void)::sethostname(host.c_str(), host.size());
+  (void)!::sethostname(host.c_str(), host.size());
 
   rlimit files{c.max_open_files, c.max_open_files}, no_core{0, 0};
   check(::setrlimit(RLIMIT_NOFILE, &files) == 0, "limit open files");
@@ -158,7 +164,66 @@ std::string interpreter_of(int fd) {
   return "";
 }
 
+// Closes [from, to] with close_range, or one by one where the kernel has
+// none (before 5.9).
+Status close_fds(unsigned from, unsigned to) {
+  if (from > to) return {};
+  if (::syscall(SYS_close_range, from, to, 0) == 0) return {};
+  if (errno != ENOSYS) return errno_error("close_range");
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return errno_error("getrlimit");
+  const unsigned last = std::min<unsigned>(to, lim.rlim_cur == RLIM_INFINITY ? 1u << 20 : static_cast<unsigned>(lim.rlim_cur));
+  for (unsigned fd = from; fd <= last && fd >= from; ++fd) ::close(static_cast<int>(fd));
+  return {};
+}
+
+// Makes the directories above `jail_path` inside the jail, owned by the
+// jail's uid (0700), so the VMM can create its socket there. Walked with
+// O_NOFOLLOW from the jail root: nothing already there (the jail's uid owns
+// the root) can turn the walk into a mkdir or chown outside it.
+Status make_parent_dirs(const std::string& root, const std::string& jail_path, uid_t uid, gid_t gid) {
+  auto dir = open_file(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!dir) return tl::unexpected(std::move(dir.error()));
+  UniqueFd at = std::move(*dir);
+  const fs::path parent = fs::path(jail_path).parent_path().relative_path();
+  for (const auto& part : parent) {
+    const std::string name = part.string();
+    if (::mkdirat(at.get(), name.c_str(), 0700) == 0) {
+      UniqueFd made(::openat(at.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!made.valid() || ::fchown(made.get(), uid, gid) != 0) return errno_error("create " + jail_path + "'s directory");
+      at = std::move(made);
+      continue;
+    }
+    if (errno != EEXIST) return errno_error("create " + jail_path + "'s directory");
+    UniqueFd next(::openat(at.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next.valid()) return errno_error("open " + jail_path + "'s directory");
+    at = std::move(next);
+  }
+  return {};
+}
+
 }  // namespace
+
+std::optional<std::string> api_socket_in_jail(const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0] != "firecracker") return std::nullopt;
+  std::string sock = "/run/firecracker.socket";  // Firecracker's default, as `snapvm firecracker` has it
+  for (size_t i = 1; i < argv.size(); ++i) {
+    if (argv[i] == "--no-api") return std::nullopt;
+    if (argv[i] == "--api-sock" && i + 1 < argv.size()) sock = argv[++i];
+    if (argv[i].rfind("--api-sock=", 0) == 0) sock = argv[i].substr(11);
+  }
+  // The VMM's working directory is the jail's /.
+  return sock.empty() || sock[0] == '/' ? sock : "/" + sock;
+}
+
+Status detach_from_parent(int keep_fd) {
+  if (keep_fd < 3) return make_error(ErrorCode::kInvalidArgument, "descriptor {} to keep is one of 0, 1, 2", keep_fd);
+  const unsigned keep = static_cast<unsigned>(keep_fd);
+  SNAPVM_CHECK_OK(close_fds(3, keep - 1));
+  SNAPVM_CHECK_OK(close_fds(keep + 1, ~0u));
+  if (::setsid() < 0) return errno_error("setsid");
+  return {};
+}
 
 std::string jail_dir(const JailConfig& c) { return c.root + "/" + c.id + "/root"; }
 
@@ -170,8 +235,13 @@ Status validate(const JailConfig& c) {
   if (c.uid == 0 || c.gid == 0) {
     return make_error(ErrorCode::kInvalidArgument, "the jail's uid and gid must not be 0 (root)");
   }
-  if (c.argv.empty() || (c.argv[0] != "run" && c.argv[0] != "restore")) {
-    return make_error(ErrorCode::kInvalidArgument, "give the VMM's command line after --: run ... or restore ...");
+  if (c.argv.empty() || (c.argv[0] != "run" && c.argv[0] != "restore" && c.argv[0] != "firecracker")) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "give the VMM's command line after --: run ..., restore ... or firecracker ...");
+  }
+  if (auto sock = api_socket_in_jail(c.argv); sock && !safe_jail_path(*sock)) {
+    return make_error(ErrorCode::kInvalidArgument, "--api-sock '{}' must be a path inside the jail, without '..', "
+                      "outside /dev", *sock);
   }
   for (const auto& f : c.files) {
     if (!safe_jail_path(f.jail_path)) {
@@ -222,6 +292,12 @@ Result<int> run_jailed(const JailConfig& c) {
     auto e = errno_error(fmt::format("create {}", root));
     remove_jail();
     return e;
+  }
+  if (auto sock = api_socket_in_jail(c.argv)) {
+    if (auto made = make_parent_dirs(root, *sock, c.uid, c.gid); !made) {
+      remove_jail();
+      return tl::unexpected(std::move(made.error()).context("--api-sock"));
+    }
   }
 
   // cgroup v2: the VMM's own group under snapvm/, limits written before it

@@ -1,4 +1,4 @@
-// The jailer: starts a VMM (snapvm run or restore) confined the way
+// The jailer: starts a VMM (snapvm run, restore or firecracker) confined the way
 // Firecracker's jailer confines Firecracker, so that a guest escaping
 // through a device bug lands in a process that
 //
@@ -46,7 +46,7 @@ struct JailConfig {
   std::optional<uint64_t> pids_max;       // cgroup pids.max
   uint64_t max_open_files = 4096;     // RLIMIT_NOFILE
   std::string cgroup_root = "/sys/fs/cgroup";
-  std::vector<std::string> argv;      // the snapvm arguments to run inside (run ... / restore ...)
+  std::vector<std::string> argv;      // the snapvm arguments to run inside (run, restore or firecracker ...)
 };
 
 // Checks the configuration; one line saying what is wrong.
@@ -55,6 +55,22 @@ Status validate(const JailConfig& config);
 // The directory the jail's root is (<root>/<id>/root): where its sockets
 // appear on the host.
 std::string jail_dir(const JailConfig& config);
+
+// Under `jail ... -- firecracker ...`: the API socket's path inside the
+// jail (--api-sock, else Firecracker's /run/firecracker.socket; relative
+// paths are from the jail's /), whose directories the jailer makes for the
+// VMM. nullopt for other commands and for --no-api.
+std::optional<std::string> api_socket_in_jail(const std::vector<std::string>& argv);
+
+// The child's first step, before it builds the jail: closes every
+// descriptor it inherited except stdin, stdout, stderr and `keep_fd` (the
+// snapvm binary it will execveat), so no host file, socket or directory
+// (a directory descriptor would lead out of the chroot) reaches the VMM,
+// and starts a new session, so the VMM has no controlling terminal to
+// inject input into (TIOCSTI) and the jailer's process group signals do
+// not reach it. The caller must not be a process group leader (a forked
+// child never is).
+Status detach_from_parent(int keep_fd);
 
 // Builds the jail, runs `snapvm ARGV...` inside it, waits, removes the jail
 // and the cgroup, and returns the VMM's exit status (128 + signal if it was

@@ -25,7 +25,7 @@ Result<ExternalMemory> map_memory_file(const std::string& path, const state::Ext
   return out;
 }
 
-Result<ExternalMemory> map_with_page_server(const std::string& socket_path, const state::ExternalRam& layout) {
+Result<ExternalMemory> register_for_page_server(const state::ExternalRam& layout) {
   ExternalMemory out;
   for (const auto& r : layout.regions) out.regions.push_back(SNAPVM_TRY(MappedRegion::anonymous(r.size)));
 
@@ -51,8 +51,13 @@ Result<ExternalMemory> map_with_page_server(const std::string& socket_path, cons
                         {"page_size_kib", page / 1024},
                         {"page_size", page}});
   }
+  out.handshake = mappings.dump();
+  return out;
+}
+
+Result<UniqueFd> hand_to_page_server(const std::string& socket_path, int uffd, const std::string& handshake) {
   UniqueFd sock = SNAPVM_TRY(connect_unix(socket_path));
-  std::string body = mappings.dump();
+  std::string body = handshake;
   iovec iov{body.data(), body.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
@@ -64,17 +69,13 @@ Result<ExternalMemory> map_with_page_server(const std::string& socket_path, cons
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
-  int uffd = out.uffd.get();
   std::memcpy(CMSG_DATA(c), &uffd, sizeof uffd);
   ssize_t n = ::sendmsg(sock.get(), &msg, MSG_NOSIGNAL);
   if (n < 0) return errno_error("page server " + socket_path + ": send the userfaultfd");
   if (static_cast<size_t>(n) != body.size()) {
     return make_error(ErrorCode::kIo, "page server {}: sent {} of {} bytes of the handshake", socket_path, n, body.size());
   }
-  // Firecracker keeps the connection open for the VM's life; page servers
-  // may watch it to learn when the VM is gone.
-  out.uffd_socket = std::move(sock);
-  return out;
+  return sock;
 }
 
 }  // namespace snapvm

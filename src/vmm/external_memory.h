@@ -20,18 +20,31 @@ struct ExternalMemory {
   // The userfaultfd the page server serves (kept open for the VM's life: if
   // it closed, faults on pages never served would read zeros, silently).
   UniqueFd uffd;
-  UniqueFd uffd_socket;  // the page server's connection, open while the VM lives
+  // What hand_to_page_server sends: the JSON list of regions.
+  std::string handshake;
 };
 
 // Each region mapped MAP_PRIVATE from `path` at its offset; the file must
 // cover them all.
 Result<ExternalMemory> map_memory_file(const std::string& path, const state::ExternalRam& layout);
 
-// Anonymous regions registered with a new userfaultfd for missing pages;
-// then, as Firecracker does, connects to the page server at `socket_path`
-// and sends it, in one message, the JSON list of regions
+// Anonymous regions registered with a new userfaultfd for missing pages.
+// Nothing is sent yet: until hand_to_page_server, a fault on them waits,
+// so the VMM must not touch them before then.
+Result<ExternalMemory> register_for_page_server(const state::ExternalRam& layout);
+
+// Firecracker's handshake: connects to the page server at `socket_path` and
+// sends it, in one message, the JSON list of regions
 // ([{"base_host_virt_addr", "size", "offset", "page_size_kib", "page_size"}])
-// with the userfaultfd attached (SCM_RIGHTS).
-Result<ExternalMemory> map_with_page_server(const std::string& socket_path, const state::ExternalRam& layout);
+// (ExternalMemory::handshake) with `uffd` attached (SCM_RIGHTS). Returns the connection, to be
+// kept open while the VM lives (page servers may watch it to learn when the
+// VM is gone).
+//
+// The userfaultfd is as powerful as ptrace over the VMM: the page server
+// can register any range of the VMM's address space with it (its heap, its
+// stacks), not only guest RAM, and fill pages there with its own bytes. So
+// the restore sends it only after the snapshot's state has been checked,
+// and the page server must be as trusted as the VMM itself.
+Result<UniqueFd> hand_to_page_server(const std::string& socket_path, int uffd, const std::string& handshake);
 
 }  // namespace snapvm

@@ -31,6 +31,7 @@
 #include "snapshot/raw_memory.h"
 #include "state/snapshot_state.h"
 #include "vmm/external_memory.h"
+#include "vmm/page_server_watchdog.h"
 
 #include <sys/utsname.h>
 #include <time.h>
@@ -116,6 +117,8 @@ struct Machine::State {
   std::optional<DirtyTracking> dirty;
   bool ram_registered = false;  // with the SIGBUS reporter (RAM mapped from a file)
   UniqueFd uffd, uffd_socket;  // RAM served by a page server: kept open while the VM lives
+  // Declared after the userfaultfd it watches: it stops before that closes.
+  std::unique_ptr<PageServerWatchdog> page_server_watchdog;
   std::mutex snapshot_mu;  // one snapshot at a time
 
   Status add_virtio(std::unique_ptr<virtio::VirtioDevice> device, std::string backend = {}, std::string name = {});
@@ -444,6 +447,28 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& c) {
   return std::unique_ptr<Machine>(new Machine(std::move(s)));
 }
 
+// The saved devices against the machine built from the same state: each in
+// a slot the machine has, of the type there. Needs no guest RAM, so it runs
+// before a page server hears of the restore.
+Status Machine::check_saved_devices(const State& s, const state::SnapshotState& st) {
+  for (const auto& d : st.devices) {
+    if (d.slot >= st.machine.devices.size()) {
+      return make_error(ErrorCode::kDataLoss, "saved device slot {} is not in the machine's {} slots", d.slot,
+                        st.machine.devices.size());
+    }
+    if (!d.transport && d.slot != 0 && st.machine.devices[d.slot].kind == state::DeviceKind::kPl061 && !s.power_gpio) {
+      return make_error(ErrorCode::kDataLoss, "the snapshot has a power button this machine lacks");
+    }
+    if (!d.transport || d.slot == 0 || d.slot > s.virtio.size()) continue;
+    const uint32_t here = s.virtio[d.slot - 1]->device().device_id();
+    if (here != d.transport->device_id) {
+      return make_error(ErrorCode::kDataLoss, "device slot {} holds virtio type {}, the snapshot says {}", d.slot, here,
+                        d.transport->device_id);
+    }
+  }
+  return {};
+}
+
 Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const RestoreOptions& o,
                                                   RestoreTimings* timings) {
   using Clock = std::chrono::steady_clock;
@@ -567,9 +592,11 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
       ram.push_back(std::move(*region));
     }
   } else {
+    // A page server gets its userfaultfd only once the state is checked
+    // (below); until then nothing may touch these regions.
     auto mapped = o.memory->backend == RestoreOptions::MemoryFile::Backend::kFile
                       ? map_memory_file(o.memory->path, *st.external_ram)
-                      : map_with_page_server(o.memory->path, *st.external_ram);
+                      : register_for_page_server(*st.external_ram);
     if (!mapped) return tl::unexpected(std::move(mapped.error()));
     served = std::move(*mapped);
     ram = std::move(served.regions);
@@ -577,7 +604,6 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   auto t2 = Clock::now();
   auto s = SNAPVM_TRY(build(c, std::move(ram)));
   s->uffd = std::move(served.uffd);
-  s->uffd_socket = std::move(served.uffd_socket);
   // A fault on the file mapping (truncated file, full filesystem) now ends
   // the VMM with one line naming the file instead of a crash.
   install_memory_fault_handler();
@@ -595,6 +621,20 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
     auto identity = s->platform->check_host(st, s->vcpus.front());
     if (!identity) return tl::unexpected(std::move(identity.error()).context(path));
   }
+  SNAPVM_CHECK_OK(check_saved_devices(*s, st));
+  if (s->uffd.valid()) {
+    // Everything that can be checked without guest RAM has been: now the
+    // page server gets the userfaultfd, which is as powerful as ptrace over
+    // this process (external_memory.h). It must come before the restore
+    // below: loading the vCPUs can fault guest pages in (KVM maps x86's
+    // kvmclock page when its MSR is set), and a fault taken here before the
+    // handshake would wait for good.
+    s->uffd_socket = SNAPVM_TRY(hand_to_page_server(o.memory->path, s->uffd.get(), served.handshake));
+    if (o.memory->fault_timeout.count() > 0) {
+      s->page_server_watchdog =
+          std::make_unique<PageServerWatchdog>(s->uffd.get(), o.memory->path, o.memory->fault_timeout);
+    }
+  }
   arch::RestoreSplit split;
   SNAPVM_CHECK_OK(s->platform->restore(s->vcpus, st, &split));
   auto t4 = Clock::now();
@@ -604,18 +644,11 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
       continue;
     }
     if (!d.transport && st.machine.devices[d.slot].kind == state::DeviceKind::kPl061) {
-      if (!s->power_gpio) return make_error(ErrorCode::kDataLoss, "the snapshot has a power button this machine lacks");
-      SNAPVM_CHECK_OK(s->power_gpio->restore(d.device_specific));
+      SNAPVM_CHECK_OK(s->power_gpio->restore(d.device_specific));  // there: check_saved_devices
       continue;
     }
     if (!d.transport || d.slot == 0 || d.slot > s->virtio.size()) continue;
-    auto& t = *s->virtio[d.slot - 1];
-    uint32_t here = t.device().device_id();
-    if (here != d.transport->device_id) {
-      return make_error(ErrorCode::kDataLoss, "device slot {} holds virtio type {}, the snapshot says {}", d.slot, here,
-                        d.transport->device_id);
-    }
-    SNAPVM_CHECK_OK(t.restore(*d.transport));
+    SNAPVM_CHECK_OK(s->virtio[d.slot - 1]->restore(*d.transport));
   }
   auto t5 = Clock::now();
   if (timings != nullptr) {

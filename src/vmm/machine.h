@@ -97,6 +97,9 @@ struct RestoreOptions {
   struct MemoryFile {
     enum class Backend { kFile, kPageServer } backend = Backend::kFile;
     std::string path;  // the memory file, or the page server's Unix socket (userfaultfd)
+    // Page server only: how long guest memory faults may wait unread before
+    // the VMM ends with one line (vmm/page_server_watchdog.h); 0: forever.
+    std::chrono::milliseconds fault_timeout{std::chrono::seconds(30)};
   };
   std::optional<MemoryFile> memory;
 };
@@ -227,6 +230,7 @@ class Machine {
   explicit Machine(std::unique_ptr<State> state);
   // `ram`: one mapping per region of arch::ram_regions(config.mem_bytes).
   static Result<std::unique_ptr<State>> build(const MachineConfig& config, std::vector<MappedRegion> ram);
+  static Status check_saved_devices(const State& s, const state::SnapshotState& st);
   std::unique_ptr<State> s_;
 };
 

@@ -4,7 +4,10 @@
 // the API socket; the guest answers through the hybrid vsock.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,12 +17,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "arch/platform.h"
 #include "background_vm.h"
 #include "guest_env.h"
+#include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/external_ram.h"
 #include "state/snapshot_state.h"
@@ -30,6 +36,7 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 namespace http = boost::beast::http;
+namespace fs = std::filesystem;
 
 struct Reply {
   int status = 0;
@@ -244,6 +251,58 @@ TEST(Firecracker, ConfigFileBootsAtOnceAsKataStartsIt) {
   stop_vmm(vmm);
 }
 
+// `snapvm jail ... -- firecracker`: the API socket is made inside the jail
+// (Firecracker's default /run/firecracker.socket, its directory made by the
+// jailer), and every path in API bodies is the jail's: the kernel and initrd
+// given with --file, the vsock socket and the log file the VMM creates.
+TEST(Firecracker, JailedApiBootsWithEveryPathInsideTheJail) {
+  const std::string jails = "/tmp/jails", root = jails + "/fcjail/root", console = "/tmp/fc-jail-console.log",
+                    errors = "/tmp/fc-jail-errors.log", sock = root + "/run/firecracker.socket";
+  pid_t jailer = ::fork();
+  if (jailer == 0) {
+    std::string cmd = "exec " + test::snapvm_binary() + " jail --id fcjail --uid 1000 --gid 1000 --root " + jails +
+                      " --file " + test::guest_kernel() + ":/vmlinuz --file " + test::guest_initrd() +
+                      ":/initrd -- firecracker --id jailed >" + console + " 2>" + errors;
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  struct stat st {};
+  for (int i = 0; i < 600 && ::stat(sock.c_str(), &st) != 0; ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_EQ(::stat(sock.c_str(), &st), 0) << test::read_text(errors);
+  EXPECT_EQ(st.st_uid, 1000u) << "the socket is the jailed VMM's";
+
+  // A link planted in the jail where the client names a new metrics file
+  // is refused, and its target is not created.
+  ASSERT_EQ(::symlink("/planted", (root + "/metrics.json").c_str()), 0);
+  auto planted = put(sock, "/metrics", {{"metrics_path", "/metrics.json"}});
+  EXPECT_EQ(planted.status, 400);
+  EXPECT_NE(planted.body.find("symbolic link"), std::string::npos) << planted.body;
+  EXPECT_FALSE(fs::exists(root + "/planted"));
+  // Paths outside the jail do not exist for the VMM.
+  auto outside = put(sock, "/boot-source", {{"kernel_image_path", test::guest_kernel()}});
+  EXPECT_EQ(outside.status, 204);  // checked at InstanceStart
+  EXPECT_EQ(put(sock, "/actions", {{"action_type", "InstanceStart"}}).status, 400);
+
+  EXPECT_EQ(put(sock, "/logger", {{"log_path", "/fc.log"}, {"level", "Info"}}).status, 204);
+  EXPECT_EQ(put(sock, "/machine-config", {{"vcpu_count", 1}, {"mem_size_mib", 256}}).status, 204);
+  json boot = boot_source();
+  boot["kernel_image_path"] = "/vmlinuz";
+  boot["initrd_path"] = "/initrd";
+  EXPECT_EQ(put(sock, "/boot-source", boot).status, 204);
+  EXPECT_EQ(put(sock, "/vsock", {{"guest_cid", 3}, {"uds_path", "/v.sock"}}).status, 204);
+  auto started = put(sock, "/actions", {{"action_type", "InstanceStart"}});
+  ASSERT_EQ(started.status, 204) << started.body << test::read_text(errors);
+  ASSERT_TRUE(wait_for(console, "SNAPVM-GUEST-READY", 600s)) << test::read_text(console) << test::read_text(errors);
+  EXPECT_EQ(test::run(root + "/v.sock", {"echo", "jailed firecracker"}).out, "jailed firecracker\n");
+  EXPECT_TRUE(fs::exists(root + "/fc.log"));
+
+  ::kill(jailer, SIGTERM);
+  int status = 0;
+  ::waitpid(jailer, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_FALSE(fs::exists(jails + "/fcjail")) << "the jail was left behind";
+}
+
 TEST(Firecracker, TheProcessEndsWhenTheGuestPowersOff) {
   const std::string sock = "/tmp/fc-off.sock", console = "/tmp/fc-off-console.log", errors = "/tmp/fc-off-errors.log";
   pid_t vmm = start_vmm(sock, console, errors);
@@ -382,12 +441,13 @@ void load_and_check(const SavedGuest& g, const json& mem_backend, const std::str
 }
 
 // The page server as its own process; its report (stdout) goes to `report`.
-pid_t start_page_server(const std::string& sock, const std::string& mem, bool prefetch, const std::string& report) {
+pid_t start_page_server(const std::string& sock, const std::string& mem, bool prefetch, const std::string& report,
+                        const std::string& extra_args = "") {
   ::unlink(sock.c_str());
   pid_t pid = ::fork();
   if (pid == 0) {
-    std::string cmd = "exec " + page_server_binary() + " " + sock + " " + mem + (prefetch ? " --prefetch" : "") + " >" +
-                      report + " 2>&1";
+    std::string cmd = "exec " + page_server_binary() + " " + sock + " " + mem + (prefetch ? " --prefetch" : "") + " " +
+                      extra_args + " >" + report + " 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -414,6 +474,77 @@ TEST(Firecracker, SnapshotCreateThenLoadFromTheMemoryFileAndFromUffdPageServers)
     EXPECT_NE(served.find("served"), std::string::npos) << served;
     EXPECT_EQ(served.find("served 0 faults"), std::string::npos) << served;
     std::printf("FIGURE %s", served.substr(served.find("page-server: served")).c_str());
+  }
+
+  // A page server that stops serving: the VMM ends with one line (exit 70)
+  // once faults have waited unread for --page-fault-timeout, instead of
+  // hanging with its vCPUs.
+  {
+    const std::string uffd_sock = "/tmp/fc-stall.sock", report = "/tmp/fc-stall-report.txt",
+                      sock = "/tmp/fc-stall-api.sock", errors = "/tmp/fc-stall-errors.log";
+    pid_t server = start_page_server(uffd_sock, g.mem, false, report, "--stall-after 30");
+    pid_t vmm = start_vmm(sock, "/tmp/fc-stall-console.log", errors, "--page-fault-timeout 2");
+    // The load may answer, or the stall may come while it runs: either way
+    // the process has to end.
+    auto load = std::async(std::launch::async, [&] {
+      return put(sock, "/snapshot/load", {{"snapshot_path", g.state},
+                                          {"mem_backend", {{"backend_type", "Uffd"}, {"backend_path", uffd_sock}}},
+                                          {"resume_vm", true}, {"vsock_override", {{"uds_path", "/tmp/fc-stall.vsock"}}}});
+    });
+    int status = -1;
+    for (int i = 0; i < 1800 && ::waitpid(vmm, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
+    if (status == -1) {
+      ADD_FAILURE() << "the VMM still runs 180 s after its page server stalled: " << test::read_text(errors);
+      stop_vmm(vmm);
+    } else {
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 70) << status << " " << test::read_text(errors);
+      const std::string said = test::read_text(errors);
+      EXPECT_NE(said.find("snapvm: the page server at " + uffd_sock + " has left guest memory faults unread for"),
+                std::string::npos)
+          << said;
+    }
+    load.wait();
+    ::waitpid(server, &status, 0);  // ends when the VMM's connection closes
+    EXPECT_NE(test::read_text(report).find("served 30 faults"), std::string::npos) << test::read_text(report);
+  }
+
+  // The page server gets the userfaultfd (power over the whole VMM) only
+  // for a state that passed every check needing no guest RAM: a state
+  // whose saved devices do not match its machine is refused, and nothing
+  // connected to the page server's socket.
+  {
+    auto saved = SnapshotFile::open(g.state);
+    ASSERT_TRUE(saved) << saved.error().describe();
+    auto st = state::load_state(*saved);
+    ASSERT_TRUE(st) << st.error().describe();
+    bool tampered = false;
+    for (auto& d : st->devices) {
+      if (!tampered && d.transport && d.transport->device_id == 2) {  // the data drive, now "an rng"
+        d.transport->device_id = 4;
+        tampered = true;
+      }
+    }
+    ASSERT_TRUE(tampered);
+    ASSERT_TRUE(write_full("/tmp/fc-tampered.state", state::to_contents(*st), {}));
+    const std::string pager = "/tmp/fc-never.sock";
+    ::unlink(pager.c_str());
+    int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", pager.c_str());
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(listener, 4), 0);
+    const std::string sock = "/tmp/fc-tampered-api.sock", errors = "/tmp/fc-tampered-errors.log";
+    pid_t vmm = start_vmm(sock, "/tmp/fc-tampered-console.log", errors);
+    auto refused = put(sock, "/snapshot/load", {{"snapshot_path", "/tmp/fc-tampered.state"},
+                                                {"mem_backend", {{"backend_type", "Uffd"}, {"backend_path", pager}}}});
+    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_NE(refused.body.find("holds virtio type 2, the snapshot says 4"), std::string::npos) << refused.body;
+    pollfd p{listener, POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "the VMM connected to the page server for a state it then refused";
+    EXPECT_EQ(state_of(sock), "Not started");
+    stop_vmm(vmm);
+    ::close(listener);
   }
 
   // The same pair converted to one snapvm file restores natively too.

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,7 +60,13 @@ std::string field(const std::string& text, const std::string& key) {
 
 TEST(Jail, ConfinedVmmBootsSeesOnlyItsFilesAndLeavesNothingBehind) {
   const std::string root = kJails + "/boot/root", cgroup = "/sys/fs/cgroup/snapvm/boot";
+  // Left open across exec, as a careless parent leaves descriptors: the
+  // jailer must not hand it to the VMM.
+  const std::string marker = "/tmp/jail-inherited-marker";
+  int inherited = ::open(marker.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(inherited, 0);
   pid_t jailer = start_jailed("boot", {"--memory", "768M", "--pids", "64", "--cpus", "1.5"}, "256M");
+  ::close(inherited);
   ASSERT_TRUE(wait_for_text(root + "/console.log", "SNAPVM-GUEST-READY", 600s)) << test::read_text(root + "/console.log");
   auto echo = test::run(root + "/vm.vsock", {"echo", "jailed"});
   ASSERT_TRUE(echo.error.empty()) << echo.error;
@@ -74,6 +81,19 @@ TEST(Jail, ConfinedVmmBootsSeesOnlyItsFilesAndLeavesNothingBehind) {
   EXPECT_EQ(field(status, "NoNewPrivs:\t"), "1");
   EXPECT_EQ(field(status, "CapEff:\t"), "0000000000000000");
   EXPECT_EQ(field(status, "NSpid:\t").substr(field(status, "NSpid:\t").rfind('\t') + 1), "1") << "PID 1 of its namespace";
+  // Nothing inherited but stdin, stdout and stderr; and a session of its own.
+  for (const auto& e : fs::directory_iterator(vmm + "/fd")) {
+    if (std::stoi(e.path().filename()) <= 2) continue;
+    std::error_code ec;
+    const std::string target = fs::read_symlink(e.path(), ec).string();
+    EXPECT_NE(target, marker) << "the VMM holds the jailer's parent's descriptor " << e.path();
+    EXPECT_NE(target, "/tmp/jailer.log") << e.path();
+  }
+  std::string stat = test::read_text(vmm + "/stat");
+  std::istringstream after_name(stat.substr(stat.rfind(')') + 2));
+  std::string state, ppid, pgrp, session;
+  after_name >> state >> ppid >> pgrp >> session;
+  EXPECT_EQ(session, procs.substr(0, procs.find('\n'))) << "the VMM leads no session of its own: " << stat;
   for (const char* ns : {"mnt", "pid", "net", "ipc", "uts"}) {
     EXPECT_NE(fs::read_symlink(vmm + "/ns/" + ns), fs::read_symlink(std::string("/proc/self/ns/") + ns)) << ns;
   }

@@ -3,8 +3,10 @@
 // one connection carrying the JSON list of guest memory regions and the
 // userfaultfd (SCM_RIGHTS), then serves every missing-page fault from the
 // memory file. With --prefetch it copies all of memory in at the first fault.
+// With --stall-after N it serves N faults, then stops reading the
+// userfaultfd (a page server that hangs) while keeping its connection.
 //
-//   snapvm-test-page-server SOCKET MEMORY_FILE [--prefetch]
+//   snapvm-test-page-server SOCKET MEMORY_FILE [--prefetch] [--stall-after N]
 //
 // It ends when the VMM closes its connection and prints what it served.
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -57,10 +60,15 @@ uint64_t copy_in(int uffd, const uint8_t* image, const Region& r, uint64_t addr,
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s SOCKET MEMORY_FILE [--prefetch]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s SOCKET MEMORY_FILE [--prefetch] [--stall-after N]\n", argv[0]);
     return 2;
   }
-  const bool prefetch = argc > 3 && std::string(argv[3]) == "--prefetch";
+  bool prefetch = false;
+  long long stall_after = -1;  // never
+  for (int i = 3; i < argc; ++i) {
+    if (std::string(argv[i]) == "--prefetch") prefetch = true;
+    if (std::string(argv[i]) == "--stall-after" && i + 1 < argc) stall_after = std::atoll(argv[++i]);
+  }
   int file = ::open(argv[2], O_RDONLY | O_CLOEXEC);
   if (file < 0) die("open the memory file");
   struct stat st {};
@@ -118,7 +126,9 @@ int main(int argc, char** argv) {
   uint64_t faults = 0, pages = 0;
   bool prefetched = false;
   for (;;) {
+    const bool stalled = stall_after >= 0 && faults >= static_cast<uint64_t>(stall_after);
     pollfd fds[2] = {{uffd, POLLIN, 0}, {conn, POLLIN, 0}};
+    if (stalled) fds[0].fd = -1;  // hung: faults stay unread
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
@@ -148,6 +158,6 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("page-server: served %llu faults, copied %llu pages%s\n", static_cast<unsigned long long>(faults),
-              static_cast<unsigned long long>(pages), prefetch ? " (prefetched)" : "");
+              static_cast<unsigned long long>(pages), prefetch ? " (prefetched)" : stall_after >= 0 ? " (then stalled)" : "");
   return 0;
 }

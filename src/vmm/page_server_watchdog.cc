@@ -1,0 +1,71 @@
+#include "vmm/page_server_watchdog.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "base/memory_faults.h"
+#include "sandbox/seccomp.h"
+
+namespace snapvm {
+
+void PageServerWatchdog::end_the_vmm(const std::string& line) {
+  std::string text = "snapvm: " + line + "\n";
+  (void)!::write(STDERR_FILENO, text.data(), text.size());
+  // vCPUs waiting on the page server wait killably: exit_group ends them.
+  ::_exit(kExitGuestMemoryLost);
+}
+
+PageServerWatchdog::PageServerWatchdog(int uffd, std::string socket_path, std::chrono::milliseconds timeout,
+                                       OnStall on_stall)
+    : uffd_(uffd), socket_path_(std::move(socket_path)), timeout_(timeout), on_stall_(std::move(on_stall)) {
+  thread_ = std::thread([this] {
+    sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
+    watch();
+  });
+}
+
+PageServerWatchdog::~PageServerWatchdog() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void PageServerWatchdog::watch() {
+  using Clock = std::chrono::steady_clock;
+  // Ten samples per timeout, at most one a second: a stall is reported
+  // between `timeout` and `timeout` plus one period after it began.
+  const auto period = std::clamp<std::chrono::milliseconds>(timeout_ / 10, std::chrono::milliseconds(1),
+                                                            std::chrono::seconds(1));
+  bool waiting = false;               // the last sample found a fault queued
+  Clock::time_point waiting_since{};  // the first of that unbroken run of samples
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, period, [this] { return stopping_; })) {
+    pollfd p{uffd_, POLLIN, 0};
+    const bool queued = ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+    if (!queued) {
+      waiting = false;
+      continue;
+    }
+    const auto now = Clock::now();
+    if (!waiting) {
+      waiting = true;
+      waiting_since = now;
+    }
+    if (now - waiting_since < timeout_) continue;
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - waiting_since);
+    on_stall_(fmt::format("the page server at {} has left guest memory faults unread for {:.1f} s "
+                          "(--page-fault-timeout {:.1f}); the VMM stops",
+                          socket_path_, waited.count() / 1000.0, timeout_.count() / 1000.0));
+    return;
+  }
+}
+
+}  // namespace snapvm
