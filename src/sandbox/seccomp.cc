@@ -3,6 +3,7 @@
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <execinfo.h>
+#include <malloc.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -189,6 +190,15 @@ Status enable(Mode mode) {
       std::free(n);
     }
   }
+  // glibc's own housekeeping must never meet a filter. Each thread would get
+  // a malloc arena of its own, and the first time a thread's arena shrinks
+  // (it freed large blocks, or it exits) malloc opens
+  // /proc/sys/vm/overcommit_memory: that open, in a device thread, ended
+  // restored VMs with status 159 when their guest powered off. With one
+  // arena no thread's heap ever shrinks that way (the main heap trims with
+  // brk); each thread keeps its cache of small blocks. Set before the first
+  // thread allocates: an arena made earlier would be handed on.
+  if (::mallopt(M_ARENA_MAX, 1) != 1) return make_error(ErrorCode::kIo, "mallopt(M_ARENA_MAX, 1) failed");
   // backtrace() loads the unwinder on first use, which the filters would
   // refuse inside the SIGSYS handler: load it now.
   void* frame[1];

@@ -28,8 +28,10 @@ enum class Mode {
 
 inline constexpr int kExitForbiddenSyscall = 159;
 
-// PR_SET_NO_NEW_PRIVS, the SIGSYS reporter, and from now on enter() installs
-// filters. Call once, before threads that should be filtered start.
+// PR_SET_NO_NEW_PRIVS, the SIGSYS reporter, glibc's housekeeping done or
+// kept out of filtered threads (one malloc arena, the unwinder loaded), and
+// from now on enter() installs filters. Call once, before the process
+// starts its first thread.
 Status enable(Mode mode);
 bool enabled();
 

@@ -68,6 +68,19 @@ bool RestoredVm::wait_log(const std::string& text, std::chrono::seconds timeout)
   return false;
 }
 
+std::optional<int> RestoredVm::wait_exit(std::chrono::seconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (pid_ > 0 && std::chrono::steady_clock::now() < end) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;  // reaped: never signal a pid that may be reused
+      return status;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return std::nullopt;
+}
+
 Output run_when_up(const std::string& vsock, std::vector<std::string> argv) {
   // Two minutes: a restored guest on a slow, shared CI machine can take many
   // times the usual second before its agent answers; a healthy one answers

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ class RestoredVm {
   std::string log() const;
   // Waits until the restore log contains `text` (or the process ends).
   bool wait_log(const std::string& text, std::chrono::seconds timeout = std::chrono::seconds(60));
+  // Waits for the VMM to end and returns its wait status (nullopt after
+  // `timeout`, the VMM left running for the destructor).
+  std::optional<int> wait_exit(std::chrono::seconds timeout);
 
  private:
   std::string vm_state() const;
