@@ -82,11 +82,7 @@ class MmioGuest {
       uint16_t index = static_cast<uint16_t>((head + i) % kQueueSize);
       uint16_t next = static_cast<uint16_t>((head + i + 1) % kQueueSize);
       uint16_t flags = static_cast<uint16_t>((i + 1 < segs.size() ? 1 : 0) | (segs[i].writable ? 2 : 0));
-      uint8_t* p = host(desc(q) + 16ull * index);
-      std::memcpy(p, &segs[i].addr, 8);
-      std::memcpy(p + 8, &segs[i].len, 4);
-      std::memcpy(p + 12, &flags, 2);
-      std::memcpy(p + 14, &next, 2);
+      write_desc(desc(q), index, segs[i].addr, segs[i].len, flags, next);
     }
     next_free_[q] = static_cast<uint16_t>((head + segs.size()) % kQueueSize);
     uint16_t idx = avail_idx(q);
@@ -103,6 +99,35 @@ class MmioGuest {
     std::memcpy(&len, p + 4, 4);
     return {id, len};
   }
+  // Posts on queue q the chain a hostile driver builds to outgrow the
+  // queue: every descriptor of the ring but one, chained, then one
+  // indirect table of 1024 more (the most a table may hold), each a
+  // `writable` buffer of 16 bytes at `data`. No kick.
+  void add_overlong_chain(uint32_t q, uint64_t data, bool writable) {
+    const uint64_t table = data + 0x1000;
+    const uint16_t buffer_flags = writable ? 2 : 0;
+    for (uint16_t i = 0; i < kQueueSize; ++i) {
+      const bool last = i + 1 == kQueueSize;
+      write_desc(desc(q), i, last ? table : data, last ? 1024 * 16 : 16,
+                 static_cast<uint16_t>(last ? 4 /*INDIRECT*/ : (1 /*NEXT*/ | buffer_flags)),
+                 static_cast<uint16_t>(i + 1));
+    }
+    for (uint16_t i = 0; i < 1024; ++i) {
+      write_desc(table, i, data, 16, static_cast<uint16_t>((i + 1 < 1024 ? 1 : 0) | buffer_flags),
+                 static_cast<uint16_t>(i + 1));
+    }
+    uint16_t idx = avail_idx(q);
+    std::memset(host(avail(q) + 4 + 2 * (idx % kQueueSize)), 0, 2);  // head: descriptor 0
+    __atomic_store_n(reinterpret_cast<uint16_t*>(host(avail(q) + 2)), static_cast<uint16_t>(idx + 1), __ATOMIC_RELEASE);
+  }
+  void write_desc(uint64_t table, uint16_t index, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
+    uint8_t* p = host(table + 16ull * index);
+    std::memcpy(p, &addr, 8);
+    std::memcpy(p + 8, &len, 4);
+    std::memcpy(p + 12, &flags, 2);
+    std::memcpy(p + 14, &next, 2);
+  }
+
   // The guest address of the first buffer of the chain with head `id`.
   uint64_t desc_addr(uint32_t q, uint32_t id) {
     uint64_t a;

@@ -51,8 +51,9 @@ TEST(Virtqueue, ScatterGatherCrossesBufferBoundaries) {
   EXPECT_EQ(std::memcmp(d.host(0x2100), "23456789", 8), 0);
 }
 
-TEST(Virtqueue, IndirectTablesWork) {
+TEST(Virtqueue, IndirectTablesWorkOnceNegotiated) {
   FakeDriver d(8);
+  d.queue.set_indirect_allowed(true);
   d.add_indirect_chain(0x5000, {{0x1000, 16, false}, {0x2000, 32, true}});
   auto c = d.queue.pop(d.mem);
   ASSERT_TRUE(c) << d.queue.error();
@@ -78,6 +79,7 @@ TEST(Virtqueue, HostileDescriptorsBreakOnlyTheQueue) {
   };
   for (const auto& c : cases) {
     FakeDriver d(8);
+    d.queue.set_indirect_allowed(true);  // the cases of indirect tables
     c.setup(d);
     EXPECT_FALSE(d.queue.pop(d.mem)) << c.name;
     EXPECT_NE(d.queue.error().find(c.expect), std::string::npos) << c.name << ": " << d.queue.error();
@@ -87,6 +89,62 @@ TEST(Virtqueue, HostileDescriptorsBreakOnlyTheQueue) {
     EXPECT_FALSE(d.queue.pop(d.mem)) << c.name;
     d.queue.push_used(d.mem, Chain{}, 1);
     EXPECT_EQ(d.used_idx(), 0) << c.name;
+  }
+}
+
+TEST(Virtqueue, AnIndirectTableIsMalformedUnlessNegotiated) {
+  FakeDriver d(8);
+  d.add_indirect_chain(0x5000, {{0x1000, 16, false}});
+  EXPECT_FALSE(d.queue.pop(d.mem));
+  EXPECT_NE(d.queue.error().find("not negotiated"), std::string::npos) << d.queue.error();
+  EXPECT_EQ(d.queue.malformed_chains(), 1u);
+  // A driver reset forgets what was negotiated, and keeps the count.
+  d.queue.set_indirect_allowed(true);
+  d.queue.reset();
+  d.queue.config() = {.max_size = 256, .size = 8, .ready = true, .desc_addr = FakeDriver::kDesc,
+                      .avail_addr = FakeDriver::kAvail, .used_addr = FakeDriver::kUsed};
+  ASSERT_TRUE(d.queue.activate(d.mem));
+  d.set_avail_idx(0);
+  d.recycle();
+  d.add_indirect_chain(0x5000, {{0x1000, 16, false}});
+  EXPECT_FALSE(d.queue.pop(d.mem));
+  EXPECT_EQ(d.queue.malformed_chains(), 2u);
+}
+
+// One budget for the whole chain: the queue's size, however the chain is
+// split between the ring and an indirect table.
+TEST(Virtqueue, AChainHoldsAtMostQueueSizeBuffersIndirectTableIncluded) {
+  {
+    FakeDriver d(8);
+    std::vector<FakeDriver::Seg> eight(8, {0x1000, 16, false});
+    d.add_chain(eight);
+    auto c = d.queue.pop(d.mem);
+    ASSERT_TRUE(c) << d.queue.error();
+    EXPECT_EQ(c->readable.size(), 8u) << "a chain as long as the queue is well formed";
+  }
+  {
+    // Seven in the ring, then a table of eight: 7 + 1 + 8 descriptors.
+    FakeDriver d(8);
+    d.queue.set_indirect_allowed(true);
+    for (uint16_t i = 0; i < 8; ++i) {
+      d.write_desc(0x5000, i, {0x1000, 16, static_cast<uint16_t>(i + 1 < 8 ? 1 : 0), static_cast<uint16_t>(i + 1)});
+    }
+    std::vector<FakeDriver::RawDesc> ring;
+    for (uint16_t i = 0; i < 7; ++i) ring.push_back({0x1000, 16, 1, static_cast<uint16_t>(i + 1)});
+    ring.push_back({0x5000, 8 * 16, 4, 0});
+    d.add_raw_chain(ring);
+    EXPECT_FALSE(d.queue.pop(d.mem));
+    EXPECT_NE(d.queue.error().find("longer than the queue"), std::string::npos) << d.queue.error();
+    EXPECT_EQ(d.queue.malformed_chains(), 1u);
+  }
+  {
+    // A table alone may not hold more than the queue either.
+    FakeDriver d(8);
+    d.queue.set_indirect_allowed(true);
+    std::vector<FakeDriver::Seg> nine(9, {0x1000, 16, false});
+    d.add_indirect_chain(0x5000, nine);
+    EXPECT_FALSE(d.queue.pop(d.mem));
+    EXPECT_NE(d.queue.error().find("longer than the queue"), std::string::npos) << d.queue.error();
   }
 }
 

@@ -14,6 +14,7 @@
 namespace snapvm::virtio {
 
 inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
+inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;
 
 // What the device may use from the transport while it is active.
 //

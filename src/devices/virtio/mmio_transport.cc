@@ -75,11 +75,15 @@ std::string MmioTransport::describe() const {
     MutexLock queues(queues_mu_);
     for (size_t i = 0; i < queues_.size(); ++i) {
       const Virtqueue& q = queues_[i];
-      if (!q.config().ready) continue;
+      if (!q.config().ready) {
+        if (q.malformed_chains() != 0) out += fmt::format("; queue {}: not ready, {} malformed chains", i, q.malformed_chains());
+        continue;
+      }
       auto driver = q.driver_avail_idx(memory_);
       out += fmt::format("; queue {}: taken {}, used {}, driver made available {}{}", i, q.last_avail_idx(),
                          q.next_used_idx(), driver ? fmt::to_string(*driver) : std::string("?"),
                          q.error().empty() ? "" : " (broken: " + q.error() + ")");
+      if (q.malformed_chains() != 0) out += fmt::format(", {} malformed chains", q.malformed_chains());
     }
   }
   // Outside the registers' lock: a device takes its own lock first.
@@ -165,6 +169,7 @@ void MmioTransport::write_queue_register(uint64_t offset, uint32_t v) {
   if (offset == kQueueReady) {
     if (v == 1 && !q.config().ready) {
       q.config().ready = true;
+      q.set_indirect_allowed((driver_features_ & kFeatureIndirectDesc) != 0);
       q.activate(memory_);
     } else if (v == 0) {
       q.config().ready = false;
@@ -271,6 +276,14 @@ Status MmioTransport::restore(const state::VirtioMmioState& saved) {
     return make_error(ErrorCode::kDataLoss, "virtio device {} has {} queues, the snapshot {}", saved.device_id,
                       device_->queue_max_sizes().size(), saved.queues.size());
   }
+  // A snapshot may not grant its driver features this device never offers
+  // (indirect descriptors, say): the live transport refuses them at
+  // FEATURES_OK, and a restore is no back door around that.
+  const uint64_t offered = device_->device_features() | kFeatureVersion1;
+  if ((saved.driver_features & ~offered) != 0) {
+    return make_error(ErrorCode::kDataLoss, "virtio device {}: the snapshot's driver features {:#x} include {:#x}, never offered",
+                      saved.device_id, saved.driver_features, saved.driver_features & ~offered);
+  }
   driver_features_ = saved.driver_features;
   device_features_sel_ = saved.device_features_sel;
   driver_features_sel_ = saved.driver_features_sel;
@@ -293,6 +306,7 @@ Status MmioTransport::restore(const state::VirtioMmioState& saved) {
       vq.config().used_addr = q.used_addr;
       vq.config().ready = q.ready;
       vq.set_indices(q.last_avail_idx, q.next_used_idx);
+      vq.set_indirect_allowed((driver_features_ & kFeatureIndirectDesc) != 0);
       if (q.ready) vq.activate(memory_);
     }
   }

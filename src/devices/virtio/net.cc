@@ -179,7 +179,14 @@ uint32_t Net::transmit(const Chain& chain) {
     ++tx_dropped_;  // not a frame a driver sends
     return 0;
   }
+  static_assert(kMaxQueueSize <= IOV_MAX, "a chain must fit one writev");
+  // The walker holds a chain to the queue's size (at most kMaxQueueSize,
+  // also writev's IOV_MAX); the check keeps this array safe on its own.
   iovec iov[kMaxQueueSize];
+  if (chain.readable.size() > std::size(iov)) {
+    ++tx_dropped_;
+    return 0;
+  }
   size_t n = 0;
   for (const auto& b : chain.readable) {
     if (b.len == 0) continue;
@@ -244,6 +251,12 @@ bool Net::receive() {
       room += c->writable_bytes();
       chains.push_back(std::move(*c));
       if (!mergeable) break;
+    }
+    if (!q.error().empty()) {
+      // The driver broke the queue: the caller's interrupt tells it to
+      // reset (the transport sees the error), and the tap waits until then.
+      rx_waiting_ = true;
+      return true;
     }
     if (room < rx_frame_len_) {
       // Back to the driver's side of the ring, untouched: the device has

@@ -88,6 +88,7 @@ void Virtqueue::reset() {
   last_avail_ = 0;
   next_used_ = 0;
   error_.clear();
+  indirect_allowed_ = false;  // features are negotiated again
 }
 
 bool Virtqueue::fail(std::string why) {
@@ -114,38 +115,46 @@ bool Virtqueue::walk(const GuestMemory& mem, uint16_t head, Chain& chain) {
   uint32_t table_size = config_.size;
   uint32_t index = head;
   bool indirect = false;
-  // A chain can visit each descriptor at most once; more means a loop. An
-  // indirect table adds at most its own entries.
-  uint32_t budget = table_size;
+  // One budget for the whole chain, direct and indirect descriptors alike:
+  // the spec forbids a driver a chain longer than the queue, and devices
+  // size their gather arrays by that (a fresh budget for an indirect table
+  // once let 255 + 1024 buffers reach virtio-net's 1024-entry iovec).
+  uint32_t budget = config_.size;
   for (;;) {
-    if (index >= table_size) return fail(fmt::format("descriptor index {} out of range {}", index, table_size));
-    if (budget-- == 0) return fail("descriptor chain loops or is longer than the queue");
+    if (index >= table_size) return malformed(fmt::format("descriptor index {} out of range {}", index, table_size));
+    if (budget-- == 0) return malformed("descriptor chain loops or is longer than the queue");
     Desc d;
-    if (!read_desc(mem, table, index, d)) return fail("descriptor table outside guest RAM");
+    if (!read_desc(mem, table, index, d)) return malformed("descriptor table outside guest RAM");
     if (d.flags & kDescIndirect) {
-      if (indirect) return fail("nested indirect descriptor table");
+      // A driver may use indirect tables only if the device offered them.
+      if (!indirect_allowed_) return malformed("indirect descriptor, but VIRTIO_F_INDIRECT_DESC was not negotiated");
+      if (indirect) return malformed("nested indirect descriptor table");
       if (d.len == 0 || d.len % kDescBytes != 0 || d.len / kDescBytes > kMaxQueueSize) {
-        return fail(fmt::format("indirect table of {} bytes", d.len));
+        return malformed(fmt::format("indirect table of {} bytes", d.len));
       }
-      if (mem.translate(d.addr, d.len) == nullptr) return fail("indirect table outside guest RAM");
+      if (mem.translate(d.addr, d.len) == nullptr) return malformed("indirect table outside guest RAM");
       indirect = true;
       table = d.addr;
       table_size = d.len / kDescBytes;
-      budget = table_size;
       index = 0;
       continue;
     }
     uint8_t* p = mem.translate(d.addr, d.len);
-    if (p == nullptr) return fail(fmt::format("buffer {:#x}+{} outside guest RAM", d.addr, d.len));
+    if (p == nullptr) return malformed(fmt::format("buffer {:#x}+{} outside guest RAM", d.addr, d.len));
     if (d.flags & kDescWrite) {
       chain.writable.push_back({p, d.len, true});
     } else {
-      if (!chain.writable.empty()) return fail("readable buffer after a writable one");
+      if (!chain.writable.empty()) return malformed("readable buffer after a writable one");
       chain.readable.push_back({p, d.len, false});
     }
     if (!(d.flags & kDescNext)) return true;
     index = d.next;
   }
+}
+
+bool Virtqueue::malformed(std::string why) {
+  ++malformed_chains_;
+  return fail(std::move(why));
 }
 
 std::optional<Chain> Virtqueue::pop(const GuestMemory& mem) {

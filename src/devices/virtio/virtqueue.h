@@ -1,7 +1,9 @@
 // A split virtqueue (virtio 1.x, section 2.6) driven by a guest we do not
 // trust. Every index is checked against the queue size, every descriptor's
-// buffer against guest RAM; chains are bounded by the queue size (so a loop
-// ends) and indirect tables may not nest. A malformed queue stops working
+// buffer against guest RAM; a chain, indirect table included, holds at most
+// as many buffers as the queue has entries (so a loop ends and a device may
+// gather a chain into an array of kMaxQueueSize), indirect tables are taken
+// only when negotiated and may not nest. A malformed queue stops working
 // and reports why; it never crashes or hangs the VMM.
 #pragma once
 
@@ -83,17 +85,27 @@ class Virtqueue {
 
   // Why the queue stopped, empty while healthy.
   const std::string& error() const { return error_; }
+  // Chains refused as malformed since the device was created (each also
+  // stops the queue until the driver resets it).
+  uint64_t malformed_chains() const { return malformed_chains_; }
+
+  // Whether the driver negotiated VIRTIO_F_INDIRECT_DESC; until then an
+  // indirect descriptor is a malformed chain.
+  void set_indirect_allowed(bool allowed) { indirect_allowed_ = allowed; }
 
  private:
   // Stores the used index at `used` (the translated ring), marked written.
   void publish_at(const GuestMemory& mem, uint8_t* used);
   bool fail(std::string why);
+  bool malformed(std::string why);
   bool walk(const GuestMemory& mem, uint16_t head, Chain& chain);
 
   QueueConfig config_;
   uint16_t last_avail_ = 0;
   uint16_t next_used_ = 0;
   std::string error_;
+  uint64_t malformed_chains_ = 0;
+  bool indirect_allowed_ = false;
 };
 
 }  // namespace snapvm::virtio
