@@ -14,7 +14,7 @@ grep -q '__stack_chk_fail' <<<"$symbols" || missing+=("stack protector (no __sta
 grep -Eq '__(memcpy|memmove|memset|read|snprintf|vsnprintf|strncpy|fprintf)_chk' <<<"$symbols" ||
   missing+=("_FORTIFY_SOURCE (no __*_chk call)")
 if ((${#missing[@]})); then
-  printf 'hardening_check: %s lacks %s\n' "$bin" "${missing[@]}" >&2
+  for what in "${missing[@]}"; do echo "hardening_check: $bin lacks $what" >&2; done
   exit 1
 fi
 echo "hardening_check: $bin is PIE with full RELRO, a stack protector and fortified calls"
