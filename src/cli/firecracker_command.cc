@@ -108,8 +108,9 @@ int run_firecracker(const FirecrackerOptions& o) {
   int rc = 0;
   if (config) {
     // The start waits for the VMM thread, which is this one: start from a
-    // helper thread (outside the API's filter: it only waits).
+    // helper thread, which goes through the API as its thread does.
     std::thread starter([&] {
+      sandbox::enter_or_die(sandbox::ThreadKind::kApi);
       if (auto s = api.configure_and_start(*config); !s) {
         fmt::print(stderr, "snapvm: {}\n", s.error().describe());
         rc = 1;

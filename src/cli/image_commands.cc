@@ -4,11 +4,13 @@
 #include <fmt/ranges.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "base/units.h"
 #include "image/store.h"
+#include "sandbox/seccomp.h"
 
 namespace snapvm::cli {
 namespace {
@@ -31,6 +33,17 @@ int run_import(const ImageOptions& o) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     fmt::print(stderr, "[{:6.1f} s] {}\n", s, line);
   };
+  // A hostile archive is unpacked under the import filter: files only, no
+  // socket, no ptrace or mount. SNAPVM_SECCOMP=log|off as for the VMM.
+  const char* mode = std::getenv("SNAPVM_SECCOMP");
+  const std::string seccomp = mode != nullptr && *mode != '\0' ? mode : "enforce";
+  if (seccomp != "off") {
+    if (auto s = sandbox::enable(seccomp == "log" ? sandbox::Mode::kLog : sandbox::Mode::kEnforce); !s) {
+      fmt::print(stderr, "snapvm image import: {}\n", s.error().describe());
+      return 1;
+    }
+    sandbox::enter_or_die(sandbox::ThreadKind::kImport);
+  }
   auto r = image::import_image(o.source, o.name, io);
   if (!r) {
     fmt::print(stderr, "snapvm image import: {}\n", r.error().describe());

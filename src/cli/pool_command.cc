@@ -24,6 +24,7 @@
 #include "base/unix_socket.h"
 #include "image/catalog.h"
 #include "pool/pool.h"
+#include "sandbox/seccomp.h"
 
 namespace snapvm::cli {
 namespace {
@@ -91,6 +92,13 @@ int serve(const PoolCliOptions& o) {
   ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   UniqueFd sigfd(::signalfd(-1, &signals, SFD_CLOEXEC));
+  // The pool filters itself as its clones do (before its first thread).
+  if (o.seccomp != "off") {
+    if (auto s = sandbox::enable(o.seccomp == "log" ? sandbox::Mode::kLog : sandbox::Mode::kEnforce); !s) {
+      fmt::print(stderr, "snapvm pool: {}\n", s.error().describe());
+      return 1;
+    }
+  }
 
   pool::PoolOptions po;
   po.snapshot = o.snapshot;
@@ -124,6 +132,9 @@ int serve(const PoolCliOptions& o) {
   std::unique_ptr<pool::Pool> pool = std::move(*started);
   fmt::print(stderr, "snapvm pool: serving {} on {}: {} ready, at most {} clones (clones' files in {})\n", o.snapshot,
              o.socket, o.size, o.max, po.dir);
+  // Requests are served under the pool's filter from here on; the refill
+  // thread, which starts clones (fork and exec), began before it.
+  sandbox::enter_or_die(sandbox::ThreadKind::kPool);
 
   std::mutex mu;
   std::condition_variable idle;
@@ -210,7 +221,7 @@ std::function<int()> register_pool_command(CLI::App& app) {
   serve_cmd->add_option("--allow-dir", o->allow_dir, "where the snapshot's disks may lie (its image store)")
       ->capture_default_str();
   serve_cmd->add_option("--take-wait", o->take_wait_s, "seconds a take waits for a ready clone")->capture_default_str();
-  serve_cmd->add_option("--seccomp", o->seccomp, "the clones' seccomp mode: enforce, log, off")
+  serve_cmd->add_option("--seccomp", o->seccomp, "seccomp filters of the pool and its clones: enforce, log, off")
       ->check(CLI::IsMember({"enforce", "log", "off"}))
       ->capture_default_str();
   auto* take = pool->add_subcommand("take", "Take a ready clone: prints its id and its published addresses");

@@ -262,6 +262,9 @@ int run_vm(const RunOptions& o) {
     image_console.emplace(c.console);
     c.console = image_console->sink();
   }
+  // The build (the kernel, initrd and disks parsed) and every thread it
+  // starts run under the build filter from here on.
+  sandbox::enter_or_die(sandbox::ThreadKind::kBuild);
   auto machine = Machine::create(c);
   if (!machine) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
@@ -313,6 +316,8 @@ int restore_vm(const RestoreCliOptions& o) {
   if (!parse_nets(o.nets, ro.nets)) return 1;
   ro.console = console->sink();
   RestoreTimings t;
+  // The snapshot is parsed, and every thread started, under the build filter.
+  sandbox::enter_or_die(sandbox::ThreadKind::kBuild);
   auto machine = Machine::restore(o.file, ro, &t);
   if (!machine) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());

@@ -169,7 +169,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& socket_
   std::unique_ptr<HttpServer> out(new HttpServer(socket_path, std::move(impl)));
   Impl* i = out->impl_.get();
   out->thread_ = std::thread([i] {
-    sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+    sandbox::enter_or_die(sandbox::ThreadKind::kApi);
     i->io.run();
   });
   return out;

@@ -85,6 +85,9 @@ Status MachineBackend::on_vmm_thread(std::function<Status()> build) {
 }
 
 int MachineBackend::run_vmm_thread() {
+  // The machine is built from API input (and a snapshot's contents) here:
+  // filtered before the first job, and every thread it starts inherits it.
+  sandbox::enter_or_die(sandbox::ThreadKind::kBuild);
   Machine* m = nullptr;
   for (;;) {
     std::function<Status()> job;

@@ -1,7 +1,10 @@
 #include "sandbox/seccomp.h"
 
+#include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
+#include <sched.h>
 #include <execinfo.h>
 #include <malloc.h>
 #include <seccomp.h>
@@ -132,8 +135,35 @@ const std::initializer_list<const char*> kSockets = {
 // What writing and checking snapshots needs beyond the common calls.
 const std::initializer_list<const char*> kFiles = {
     "openat", "open", "unlinkat", "unlink", "renameat", "renameat2", "rename", "fsync", "fdatasync", "ftruncate",
-    "fallocate", "copy_file_range", "fstatfs", "statfs", "clone", "clone3", "uname", "getdents64", "mkdirat",
-    "fchmod", "fchmodat", "dup", "dup3", "readlinkat", "sync_file_range"};
+    "fallocate", "copy_file_range", "fstatfs", "statfs", "uname", "getdents64", "mkdirat", "fchmod", "fchmodat",
+    "dup", "dup3", "readlinkat", "sync_file_range"};
+
+// The server side of the Firecracker API's socket (Boost.Asio): it accepts
+// on a socket made before its filter and never makes one or connects.
+const std::initializer_list<const char*> kServedSockets = {
+    "epoll_pwait", "epoll_wait", "epoll_ctl", "accept4", "accept", "recvfrom", "sendto", "recvmsg", "sendmsg",
+    "shutdown", "setsockopt", "getsockopt", "getsockname", "getpeername", "timerfd_settime", "timerfd_gettime"};
+
+// Building or restoring a machine beyond files and sockets: its listening
+// sockets, event fds and a userfaultfd, the filters its threads install on
+// themselves (prctl names them, seccomp loads), and the names glibc's
+// path calls use on x86_64 (mkdir, chmod, readlink, access).
+const std::initializer_list<const char*> kBuild = {
+    "bind", "listen", "eventfd2", "epoll_create1", "userfaultfd", "umask", "mkdir", "chmod", "readlink", "access",
+    "faccessat", "faccessat2", "getcwd", "prctl", "seccomp", "timerfd_create", "timerfd_settime", "timerfd_gettime"};
+
+// Unpacking an image's layers into a scratch tree and making its ext4 file:
+// libarchive reads archives (no decompressor programs: their filters are
+// built in), the tree is written below the store through openat2, and
+// mkfs.ext4 is spawned (it inherits this filter).
+const std::initializer_list<const char*> kImportFiles = {
+    "openat2", "mkdir", "mkdirat", "symlink", "symlinkat", "link", "linkat", "unlink", "unlinkat", "rmdir",
+    "rename", "renameat", "renameat2", "chmod", "fchmod", "fchmodat", "chown", "fchown", "fchownat", "lchown",
+    "utimensat", "futimesat", "readlink", "readlinkat", "getdents64", "ftruncate", "fallocate", "fsync",
+    "fdatasync", "fstatfs", "statfs", "umask", "dup", "dup2", "dup3", "pipe2", "access", "faccessat", "faccessat2",
+    "uname", "sysinfo", "getcwd", "chdir", "fchdir", "getppid", "getpgrp", "setpgid", "getrusage", "wait4",
+    "execve", "vfork", "fsetxattr", "lsetxattr", "fgetxattr", "lgetxattr", "flistxattr", "llistxattr",
+    "fadvise64", "sync_file_range", "copy_file_range", "sendfile", "mknodat", "statfs"};
 
 // Sanitizer runtimes (ASan, TSan) make calls of their own inside
 // interceptors, e.g. pipe2 to probe whether memory is readable.
@@ -169,6 +199,56 @@ Status allow_ioctls(scmp_filter_ctx ctx, std::initializer_list<unsigned long> re
   return {};
 }
 
+// Every request of one ioctl family (the request's type byte): KVM's 0xAE
+// holds every request capture needs, and nothing of terminals or files.
+Status allow_ioctl_family(scmp_filter_ctx ctx, unsigned type) {
+  scmp_arg_cmp request{1, SCMP_CMP_MASKED_EQ, _IOC_TYPEMASK << _IOC_TYPESHIFT, type << _IOC_TYPESHIFT};
+  int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, &request);
+  if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: allow ioctl family {:#x}: {}", type, std::strerror(-rc));
+  return {};
+}
+
+// Threads, never processes. clone3 passes its flags in memory, where a
+// filter cannot read them: it answers ENOSYS, and glibc then creates the
+// thread with clone, allowed only with CLONE_THREAD. fork, vfork and
+// posix_spawn are refused.
+Status allow_threads_only(scmp_filter_ctx ctx) {
+  int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: clone3: {}", std::strerror(-rc));
+  scmp_arg_cmp thread{0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD};
+  rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, &thread);
+  if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: clone: {}", std::strerror(-rc));
+  return {};
+}
+
+// The KVM requests capture makes (every register of every vCPU and device),
+// a reflink for diff snapshots, a terminal probe, and a socket's
+// non-blocking mode as Boost.Asio sets it: no other ioctl.
+Status allow_capture_ioctls(scmp_filter_ctx ctx) {
+  SNAPVM_CHECK_OK(allow_ioctl_family(ctx, KVMIO));
+  return allow_ioctls(ctx, {FICLONE, TCGETS, FIONBIO, FIONREAD});
+}
+
+// What building or restoring a machine asks beyond capture: KVM (the same
+// family), taps, and a userfaultfd page server's registration.
+Status allow_build_ioctls(scmp_filter_ctx ctx) {
+  SNAPVM_CHECK_OK(allow_capture_ioctls(ctx));
+  SNAPVM_CHECK_OK(allow_ioctls(ctx, {TUNSETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, TUNGETIFF}));
+  return allow_ioctl_family(ctx, UFFDIO);
+}
+
+// What mkfs.ext4 asks of the filter it inherits (measured with strace -f
+// on e2fsprogs 1.47): its start (set_tid_address, arch_prctl on x86_64),
+// whether it may dump core, and block-device and terminal probes that a
+// regular file answers with ENOTTY.
+Status allow_mkfs(scmp_filter_ctx ctx) {
+  SNAPVM_CHECK_OK(allow(ctx, {"set_tid_address", "arch_prctl"}));
+  scmp_arg_cmp dumpable{0, SCMP_CMP_EQ, PR_GET_DUMPABLE, 0};
+  int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, &dumpable);
+  if (rc != 0) return make_error(ErrorCode::kIo, "seccomp: prctl: {}", std::strerror(-rc));
+  return allow_ioctls(ctx, {BLKSSZGET, BLKPBSZGET, BLKDISCARDZEROES, BLKROGET, BLKGETSIZE64, TCGETS});
+}
+
 }  // namespace
 
 const char* name(ThreadKind kind) {
@@ -177,6 +257,10 @@ const char* name(ThreadKind kind) {
     case ThreadKind::kVcpu: return "vCPU";
     case ThreadKind::kDevice: return "device";
     case ThreadKind::kControl: return "control";
+    case ThreadKind::kApi: return "API";
+    case ThreadKind::kBuild: return "build";
+    case ThreadKind::kPool: return "pool";
+    case ThreadKind::kImport: return "import";
   }
   return "?";
 }
@@ -249,14 +333,49 @@ Status enter(ThreadKind kind) {
       SNAPVM_CHECK_OK(allow_ioctls(ctx, {KVM_IRQ_LINE, TCGETS}));
       break;
     case ThreadKind::kControl:
-      // Capture reads every register of every vCPU and device fd; the set
-      // of KVM ioctls is large, so ioctl stays open here (the thread
-      // serves only the VM's owner, on a 0600 socket).
+      // Capture reads every register of every vCPU and device fd: every
+      // KVM request, but no other family. Snapshot writers are threads.
       SNAPVM_CHECK_OK(allow(ctx, kSockets));
       SNAPVM_CHECK_OK(allow(ctx, kFiles));
-      SNAPVM_CHECK_OK(allow(ctx, {"ioctl"}));
-      // The Firecracker API's event loop (Boost.Asio) keeps its deadlines on a timerfd.
-      SNAPVM_CHECK_OK(allow(ctx, {"timerfd_settime", "timerfd_gettime"}));
+      SNAPVM_CHECK_OK(allow_threads_only(ctx));
+      SNAPVM_CHECK_OK(allow_capture_ioctls(ctx));
+      break;
+    case ThreadKind::kApi:
+      // The control thread's calls for snapshots (capture, files, writer
+      // threads; a logger's or metrics' file opened), but sockets only as
+      // the server of the API's own: no new socket, no connect.
+      SNAPVM_CHECK_OK(allow(ctx, kServedSockets));
+      SNAPVM_CHECK_OK(allow(ctx, kFiles));
+      SNAPVM_CHECK_OK(allow_threads_only(ctx));
+      SNAPVM_CHECK_OK(allow_capture_ioctls(ctx));
+      break;
+    case ThreadKind::kBuild:
+      // Every thread the machine starts inherits this filter beneath its
+      // own, so it holds what each of them needs; what it refuses is
+      // everything a VMM never does (programs, processes, mounts, ptrace,
+      // other ioctl families, ...).
+      SNAPVM_CHECK_OK(allow(ctx, kSockets));
+      SNAPVM_CHECK_OK(allow(ctx, kFiles));
+      SNAPVM_CHECK_OK(allow(ctx, kBuild));
+      SNAPVM_CHECK_OK(allow_threads_only(ctx));
+      SNAPVM_CHECK_OK(allow_build_ioctls(ctx));
+      break;
+    case ThreadKind::kPool:
+      // Requests from the pool's socket: resume and pause clones through
+      // their control sockets, stop them; the clones themselves are
+      // started by the pool's refill thread, which is not filtered.
+      SNAPVM_CHECK_OK(allow(ctx, kSockets));
+      SNAPVM_CHECK_OK(allow(ctx, {"kill", "unlink", "unlinkat", "rmdir"}));
+      SNAPVM_CHECK_OK(allow_threads_only(ctx));
+      break;
+    case ThreadKind::kImport:
+      // Files only: no socket (a hostile archive reaches nothing on the
+      // network or on this host's sockets), no ioctl, no ptrace or mount.
+      // mkfs.ext4 is the one program started (and it inherits the filter).
+      SNAPVM_CHECK_OK(allow(ctx, kFiles));
+      SNAPVM_CHECK_OK(allow(ctx, kImportFiles));
+      SNAPVM_CHECK_OK(allow(ctx, {"clone", "clone3"}));
+      SNAPVM_CHECK_OK(allow_mkfs(ctx));
       break;
   }
   // Named threads show up in top -H, in /proc and in the kernel's seccomp

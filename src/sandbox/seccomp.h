@@ -18,6 +18,10 @@ enum class ThreadKind {
   kVcpu,     // KVM_RUN, MMIO exits, devices served on notification (block I/O)
   kDevice,   // device workers (vsock) and agent clients: sockets, epoll, interrupts
   kControl,  // the control socket: requests, capture, snapshot writing
+  kApi,      // the Firecracker API's HTTP thread: requests, capture, snapshot writing
+  kBuild,    // the thread that builds or restores the machine (and starts the others)
+  kPool,     // `pool serve`: requests on its socket; clones start unfiltered elsewhere
+  kImport,   // `image import`: archives unpacked, the ext4 image made
 };
 const char* name(ThreadKind kind);
 

@@ -3,7 +3,11 @@
 // calls and other threads are unaffected.
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <net/if.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -16,6 +20,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "sandbox/seccomp.h"
 #include "test_util.h"
@@ -196,6 +201,128 @@ TEST(Seccomp, AVcpuThreadMayReadItsRegistersForTheTripleFaultReport) {
   EXPECT_EQ(WEXITSTATUS(r.status), 0) << r.err;
 }
 #endif
+
+// One call, made on a thread under `kind`'s filter, as a probe of what the
+// filter allows: exit 0 when the call returned (whatever it answered), the
+// reporter's status and line when the filter refused it.
+struct Probe {
+  const char* syscall;  // as the reporter names it
+  std::function<void()> call;
+};
+
+ChildResult call_under(sandbox::ThreadKind kind, const std::function<void()>& call) {
+  return in_child([&] {
+    std::thread t([&] {
+      if (!sandbox::enter(kind)) ::_exit(4);
+      call();
+    });
+    t.join();
+    return 0;
+  });
+}
+
+void expect_allowed(sandbox::ThreadKind kind, const std::vector<Probe>& probes) {
+  for (const auto& p : probes) {
+    auto r = call_under(kind, p.call);
+    EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0)
+        << "the " << sandbox::name(kind) << " filter refused " << p.syscall << ": " << r.err;
+  }
+}
+
+void expect_refused(sandbox::ThreadKind kind, const std::vector<Probe>& probes) {
+  for (const auto& p : probes) {
+    auto r = call_under(kind, p.call);
+    EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == sandbox::kExitForbiddenSyscall)
+        << "the " << sandbox::name(kind) << " filter let " << p.syscall << " through: " << r.err;
+    EXPECT_NE(r.err.find(fmt::format("the {} thread made a forbidden system call {} (", sandbox::name(kind),
+                                     p.syscall)),
+              std::string::npos)
+        << r.err;
+  }
+}
+
+// Harmless forms of each call: bad descriptors, missing paths.
+const Probe kOpen{"openat", [] { ::close(::open("/dev/null", O_RDONLY)); }};
+const Probe kSocket{"socket", [] { ::close(::socket(AF_UNIX, SOCK_STREAM, 0)); }};
+const Probe kConnect{"connect", [] { (void)::connect(-1, nullptr, 0); }};
+const Probe kAccept{"accept4", [] { (void)::accept4(-1, nullptr, nullptr, 0); }};
+const Probe kBind{"bind", [] { (void)::bind(-1, nullptr, 0); }};
+const Probe kKill{"kill", [] { (void)::kill(::getpid(), 0); }};
+const Probe kUnlink{"unlink", [] { (void)::unlink("/nonexistent/snapvm-probe"); }};
+const Probe kThread{"clone", [] { std::thread([] {}).join(); }};
+const Probe kFork{"clone", [] {
+                    if (::fork() == 0) ::_exit(0);  // only if the filter let it through
+                  }};
+const Probe kExec{"execve", [] {
+                    char* argv[] = {nullptr};
+                    (void)::execve("/nonexistent/snapvm-probe", argv, argv);
+                  }};
+const Probe kMount{"mount", [] { (void)::syscall(SYS_mount, "none", "/nonexistent", "tmpfs", 0, nullptr); }};
+const Probe kKvmIoctl{"ioctl", [] { (void)::ioctl(-1, KVM_CHECK_EXTENSION, 0); }};
+const Probe kReflink{"ioctl", [] { (void)::ioctl(-1, FICLONE, 0); }};
+const Probe kNonBlocking{"ioctl", [] {
+                           int on = 1;
+                           (void)::ioctl(-1, FIONBIO, &on);
+                         }};
+const Probe kTapIoctl{"ioctl", [] {
+                        ifreq ifr{};
+                        (void)::ioctl(-1, TUNSETIFF, &ifr);
+                      }};
+// Pushes a byte into a terminal's input, as if typed: a classic way out of
+// a sandbox that allows every ioctl.
+const Probe kTerminalInput{"ioctl", [] {
+                             char c = 'x';
+                             (void)::ioctl(-1, TIOCSTI, &c);
+                           }};
+
+// The control thread (snapshots on the control socket) capture-reads KVM
+// and writes files with writer threads; it was allowed every ioctl and
+// fork: now KVM's requests, threads only.
+TEST(Seccomp, TheControlFilterAllowsCaptureAndWritersButNoOtherIoctlOrProcess) {
+  expect_allowed(sandbox::ThreadKind::kControl, {kOpen, kSocket, kThread, kKvmIoctl, kReflink});
+  expect_refused(sandbox::ThreadKind::kControl, {kTerminalInput, kTapIoctl, kFork, kExec, kMount});
+}
+
+// The Firecracker API's HTTP thread had the control filter: it serves its
+// own socket and never needs a new one.
+TEST(Seccomp, TheApiFilterServesItsSocketAndSnapshotsButOpensNoSocket) {
+  expect_allowed(sandbox::ThreadKind::kApi, {kOpen, kAccept, kNonBlocking, kThread, kKvmIoctl, kReflink});
+  expect_refused(sandbox::ThreadKind::kApi, {kSocket, kConnect, kTerminalInput, kFork, kExec, kMount});
+}
+
+// The thread that builds or restores the machine was unfiltered. Every
+// thread it starts inherits its filter beneath their own.
+TEST(Seccomp, TheBuildFilterBuildsAMachineButStartsNoProgram) {
+  expect_allowed(sandbox::ThreadKind::kBuild, {kOpen, kSocket, kBind, kKvmIoctl, kTapIoctl, kThread});
+  expect_refused(sandbox::ThreadKind::kBuild, {kFork, kExec, kMount, kTerminalInput});
+}
+
+TEST(Seccomp, ThreadsStartedUnderTheBuildFilterInstallTheirOwn) {
+  auto r = call_under(sandbox::ThreadKind::kBuild, [] {
+    std::thread device([] {
+      if (!sandbox::enter(sandbox::ThreadKind::kDevice)) ::_exit(4);
+      (void)::open("/dev/null", O_RDONLY);  // the build filter allows it; the device filter does not
+    });
+    device.join();
+  });
+  ASSERT_TRUE(WIFEXITED(r.status)) << r.err;
+  EXPECT_EQ(WEXITSTATUS(r.status), sandbox::kExitForbiddenSyscall) << r.err;
+  EXPECT_NE(r.err.find("the device thread made a forbidden system call openat ("), std::string::npos) << r.err;
+}
+
+// `pool serve` had no filter: its request threads talk to clones' control
+// sockets and stop clones, and open nothing.
+TEST(Seccomp, ThePoolFilterTalksToClonesAndStopsThemButOpensNothing) {
+  expect_allowed(sandbox::ThreadKind::kPool, {kSocket, kConnect, kKill, kUnlink, kThread});
+  expect_refused(sandbox::ThreadKind::kPool, {kOpen, kFork, kExec, kKvmIoctl, kMount});
+}
+
+// `image import` had no filter: it reads archives and writes files, and
+// reaches no socket.
+TEST(Seccomp, TheImportFilterWritesFilesButReachesNoSocket) {
+  expect_allowed(sandbox::ThreadKind::kImport, {kOpen, kUnlink, kThread});
+  expect_refused(sandbox::ThreadKind::kImport, {kSocket, kConnect, kKvmIoctl, kMount});
+}
 
 }  // namespace
 }  // namespace snapvm
