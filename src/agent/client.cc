@@ -9,9 +9,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -47,10 +50,22 @@ Status send_json(int fd, Frame type, const json& j) {
   return send_frame(fd, type, {reinterpret_cast<const uint8_t*>(s.data()), s.size()});
 }
 
-Result<FrameReader::Message> read_frame(int fd, FrameReader& r) {
+// The next frame; with a `stall` limit, a guest that sends nothing for that
+// long is an error rather than a wait without end.
+Result<FrameReader::Message> read_frame(int fd, FrameReader& r,
+                                        std::chrono::milliseconds stall = std::chrono::milliseconds(0)) {
   for (;;) {
     if (auto m = r.next()) return *m;
     if (r.error()) return make_error(ErrorCode::kDataLoss, "the guest agent sent a malformed frame");
+    if (stall.count() > 0) {
+      pollfd p{fd, POLLIN, 0};
+      int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(stall.count(), INT32_MAX)));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) return errno_error("poll the guest agent");
+      if (ready == 0) {
+        return make_error(ErrorCode::kIo, "the guest agent sent nothing for {} ms; gave up", stall.count());
+      }
+    }
     uint8_t buf[kChunk];
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -205,35 +220,96 @@ Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_p
   return j.is_object() ? json_field_or(j, "bytes", uint64_t{0}) : 0;
 }
 
-Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path) {
+namespace {
+
+// The file a copy from the guest is written to: nameless until publish()
+// gives it the target's name in one rename, so nothing at or beside the
+// target (a symlink another user planted) is ever opened, and a copy that
+// fails, or is killed, leaves nothing behind.
+class IncomingFile {
+ public:
+  static Result<IncomingFile> create(const std::string& target) {
+    IncomingFile f(target);
+    int fd = ::open(parent_dir(target).c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+      // A filesystem without O_TMPFILE: a new file of an unguessable name
+      // (mkostemp: O_EXCL, 0600), removed on every failure but a kill.
+      std::string name = target + ".snapvm-part-XXXXXX";
+      fd = ::mkostemp(name.data(), O_CLOEXEC);
+      if (fd >= 0) f.named_ = name;
+    }
+    if (fd < 0) return errno_error(fmt::format("create a file beside {}", target));
+    f.fd_.reset(fd);
+    return f;
+  }
+  IncomingFile(IncomingFile&& other) noexcept
+      : target_(std::move(other.target_)), named_(std::exchange(other.named_, {})), fd_(std::move(other.fd_)) {}
+  IncomingFile& operator=(IncomingFile&&) = delete;
+  ~IncomingFile() {
+    if (!named_.empty()) ::unlink(named_.c_str());
+  }
+  int fd() const { return fd_.get(); }
+
+  // Durable, then under the target's name (replacing whatever has it, a
+  // symlink included, never following one).
+  Status publish() {
+    // 0600 while the bytes came in; now what a new file of this process gets.
+    mode_t umask = ::umask(0);
+    ::umask(umask);
+    if (::fchmod(fd_.get(), 0644 & ~umask) != 0 || ::fsync(fd_.get()) != 0) return errno_error("write " + target_);
+    if (named_.empty()) SNAPVM_CHECK_OK(link_into_directory());
+    if (::rename(named_.c_str(), target_.c_str()) != 0) return errno_error("rename into " + target_);
+    named_.clear();
+    return fsync_parent_dir(target_);
+  }
+
+ private:
+  explicit IncomingFile(std::string target) : target_(std::move(target)) {}
+
+  // An O_TMPFILE file gets a fresh name of its own; linkat never replaces
+  // or follows what is there, so a name taken already is just skipped.
+  Status link_into_directory() {
+    const std::string self = fmt::format("/proc/self/fd/{}", fd_.get());
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      uint64_t r = 0;
+      if (::getrandom(&r, sizeof r, 0) != sizeof r) return errno_error("getrandom");
+      std::string name = fmt::format("{}.snapvm-part-{:016x}", target_, r);
+      if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+        named_ = std::move(name);
+        return {};
+      }
+      if (errno != EEXIST) return errno_error("name the copy of " + target_);
+    }
+    return make_error(ErrorCode::kIo, "name the copy of {}: every name tried was taken", target_);
+  }
+
+  std::string target_;
+  std::string named_;  // the file's name while it has one and is not yet the target's
+  UniqueFd fd_;
+};
+
+}  // namespace
+
+Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path,
+                          const GetOptions& options) {
+  auto out = SNAPVM_TRY(IncomingFile::create(host_path));
   auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort));
   SNAPVM_CHECK_OK(send_json(conn.get(), Frame::kGet, {{"path", guest_path}}));
-  // Written beside the target and renamed, so a failed copy leaves nothing.
-  std::string tmp = host_path + ".snapvm-part";
-  auto out = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (!out) return tl::unexpected(std::move(out.error()));
   uint64_t bytes = 0;
   FrameReader reader;
   for (;;) {
-    auto m = read_frame(conn.get(), reader);
-    if (!m || m->type == Frame::kError) {
-      ::unlink(tmp.c_str());
-      if (!m) return tl::unexpected(std::move(m.error()));
-      return tl::unexpected(agent_error(*m));
+    auto m = SNAPVM_TRY(read_frame(conn.get(), reader, options.stall_timeout));
+    if (m.type == Frame::kError) return tl::unexpected(agent_error(m));
+    if (m.type == Frame::kDataEnd) break;
+    if (m.type != Frame::kData) continue;
+    if (m.payload.size() > options.max_bytes - bytes) {
+      return make_error(ErrorCode::kInvalidArgument, "{} is over the limit of {} bytes (--max-size); nothing was kept",
+                        guest_path, options.max_bytes);
     }
-    if (m->type == Frame::kDataEnd) break;
-    if (m->type != Frame::kData) continue;
-    auto s = pwrite_all(out->get(), m->payload, bytes);
-    if (!s) {
-      ::unlink(tmp.c_str());
-      return tl::unexpected(std::move(s.error()));
-    }
-    bytes += m->payload.size();
+    SNAPVM_CHECK_OK(pwrite_all(out.fd(), m.payload, bytes));
+    bytes += m.payload.size();
   }
-  if (::fsync(out->get()) != 0 || ::rename(tmp.c_str(), host_path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return errno_error(fmt::format("write {}", host_path));
-  }
+  SNAPVM_CHECK_OK(out.publish());
   return bytes;
 }
 

@@ -60,8 +60,21 @@ Result<int> start_program(const std::string& uds_path, const StartRequest& reque
 
 // Copies a host file into the guest; returns the bytes written there.
 Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_path, const std::string& guest_path);
-// Copies a guest file to the host (written atomically); returns its size.
-Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path);
+struct GetOptions {
+  // A guest file larger than this is refused and nothing is left behind.
+  uint64_t max_bytes = uint64_t{16} << 30;
+  // A guest that sends nothing for this long ends the copy (one line).
+  std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
+};
+
+// Copies a guest file to the host; returns its size. The bytes go to an
+// unnamed file in host_path's directory (O_TMPFILE; where the filesystem
+// lacks it, a new file of a random name, O_EXCL) that becomes host_path by
+// one rename only when complete: no name another user planted there (a
+// symlink at host_path or beside it) is followed, and a failed or killed
+// copy leaves nothing behind.
+Result<uint64_t> get_file(const std::string& uds_path, const std::string& guest_path, const std::string& host_path,
+                          const GetOptions& options = {});
 
 struct SyncResult {
   bool clock_set = false;

@@ -14,6 +14,21 @@ Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode) {
   return UniqueFd(fd);
 }
 
+Result<UniqueFd> open_regular_file(const std::string& path, int flags, std::string_view what) {
+  int fd = ::open(path.c_str(), flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return errno_error(fmt::format("{} {}", what, path));
+  UniqueFd owned(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_error(fmt::format("{} {}", what, path));
+  if (!S_ISREG(st.st_mode)) {
+    return make_error(ErrorCode::kInvalidArgument, "{} {}: not a regular file", what, path);
+  }
+  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    return errno_error(fmt::format("{} {}", what, path));
+  }
+  return owned;
+}
+
 Status pread_exact(int fd, std::span<uint8_t> buf, uint64_t offset) {
   size_t done = 0;
   while (done < buf.size()) {

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "agent/client.h"
+#include "base/units.h"
 
 namespace snapvm::cli {
 namespace {
@@ -61,7 +62,16 @@ bool split_remote(const std::string& s, std::string* vm, std::string* path) {
   return true;
 }
 
-int run_cp(const std::string& src, const std::string& dst) {
+struct CpOptions {
+  std::vector<std::string> args;  // SRC DST
+  // The library's defaults, as the user writes them.
+  std::string max_size = fmt::format("{}G", agent::GetOptions{}.max_bytes >> 30);
+  double timeout_s = std::chrono::duration<double>(agent::GetOptions{}.stall_timeout).count();
+};
+
+int run_cp(const CpOptions& o) {
+  const std::string& src = o.args[0];
+  const std::string& dst = o.args[1];
   std::string vm, path;
   Result<uint64_t> r = make_error(ErrorCode::kInvalidArgument, "");
   bool from_guest = split_remote(src, &vm, &path);
@@ -72,7 +82,19 @@ int run_cp(const std::string& src, const std::string& dst) {
     return 1;
   }
   if (from_guest) {
-    r = agent::get_file(agent::vsock_path_for(vm), path, dst);
+    agent::GetOptions get;
+    auto max = parse_size(o.max_size);
+    if (!max) {
+      fmt::print(stderr, "snapvm: cp: --max-size: {}\n", max.error().describe());
+      return 1;
+    }
+    if (!(o.timeout_s > 0 && o.timeout_s <= 86400)) {
+      fmt::print(stderr, "snapvm: cp: --timeout: 0 < SECONDS <= 86400\n");
+      return 1;
+    }
+    get.max_bytes = *max;
+    get.stall_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
+    r = agent::get_file(agent::vsock_path_for(vm), path, dst, get);
   } else {
     r = agent::put_file(agent::vsock_path_for(vm2), src, path2);
   }
@@ -97,14 +119,20 @@ std::function<int()> register_agent_commands(CLI::App& app) {
   exec->footer("Exit status: the command's, 128 + N if signal N ended it, 125 if it could not run.\n"
                "Example: snapvm exec /tmp/vm.vsock -- uname -a");
 
-  auto cp_args = std::make_shared<std::vector<std::string>>();
+  auto cpo = std::make_shared<CpOptions>();
   auto* cp = app.add_subcommand("cp", "Copy a file between the host and a running VM (VM:PATH on one side)");
-  cp->add_option("SRC DST", *cp_args, "source and destination")->required()->expected(2);
-  cp->footer("Examples:\n  snapvm cp ./data.bin web:/tmp/data.bin\n  snapvm cp web:/var/log/app.log ./app.log");
+  cp->add_option("SRC DST", cpo->args, "source and destination")->required()->expected(2);
+  cp->add_option("--max-size", cpo->max_size, "from the guest: refuse a file larger than this (K, M, G, T)")
+      ->capture_default_str();
+  cp->add_option("-t,--timeout", cpo->timeout_s, "from the guest: give up when it sends nothing for this many seconds")
+      ->capture_default_str();
+  cp->footer("A copy from the guest becomes DST only when complete (one rename; a planted symlink at or beside\n"
+             "DST is never followed) and leaves nothing behind when it fails.\n"
+             "Examples:\n  snapvm cp ./data.bin web:/tmp/data.bin\n  snapvm cp web:/var/log/app.log ./app.log");
 
-  return [exec, cp, o, cp_args]() -> int {
+  return [exec, cp, o, cpo]() -> int {
     if (*exec) return run_exec(*o);
-    if (*cp) return run_cp((*cp_args)[0], (*cp_args)[1]);
+    if (*cp) return run_cp(*cpo);
     return -1;
   };
 }

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "arch/platform.h"
 #include "base/file_io.h"
 #include "firecracker/api.h"
 #include "firecracker/api_paths.h"
@@ -84,7 +85,7 @@ int run_firecracker(const FirecrackerOptions& o) {
     return fail("--page-fault-timeout: give seconds from 0 (wait forever) to 86400");
   }
   backend.set_page_fault_timeout(std::chrono::milliseconds(static_cast<int64_t>(o.page_fault_timeout_s * 1000)));
-  firecracker::Api api(o.id, backend);
+  firecracker::Api api(o.id, backend, arch::virtio_slot_count());
   // The flags mean what the API requests of the same name mean.
   auto put = [&api](const char* path, const nlohmann::json& body, const char* flag) -> bool {
     auto r = api.handle("PUT", path, body.dump());
@@ -141,7 +142,7 @@ std::function<int()> register_firecracker_command(CLI::App& app) {
       "  curl --unix-socket /tmp/fc.sock -X PUT http://localhost/boot-source \\\n"
       "       -d '{\"kernel_image_path\": \"vmlinuz\", \"initrd_path\": \"initrd.cpio\"}'\n"
       "  curl --unix-socket /tmp/fc.sock -X PUT http://localhost/actions -d '{\"action_type\": \"InstanceStart\"}'");
-  cmd->add_option("--api-sock", o->api_sock, "the API's Unix socket (must not exist)")->capture_default_str();
+  cmd->add_option("--api-sock", o->api_sock, "the API's Unix socket, made 0600 (a stale one is replaced; a live VMM's is refused)")->capture_default_str();
   cmd->add_option("--id", o->id, "the instance id GET / reports")->capture_default_str();
   cmd->add_option("--config-file", o->config_file, "configure from this JSON file and start the VM at once");
   cmd->add_flag("--no-api", o->no_api, "serve no API (needs --config-file)");

@@ -1,19 +1,14 @@
 #include "cli/pool_command.h"
 
-#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <mutex>
-#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +18,7 @@
 #include "base/units.h"
 #include "base/unix_socket.h"
 #include "image/catalog.h"
+#include "pool/line_server.h"
 #include "pool/pool.h"
 #include "sandbox/seccomp.h"
 
@@ -42,10 +38,11 @@ struct PoolCliOptions {
 };
 
 // Requests on the pool socket are a line of JSON each, as on a VM's control
-// socket; a client is the pool's owner (0600), but a bad line is still one
-// error line, never a crash.
+// socket; a client is the pool's owner (0600), but a bad or slow request is
+// still one error line, never a crash or a held server (pool/line_server.h).
 constexpr size_t kMaxRequestBytes = 4096;
-constexpr int kMaxConnections = 64;
+constexpr size_t kMaxConnections = 64;
+constexpr std::chrono::milliseconds kRequestDeadline{5000};
 
 json handle(pool::Pool& pool, const std::string& line, bool& stop) {
   json req = json::parse(line, nullptr, false);
@@ -136,55 +133,19 @@ int serve(const PoolCliOptions& o) {
   // thread, which starts clones (fork and exec), began before it.
   sandbox::enter_or_die(sandbox::ThreadKind::kPool);
 
-  std::mutex mu;
-  std::condition_variable idle;
-  int active = 0;  // connection threads running, guarded by mu
-  std::atomic<bool> stop{false};
-  while (!stop) {
-    pollfd fds[2] = {{listener->get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
-    if (::poll(fds, 2, 200) < 0 && errno != EINTR) break;
-    if (fds[1].revents) break;
-    if (!(fds[0].revents & POLLIN)) continue;
-    int c = ::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    {
-      std::lock_guard lock(mu);
-      if (active >= kMaxConnections) {
-        std::string busy = json{{"ok", false}, {"error", "the pool is busy: too many requests at once"}}.dump() + "\n";
-        (void)!::send(c, busy.data(), busy.size(), MSG_NOSIGNAL);
-        ::close(c);
-        continue;
-      }
-      ++active;
-    }
-    std::thread([&, c] {
-      UniqueFd conn(c);
-      timeval limit{5, 0};
-      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-      std::string line;
-      char buf[512];
-      while (line.find('\n') == std::string::npos && line.size() <= kMaxRequestBytes) {
-        ssize_t n = ::recv(c, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        line.append(buf, static_cast<size_t>(n));
-      }
-      bool want_stop = false;
-      json reply = line.size() > kMaxRequestBytes ? json{{"ok", false}, {"error", "request too long"}}
-                                                  : handle(*pool, line.substr(0, line.find('\n')), want_stop);
-      std::string out = reply.dump() + "\n";
-      (void)!::send(c, out.data(), out.size(), MSG_NOSIGNAL);
-      if (want_stop) stop = true;
-      std::lock_guard lock(mu);
-      --active;
-      idle.notify_all();
-    }).detach();
-  }
-  fmt::print(stderr, "snapvm pool: stopping every clone\n");
-  pool->shutdown();  // waiting takes fail now
+  // Answers are dumped with bad UTF-8 replaced: a clone id echoed from a
+  // request may hold any bytes, and a throwing dump would end the pool.
+  auto answer = [](const json& reply) { return reply.dump(-1, ' ', false, json::error_handler_t::replace); };
   {
-    std::unique_lock lock(mu);
-    idle.wait(lock, [&] { return active == 0; });
-  }
+    pool::LineServer server(
+        std::move(*listener),
+        [&](std::string_view line, bool& stop_serving) { return answer(handle(*pool, std::string(line), stop_serving)); },
+        [&](std::string_view why) { return answer({{"ok", false}, {"error", std::string(why)}}); },
+        {kMaxRequestBytes, kMaxConnections, kRequestDeadline});
+    server.serve(sigfd.get());
+    fmt::print(stderr, "snapvm pool: stopping every clone\n");
+    pool->shutdown();  // waiting takes fail now, so every connection ends
+  }  // the server waits for its connections here, before the pool goes
   pool.reset();
   ::unlink(o.socket.c_str());
   std::error_code ec;

@@ -174,7 +174,10 @@ HttpResponse Api::put_drive(std::string_view id, const json& body) {
       replaced = true;
     }
   }
-  if (!replaced) drives.push_back(std::move(*d));
+  if (!replaced) {
+    if (auto f = require_slot("drives")) return *f;
+    drives.push_back(std::move(*d));
+  }
   configured_ = true;
   return no_content();
 }
@@ -197,9 +200,18 @@ HttpResponse Api::put_network_interface(std::string_view id, const json& body) {
       replaced = true;
     }
   }
-  if (!replaced) list.push_back(std::move(*n));
+  if (!replaced) {
+    if (auto f = require_slot("network-interfaces")) return *f;
+    list.push_back(std::move(*n));
+  }
   configured_ = true;
   return no_content();
+}
+
+std::optional<HttpResponse> Api::require_slot(std::string_view what) const {
+  if (config_.drives.size() + config_.network_interfaces.size() < max_attached_) return std::nullopt;
+  return fault(fmt::format("{}: the machine attaches at most {} drives and network interfaces together", what,
+                           max_attached_));
 }
 
 HttpResponse Api::patch_drive(std::string_view id, const json& body) {
@@ -333,6 +345,11 @@ Status Api::flush_metrics() {
 Status Api::configure_and_start(const VmConfig& config) {
   MutexLock lock(mu_);
   if (state_ != VmState::kNotStarted) return make_error(ErrorCode::kFailedPrecondition, std::string(kNotAfterStart));
+  if (config.drives.size() + config.network_interfaces.size() > max_attached_) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{} drives and {} network interfaces: the machine attaches at most {} together",
+                      config.drives.size(), config.network_interfaces.size(), max_attached_);
+  }
   if (config.logger && config.logger->log_path) {
     auto fd = SNAPVM_TRY(open_output(*config.logger->log_path));
     SNAPVM_CHECK_OK(backend_.redirect_log(std::move(fd)));

@@ -59,7 +59,15 @@ std::string_view to_string(VmState s);
 
 class Api {
  public:
-  Api(std::string instance_id, VmBackend& backend) : id_(std::move(instance_id)), backend_(backend) {}
+  // `virtio_slots`: the virtio devices the machine can attach
+  // (arch::virtio_slot_count()). Drives and network interfaces together get
+  // all but the rng's and the vsock's, so no configuration the API accepts
+  // fails at the start for want of a slot, and none grows without bound.
+  Api(std::string instance_id, VmBackend& backend, uint32_t virtio_slots)
+      : id_(std::move(instance_id)),
+        backend_(backend),
+        max_attached_(virtio_slots > kOwnVirtioDevices ? virtio_slots - kOwnVirtioDevices : 0) {}
+  static constexpr uint32_t kOwnVirtioDevices = 2;  // the rng and the vsock
 
   // Never throws; any failure is a 4xx with {"fault_message": ...}.
   HttpResponse handle(std::string_view method, std::string_view path, std::string_view body);
@@ -85,8 +93,12 @@ class Api {
   // A fault unless the VM is still being configured (not started, no snapshot loaded).
   std::optional<HttpResponse> require_configuring(std::string_view what) const REQUIRES(mu_);
 
+  // A fault when one more drive or network interface would not fit.
+  std::optional<HttpResponse> require_slot(std::string_view what) const REQUIRES(mu_);
+
   const std::string id_;
   VmBackend& backend_;
+  const size_t max_attached_;  // drives and network interfaces together
   // Requests are served one at a time, as Firecracker's single API thread
   // does; mu_ guards the configuration and the state below.
   mutable Mutex mu_;

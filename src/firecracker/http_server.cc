@@ -1,13 +1,16 @@
 #include "firecracker/http_server.h"
 
-#include <sys/stat.h>
-#include <sys/un.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <list>
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "base/unix_socket.h"
 #include "sandbox/seccomp.h"
 
 namespace snapvm::firecracker {
@@ -18,37 +21,57 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using Socket = asio::local::stream_protocol;
 using Stream = beast::basic_stream<Socket>;
+using Clock = std::chrono::steady_clock;
 
-// A client that sends a request slower than this is cut off, so a stuck
-// client holds nothing for long.
-constexpr auto kIoTimeout = std::chrono::seconds(5);
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
 constexpr size_t kMaxDrainBytes = 1 << 20;
 
+class Session;
+// Every connection still open, oldest first. Only the server's one thread
+// touches it (sessions add and remove themselves), so it needs no lock.
+using SessionList = std::list<Session*>;
 
 // One client connection: requests read and answered in turn (HTTP/1.1
-// keep-alive), every read and write under kIoTimeout.
+// keep-alive); each request must arrive, and each answer leave, within the
+// deadline (Beast's timeout covers the whole operation, every read in it).
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Socket::socket socket, Api& api, std::atomic<int>& sessions)
-      : stream_(std::move(socket)), api_(api), sessions_(sessions) {
-    ++sessions_;
+  Session(Socket::socket socket, Api& api, SessionList& sessions, std::chrono::milliseconds deadline)
+      : stream_(std::move(socket)), api_(api), sessions_(sessions), deadline_(deadline) {
+    self_in_list_ = sessions_.insert(sessions_.end(), this);
   }
-  ~Session() { --sessions_; }
+  ~Session() { sessions_.erase(self_in_list_); }
 
   void read() {
+    phase_ = Phase::kWaitingForRequest;
+    waiting_since_ = Clock::now();
     parser_.emplace();
     parser_->body_limit(kMaxBodyBytes);
     parser_->header_limit(kMaxHeaderBytes);
-    stream_.expires_after(kIoTimeout);
+    stream_.expires_after(deadline_);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
+  // Still holds a connection slot.
+  bool open() const { return !closed_; }
+  // Holds a slot without being answered: idle between requests, still
+  // sending one, or draining after a refusal. A new client may take its slot.
+  bool idle() const { return !closed_ && phase_ != Phase::kAnswering; }
+  Clock::time_point waiting_since() const { return waiting_since_; }
+  // Closes the connection now: its pending read ends (aborted) and the
+  // session goes away with it.
+  void evict() {
+    closed_ = true;
+    stream_.close();
+  }
+
  private:
+  enum class Phase { kWaitingForRequest, kAnswering, kLingering };
+
   void on_read(beast::error_code ec) {
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted || closed_) {
       return close();
     }
     if (ec) {
@@ -65,15 +88,16 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void respond(int status, std::string body, bool keep_alive) {
+    phase_ = Phase::kAnswering;
     response_.emplace(static_cast<http::status>(status), 11);
     response_->set(http::field::server, "snapvm");
     if (!body.empty()) response_->set(http::field::content_type, "application/json");
     response_->body() = std::move(body);
     response_->keep_alive(keep_alive);
     response_->prepare_payload();
-    stream_.expires_after(kIoTimeout);
+    stream_.expires_after(deadline_);
     http::async_write(stream_, *response_, [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
-      if (ec) return self->close();
+      if (ec || self->closed_) return self->close();
       if (!keep_alive) return self->linger();
       self->read();
     });
@@ -83,6 +107,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // would reset the connection under it before it reads the answer. Stop
   // sending, then read and drop what comes, for a bounded time and size.
   void linger() {
+    phase_ = Phase::kLingering;
+    waiting_since_ = Clock::now();
     beast::error_code ignored;
     stream_.socket().shutdown(Socket::socket::shutdown_send, ignored);
     stream_.expires_after(std::chrono::seconds(1));  // once: a trickle cannot extend it
@@ -91,19 +117,25 @@ class Session : public std::enable_shared_from_this<Session> {
   void drain() {
     stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, size_t n) {
       self->drained_ += n;
-      if (ec || self->drained_ > kMaxDrainBytes) return self->close();
+      if (ec || self->closed_ || self->drained_ > kMaxDrainBytes) return self->close();
       self->drain();
     });
   }
 
   void close() {
+    closed_ = true;
     beast::error_code ignored;
     stream_.socket().shutdown(Socket::socket::shutdown_both, ignored);
   }
 
   Stream stream_;
   Api& api_;
-  std::atomic<int>& sessions_;
+  SessionList& sessions_;
+  SessionList::iterator self_in_list_;
+  const std::chrono::milliseconds deadline_;
+  Phase phase_ = Phase::kWaitingForRequest;
+  Clock::time_point waiting_since_ = Clock::now();
+  bool closed_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
@@ -114,57 +146,60 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 struct HttpServer::Impl {
+  // Declared first, destroyed last: sessions still pending in io remove
+  // themselves from it as io is destroyed.
+  SessionList sessions;
   asio::io_context io{1};
   Socket::acceptor acceptor{io};
   Api* api = nullptr;
-  std::atomic<int> sessions{0};
+  HttpLimits limits;
 
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, Socket::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        if (sessions.load() >= HttpServer::kMaxClients) {
-          beast::error_code ignored;
-          socket.close(ignored);  // over the limit: refused, the others go on
-        } else {
-          std::make_shared<Session>(std::move(socket), *api, sessions)->read();
-        }
-      }
+      if (!ec) admit(std::move(socket));
       accept();
     });
+  }
+
+  // Idle connections must not lock out clients with something to ask: at
+  // the limit the one idle longest makes way. Only when every connection
+  // is being answered is the newcomer refused.
+  void admit(Socket::socket socket) {
+    auto open = std::count_if(sessions.begin(), sessions.end(), [](const Session* s) { return s->open(); });
+    if (open >= limits.max_clients) {
+      Session* longest_idle = nullptr;
+      for (Session* s : sessions) {
+        if (s->idle() && (!longest_idle || s->waiting_since() < longest_idle->waiting_since())) longest_idle = s;
+      }
+      if (!longest_idle) {
+        beast::error_code ignored;
+        socket.close(ignored);
+        return;
+      }
+      longest_idle->evict();
+    }
+    std::make_shared<Session>(std::move(socket), *api, sessions, limits.request_deadline)->read();
   }
 };
 
 HttpServer::HttpServer(std::string path, std::unique_ptr<Impl> impl) : path_(std::move(path)), impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& socket_path, Api& api) {
-  if (socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return make_error(ErrorCode::kInvalidArgument, "--api-sock: a socket path of 1 to {} bytes",
-                      sizeof(sockaddr_un{}.sun_path) - 1);
-  }
-  struct stat st {};
-  if (::lstat(socket_path.c_str(), &st) == 0) {
-    return make_error(ErrorCode::kFailedPrecondition, "--api-sock {}: already exists (remove it first)", socket_path);
-  }
+Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& socket_path, Api& api, HttpLimits limits) {
+  // The same rules as every snapvm socket: 0600 before anyone can connect,
+  // a stale file replaced, a live server's socket never taken over.
+  auto listener = listen_unix(socket_path, SOMAXCONN, 0600, "--api-sock");
+  if (!listener) return tl::unexpected(std::move(listener.error()));
   auto impl = std::make_unique<Impl>();
   impl->api = &api;
-  // Bound and listening under a temporary name, then renamed: a client that
-  // sees the socket file can connect at once, and nobody else's file is
-  // ever taken over.
-  const std::string temp = socket_path + ".binding";
-  ::unlink(temp.c_str());
+  impl->limits = limits;
   beast::error_code ec;
-  impl->acceptor.open(Socket(), ec);
-  if (!ec) impl->acceptor.bind(Socket::endpoint(temp), ec);
-  if (ec) return make_error(ErrorCode::kIo, "--api-sock {}: cannot bind: {}", socket_path, ec.message());
-  impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  // Only the owner drives the VM: the socket file's mode is what grants it.
-  if (ec || ::chmod(temp.c_str(), 0600) != 0 || ::rename(temp.c_str(), socket_path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(temp.c_str());
-    if (ec) return make_error(ErrorCode::kIo, "--api-sock {}: cannot listen: {}", socket_path, ec.message());
-    return errno_error("--api-sock " + socket_path, err);
+  impl->acceptor.assign(Socket(), listener->get(), ec);
+  if (ec) {
+    ::unlink(socket_path.c_str());
+    return make_error(ErrorCode::kIo, "--api-sock {}: {}", socket_path, ec.message());
   }
+  listener->release();  // the acceptor owns it now
   impl->accept();
   std::unique_ptr<HttpServer> out(new HttpServer(socket_path, std::move(impl)));
   Impl* i = out->impl_.get();

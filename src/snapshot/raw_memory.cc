@@ -8,17 +8,16 @@
 #include <atomic>
 
 #include "base/checksum.h"
+#include "base/file_io.h"
 #include "snapshot/pending_file.h"
 #include "snapshot/writer_internal.h"
 
 namespace snapvm {
 
 Result<std::vector<MappedRegion>> map_raw_memory(const std::string& path, std::span<const RawRegion> regions) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return errno_error("memory file " + path);
+  UniqueFd fd = SNAPVM_TRY(open_regular_file(path, O_RDONLY, "memory file"));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return errno_error("memory file " + path);
-  if (!S_ISREG(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "memory file {}: not a regular file", path);
   const uint64_t host_page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   std::vector<MappedRegion> out;
   for (const auto& r : regions) {
@@ -105,15 +104,10 @@ Result<WriteStats> write_raw_memory(const std::string& path, std::span<const Ram
 }
 
 Result<RebaseStats> rebase_raw_memory(const std::string& base_path, const std::string& diff_path) {
-  UniqueFd diff(::open(diff_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!diff.valid()) return errno_error("diff memory file " + diff_path);
-  UniqueFd base(::open(base_path.c_str(), O_RDWR | O_CLOEXEC));
-  if (!base.valid()) return errno_error("base memory file " + base_path);
+  UniqueFd diff = SNAPVM_TRY(open_regular_file(diff_path, O_RDONLY, "diff memory file"));
+  UniqueFd base = SNAPVM_TRY(open_regular_file(base_path, O_RDWR, "base memory file"));
   struct stat ds {}, bs {};
   if (::fstat(diff.get(), &ds) != 0 || ::fstat(base.get(), &bs) != 0) return errno_error("rebase: stat");
-  if (!S_ISREG(ds.st_mode) || !S_ISREG(bs.st_mode)) {
-    return make_error(ErrorCode::kInvalidArgument, "rebase: both memory files must be regular files");
-  }
   if (ds.st_dev == bs.st_dev && ds.st_ino == bs.st_ino) {
     return make_error(ErrorCode::kInvalidArgument, "rebase: the base and the diff are the same file");
   }

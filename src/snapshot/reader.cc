@@ -15,7 +15,7 @@
 namespace snapvm {
 
 Result<SnapshotFile> SnapshotFile::open(const std::string& path) {
-  auto fd = open_file(path, O_RDONLY);
+  auto fd = open_regular_file(path, O_RDONLY, "snapshot");
   if (!fd) return tl::unexpected(std::move(fd.error()));
   auto f = open_fd(std::move(*fd), path);
   if (!f) return tl::unexpected(std::move(f.error()).context(path));

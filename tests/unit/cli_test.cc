@@ -1,7 +1,9 @@
 // The snapvm command as a user runs it: exit codes and one-line errors.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -15,8 +17,9 @@ struct Run {
   std::string out;  // stdout and stderr together
 };
 
-Run run(const std::string& args) {
-  std::string cmd = std::string(SNAPVM_BIN_DIR) + "/snapvm " + args + " 2>&1";
+// `prefix` wraps the command (e.g. "timeout 10"), so a hang is a failure, not a stuck suite.
+Run run(const std::string& args, const std::string& prefix = "") {
+  std::string cmd = prefix + " " + std::string(SNAPVM_BIN_DIR) + "/snapvm " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -70,6 +73,30 @@ TEST_F(Cli, BadInputGivesOneClearLine) {
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
     EXPECT_EQ(r.out.rfind("snapvm: ", 0), 0u) << r.out;
+  }
+}
+
+// A FIFO where a snapshot or memory file belongs blocked the open (or the
+// first read) until some writer came: every command that reads one refuses
+// it at once, in one line, before reading a byte.
+TEST_F(Cli, AFifoInPlaceOfASnapshotOrMemoryFileIsRefusedAtOnce) {
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string state = dir.file("vm.state"), mem = dir.file("vm.mem");
+  auto split = run("convert --to firecracker " + path + " " + state + " " + mem);
+  ASSERT_EQ(split.exit_code, 0) << split.out;
+  for (const std::string& args : {"inspect " + fifo, "inspect --json " + fifo, "verify " + fifo,
+                                  "convert --to firecracker " + fifo + " " + dir.file("s") + " " + dir.file("m"),
+                                  "convert --to snapvm " + fifo + " " + mem + " " + dir.file("out.snap"),
+                                  "convert --to snapvm " + state + " " + fifo + " " + dir.file("out.snap"),
+                                  "rebase-mem --base-file " + mem + " --diff-file " + fifo,
+                                  "rebase-mem --base-file " + fifo + " --diff-file " + mem}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = run(args, "timeout -s KILL 10");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << args;
+    EXPECT_EQ(r.exit_code, 1) << args << ": " << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(fifo + ": not a regular file"), std::string::npos) << args << ": " << r.out;
   }
 }
 
