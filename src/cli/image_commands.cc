@@ -4,11 +4,13 @@
 #include <fmt/ranges.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "base/units.h"
+#include "image/interrupt.h"
 #include "image/store.h"
 #include "sandbox/seccomp.h"
 
@@ -17,6 +19,7 @@ namespace {
 
 struct ImageOptions {
   std::string source, name, store = image::default_store(), max_size = "8G";
+  bool shared = false;
 };
 
 int run_import(const ImageOptions& o) {
@@ -28,6 +31,7 @@ int run_import(const ImageOptions& o) {
   image::ImportOptions io;
   io.store = o.store;
   io.max_bytes = *max;
+  io.shared = o.shared;
   const auto t0 = std::chrono::steady_clock::now();
   io.progress = [t0](const std::string& line) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -47,6 +51,12 @@ int run_import(const ImageOptions& o) {
   auto r = image::import_image(o.source, o.name, io);
   if (!r) {
     fmt::print(stderr, "snapvm image import: {}\n", r.error().describe());
+    // The import stopped for a signal and cleaned up: now the signal ends
+    // the command, so its caller sees what happened.
+    if (const int sig = image::interrupting_signal(); sig != 0) {
+      ::signal(sig, SIG_DFL);
+      ::raise(sig);
+    }
     return 1;
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -87,7 +97,12 @@ std::function<int()> register_image_commands(CLI::App& app) {
   import->add_option("SOURCE", o->source, "OCI layout directory, or docker-archive tarball (plain, gzip or zstd)")
       ->required();
   import->add_option("NAME", o->name, "name in the store")->required();
-  import->add_option("--max-size", o->max_size, "refuse images whose files add up to more")->capture_default_str();
+  import->add_option("--max-size", o->max_size,
+                     "refuse images whose files add up to more (each entry also costs: 256 bytes a directory "
+                     "level of its path, 32 bytes an entry already in its directory)")
+      ->capture_default_str();
+  import->add_flag("--shared", o->shared,
+                   "let every user read the stored image (directory 0755, files 0644; default 0700 and 0600)");
   auto* list = image->add_subcommand("list", "List the images in the store");
   for (auto* c : {import, list}) {
     c->add_option("--store", o->store, "the image store (SNAPVM_IMAGE_STORE)")->capture_default_str();

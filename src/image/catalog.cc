@@ -27,6 +27,7 @@ Result<StoredImage> read_stored(const fs::path& dir) {
     s.architecture = j.value("architecture", "");
     s.rootfs = (dir / "rootfs.ext4").string();
     s.rootfs_bytes = j.value("rootfs_bytes", uint64_t{0});
+    s.layers_verified = j.value("layers_verified", false);
     const json c = j.value("config", json::object());
     s.config.entrypoint = c.value("entrypoint", std::vector<std::string>{});
     s.config.cmd = c.value("cmd", std::vector<std::string>{});

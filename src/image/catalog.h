@@ -27,6 +27,10 @@ struct StoredImage {
   std::string name, digest, architecture, rootfs;
   RunConfig config;
   uint64_t rootfs_bytes = 0;
+  // Every layer was checked against a digest the image's digest covers
+  // (imports before that check was made for docker archives lack it, and
+  // are never reused).
+  bool layers_verified = false;
 };
 
 // SNAPVM_IMAGE_STORE, else /var/lib/snapvm/images.

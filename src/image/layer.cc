@@ -2,25 +2,27 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <fmt/ranges.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <dirent.h>
-
 #include <cerrno>
-#include <optional>
 #include <cstring>
-#include <memory>
+#include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include <fmt/ranges.h>
+
 #include "base/file_io.h"
 #include "base/unique_fd.h"
+#include "image/interrupt.h"
+#include "image/layer_archive.h"
+#include "image/tree.h"
 
 namespace snapvm::image {
 namespace {
@@ -55,59 +57,40 @@ std::string join(const std::vector<std::string>& parts, size_t count) {
   return fmt::format("{}", fmt::join(parts.begin(), parts.begin() + static_cast<ptrdiff_t>(count), "/"));
 }
 
-// A directory's entries (not . and ..) and an fd to act on them; the
-// directory `name` of `dir_fd` is opened without following a symlink.
-struct Listing {
-  UniqueFd fd;
-  std::vector<std::string> names;
-};
-Result<Listing> list_dir(int dir_fd, const std::string& name) {
-  Listing l{UniqueFd(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)), {}};
-  if (l.fd.get() < 0) return errno_error("open " + name);
-  const int reader = ::dup(l.fd.get());  // fdopendir takes it over
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(reader < 0 ? nullptr : ::fdopendir(reader), ::closedir);
-  if (!dir) {
-    if (reader >= 0) ::close(reader);
-    return errno_error("read " + name);
-  }
-  while (dirent* e = ::readdir(dir.get())) {
-    std::string child = e->d_name;
-    if (child != "." && child != "..") l.names.push_back(std::move(child));
-  }
-  return l;
+Result<ino_t> inode_of(int fd, const std::string& what) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_error("stat " + what);
+  return st.st_ino;
 }
 
-// Removes `name` in `dir_fd`, a directory with everything in it; nothing
-// there is fine.
-Status remove_tree(int dir_fd, const std::string& name) {
-  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
-  if (errno != EISDIR && errno != EPERM) return errno_error("remove " + name);
-  auto listing = list_dir(dir_fd, name);
-  if (!listing) return tl::unexpected(listing.error());
-  for (const auto& child : listing->names) SNAPVM_CHECK_OK(remove_tree(listing->fd.get(), child));
-  if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return errno_error("remove " + name);
-  return {};
-}
+// A name this layer gave an inode: (its directory's inode, the name).
+struct Written {
+  ino_t dir;
+  std::string leaf;
+  bool operator==(const Written&) const = default;
+};
+struct WrittenHash {
+  size_t operator()(const Written& w) const { return std::hash<std::string>()(w.leaf) ^ (w.dir * 0x9e3779b97f4a7c15ull); }
+};
 
 class Applier {
  public:
-  Applier(const std::string& layer, int root_fd, const LayerLimits& limits, uint64_t& budget)
-      : layer_(layer), root_fd_(root_fd), limits_(limits), budget_(budget), as_root_(::geteuid() == 0) {}
+  Applier(int layer_fd, const std::string& layer, int root_fd, const LayerLimits& limits, uint64_t& budget)
+      : layer_fd_(layer_fd), layer_(layer), root_fd_(root_fd), limits_(limits), budget_(budget),
+        as_root_(::geteuid() == 0) {}
 
   Result<LayerStats> run() {
-    std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), archive_read_free);
-    archive_read_support_filter_all(a.get());
-    archive_read_support_format_tar(a.get());
-    if (archive_read_open_filename(a.get(), layer_.c_str(), 1 << 16) != ARCHIVE_OK) {
-      return refuse("cannot read it as a tar ({})", archive_error_string(a.get()));
-    }
+    root_ino_ = SNAPVM_TRY(inode_of(root_fd_, "the root"));
+    auto a = open_tar(layer_fd_, "layer " + layer_);
+    if (!a) return tl::unexpected(a.error());
     for (;;) {
+      SNAPVM_CHECK_OK(check_interrupt());
       archive_entry* e = nullptr;
-      int r = archive_read_next_header(a.get(), &e);
+      int r = archive_read_next_header(a->get(), &e);
       if (r == ARCHIVE_EOF) break;
-      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return refuse("corrupt ({})", archive_error_string(a.get()));
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return refuse("corrupt ({})", archive_error_string(a->get()));
       if (++stats_.entries > limits_.max_entries) return refuse("more than {} entries", limits_.max_entries);
-      SNAPVM_CHECK_OK(apply(a.get(), e));
+      SNAPVM_CHECK_OK(apply(a->get(), e));
     }
     return stats_;
   }
@@ -119,22 +102,76 @@ class Applier {
                       fmt::format("layer {}: {}", layer_, fmt::format(f, std::forward<Args>(args)...)));
   }
 
-  // The directory that holds `parts[0..n)`, made (0755, root's) if absent.
-  Result<UniqueFd> open_dir(const std::vector<std::string>& parts, size_t n) {
-    UniqueFd dir(open_in_root(root_fd_, "", O_PATH | O_DIRECTORY));
-    if (dir.get() < 0) return errno_error("open the root");
-    for (size_t i = 0; i < n; ++i) {
-      // Each prefix from the image's root: a symlink on the way (lib ->
-      // /usr/lib) means the image's /usr/lib, never the host's.
-      const std::string prefix = join(parts, i + 1);
-      int next = open_in_root(root_fd_, prefix, O_PATH | O_DIRECTORY);
-      if (next < 0 && errno == ENOENT) {
-        if (::mkdirat(dir.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
-          return errno_error("make directory " + prefix);
-        }
-        next = open_in_root(root_fd_, prefix, O_PATH | O_DIRECTORY);
+  Status charge(uint64_t cost, std::string_view name) {
+    if (cost > budget_) {
+      return refuse("at `{}`, its files, entries and directory levels add up to more than the image may hold "
+                    "(--max-size)", name.substr(0, 200));
+    }
+    budget_ -= cost;
+    return {};
+  }
+
+  // How many levels below the root the directory `fd` lies. Known for
+  // what this layer met before; otherwise found by climbing "..", which
+  // stops at the first directory already known, so each directory is
+  // climbed through once.
+  Result<uint64_t> depth_of(int fd) {
+    std::vector<ino_t> climbed;
+    UniqueFd up;
+    int at = fd;
+    for (;;) {
+      const ino_t ino = SNAPVM_TRY(inode_of(at, "a directory"));
+      uint64_t depth = 0;
+      if (auto known = depth_.find(ino); known != depth_.end()) {
+        depth = known->second;
+      } else if (ino != root_ino_) {
+        climbed.push_back(ino);
+        if (climbed.size() > limits_.max_depth + 1) return refuse("directories nest deeper than {} levels", limits_.max_depth);
+        up.reset(::openat(at, "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!up.valid()) return errno_error("open a directory's parent");
+        at = up.get();
+        continue;
       }
-      if (next < 0) return errno_error("open directory " + join(parts, i + 1));
+      for (auto it = climbed.rbegin(); it != climbed.rend(); ++it) depth_[*it] = ++depth;
+      return depth;
+    }
+  }
+
+  // A new directory `name` in `parent_fd`, if the tree may grow that deep.
+  Status make_dir(int parent_fd, const std::string& name, mode_t mode, std::string_view path) {
+    const uint64_t depth = SNAPVM_TRY(depth_of(parent_fd)) + 1;
+    if (depth > limits_.max_depth) {
+      return refuse("`{}` nests directories deeper than {} levels", path.substr(0, 200), limits_.max_depth);
+    }
+    if (::mkdirat(parent_fd, name.c_str(), mode) != 0) {
+      if (errno == EEXIST) return {};
+      return errno_error(fmt::format("make directory {}", path.substr(0, 200)));
+    }
+    // Recorded now: the inode may be one a removed directory had, deeper.
+    struct stat st {};
+    if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("stat " + name);
+    depth_[st.st_ino] = depth;
+    return {};
+  }
+
+  // The directory that holds `parts[0..n)` (made, 0755, root's, if absent
+  // and `create`). One component at a time from its parent, so a path
+  // costs its depth, not its depth squared; a symlink met on the way
+  // (lib -> /usr/lib) is resolved from the image's root, as the image
+  // would see it, never the host's.
+  Result<UniqueFd> open_dir(const std::vector<std::string>& parts, size_t n, bool create) {
+    UniqueFd dir(::fcntl(root_fd_, F_DUPFD_CLOEXEC, 0));
+    if (!dir.valid()) return errno_error("open the root");
+    for (size_t i = 0; i < n; ++i) {
+      int next = ::openat(dir.get(), parts[i].c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (next < 0 && errno == ENOENT && create) {
+        SNAPVM_CHECK_OK(make_dir(dir.get(), parts[i], 0755, join(parts, i + 1)));
+        next = ::openat(dir.get(), parts[i].c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      }
+      if (next < 0 && (errno == ENOTDIR || errno == ELOOP)) {  // a symlink, or not a directory at all
+        next = open_in_root(root_fd_, join(parts, i + 1), O_PATH | O_DIRECTORY);
+      }
+      if (next < 0) return errno_error("open directory " + join(parts, i + 1).substr(0, 200));
       dir.reset(next);
     }
     return dir;
@@ -146,28 +183,39 @@ class Applier {
     if (name.size() > limits_.max_path_bytes) return refuse("a path of {} bytes", name.size());
     auto parts = split_path(name);
     if (!parts) return refuse("`{}` climbs out of the root with ..", name);
+    if (parts->size() > limits_.max_depth + 1) {
+      return refuse("`{}` lies deeper than {} levels", name.substr(0, 200), limits_.max_depth);
+    }
+    SNAPVM_CHECK_OK(charge(kCostPerLevel * std::max<size_t>(parts->size(), 1), name));
     if (parts->empty()) return {};  // the root itself
     const std::string path = join(*parts, parts->size());
     const std::string leaf = parts->back();
-    auto dir = open_dir(*parts, parts->size() - 1);
+    auto dir = open_dir(*parts, parts->size() - 1, /*create=*/true);
     if (!dir) return tl::unexpected(std::move(dir.error()).context("layer " + layer_));
     const int dir_fd = dir->get();
+    const ino_t dir_ino = SNAPVM_TRY(inode_of(dir_fd, path));
+    SNAPVM_CHECK_OK(charge(kCostPerSibling * siblings_[dir_ino]++, name));
 
     if (leaf == kOpaqueMarker) {  // lower layers' children of this directory go
       ++stats_.whiteouts;
-      return empty_directory(dir_fd, join(*parts, parts->size() - 1));
+      if (!opaque_.insert(dir_ino).second) return {};  // once is enough: a repeat finds only this layer's
+      return empty_directory(dir_fd, dir_ino, join(*parts, parts->size() - 1));
     }
     if (leaf.starts_with(kWhiteoutPrefix)) {
       ++stats_.whiteouts;
-      return remove_tree(dir_fd, leaf.substr(kWhiteoutPrefix.size()));
+      const std::string target = leaf.substr(kWhiteoutPrefix.size());
+      // `.wh..` and `.wh...` would remove the directory itself or its
+      // parent: above the root, that is the importer's own scratch files.
+      if (target.empty() || target == "." || target == "..") return refuse("whiteout `{}` names no entry", name);
+      return remove_tree(dir_fd, target);
     }
-    written_.insert(path);
+    written_.insert({dir_ino, leaf});
 
     if (const char* target = archive_entry_hardlink(e); target != nullptr) {
       auto tparts = split_path(target);
       if (!tparts || tparts->empty()) return refuse("hard link `{}` to `{}` outside the root", name, target);
-      auto tdir = open_dir(*tparts, tparts->size() - 1);
-      if (!tdir) return tl::unexpected(std::move(tdir.error()).context("layer " + layer_));
+      auto tdir = open_dir(*tparts, tparts->size() - 1, /*create=*/false);
+      if (!tdir) return refuse("hard link `{}` to `{}`: {}", name, target, tdir.error().describe());
       SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
       if (::linkat(tdir->get(), tparts->back().c_str(), dir_fd, leaf.c_str(), 0) != 0) {
         return refuse("hard link `{}` to `{}`: {}", name, target, std::strerror(errno));
@@ -183,7 +231,7 @@ class Applier {
         if (::fstatat(dir_fd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
           SNAPVM_CHECK_OK(remove_tree(dir_fd, leaf));
         }
-        if (::mkdirat(dir_fd, leaf.c_str(), 0700) != 0 && errno != EEXIST) return errno_error("mkdir " + path);
+        SNAPVM_CHECK_OK(make_dir(dir_fd, leaf, 0700, path));
         ++stats_.dirs;
         return set_attributes(dir_fd, leaf, e, mode);
       }
@@ -226,13 +274,12 @@ class Applier {
     }
   }
 
-  Status empty_directory(int dir_fd, const std::string& dir_path) {
-    auto listing = list_dir(dir_fd, ".");
-    if (!listing) return tl::unexpected(std::move(listing.error()).context(dir_path));
-    for (const auto& child : listing->names) {
+  Status empty_directory(int dir_fd, ino_t dir_ino, const std::string& dir_path) {
+    const auto names = SNAPVM_TRY(list_names(dir_fd, dir_path));
+    for (const auto& child : names) {
       // What this layer itself put here before the marker stays.
-      if (written_.count(dir_path.empty() ? child : dir_path + "/" + child) != 0) continue;
-      SNAPVM_CHECK_OK(remove_tree(listing->fd.get(), child));
+      if (written_.count({dir_ino, child}) != 0) continue;
+      SNAPVM_CHECK_OK(remove_tree(dir_fd, child));
     }
     return {};
   }
@@ -242,6 +289,7 @@ class Applier {
     size_t size;
     la_int64_t offset;
     for (;;) {
+      SNAPVM_CHECK_OK(check_interrupt());
       int r = archive_read_data_block(a, &block, &size, &offset);
       if (r == ARCHIVE_EOF) return {};
       if (r != ARCHIVE_OK) return refuse("`{}`: corrupt data ({})", name, archive_error_string(a));
@@ -266,20 +314,38 @@ class Applier {
     return {};
   }
 
+  int layer_fd_;
   std::string layer_;
   int root_fd_;
   LayerLimits limits_;
   uint64_t& budget_;
   bool as_root_;
+  ino_t root_ino_ = 0;
   LayerStats stats_;
-  std::unordered_set<std::string> written_;  // paths this layer created, for opaque markers
+  std::unordered_set<Written, WrittenHash> written_;  // names this layer gave, for opaque markers
+  std::unordered_set<ino_t> opaque_;                 // directories this layer's markers emptied
+  std::unordered_map<ino_t, uint64_t> siblings_;      // entries this layer put in each directory
+  std::unordered_map<ino_t, uint64_t> depth_;         // levels below the root, of directories met
 };
 
 }  // namespace
 
+Result<LayerStats> apply_layer(int layer_fd, const std::string& name, int root_fd, const LayerLimits& limits,
+                               uint64_t& byte_budget) {
+  return Applier(layer_fd, name, root_fd, limits, byte_budget).run();
+}
+
 Result<LayerStats> apply_layer(const std::string& layer_path, int root_fd, const LayerLimits& limits,
                                uint64_t& byte_budget) {
-  return Applier(layer_path, root_fd, limits, byte_budget).run();
+  // O_NONBLOCK: a FIFO in the layer's place is refused, never waited on.
+  auto fd = open_file(layer_path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (!fd) return tl::unexpected(fd.error());
+  struct stat st {};
+  if (::fstat(fd->get(), &st) != 0) return errno_error("stat " + layer_path);
+  if (!S_ISREG(st.st_mode)) {
+    return make_error(ErrorCode::kInvalidArgument, "layer {}: not a regular file", layer_path);
+  }
+  return apply_layer(fd->get(), layer_path, root_fd, limits, byte_budget);
 }
 
 }  // namespace snapvm::image

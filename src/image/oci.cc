@@ -1,16 +1,16 @@
 #include "image/oci.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <unistd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
-#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "base/file_io.h"
-#include "base/unique_fd.h"
+#include "image/digest.h"
+#include "image/image_member.h"
+#include "image/layer_archive.h"
 
 namespace snapvm::image {
 namespace {
@@ -22,28 +22,16 @@ constexpr size_t kMaxLayers = 256;
 constexpr std::string_view kIndexType = "application/vnd.oci.image.index.v1+json";
 constexpr std::string_view kDockerListType = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-// One open, one size check and one read of that size: a file that grows
-// after the check is not read further.
-Result<std::string> read_small(const std::string& path) {
-  auto fd = open_file(path, O_RDONLY | O_CLOEXEC);
-  if (!fd) return tl::unexpected(fd.error());
-  struct stat st {};
-  if (::fstat(fd->get(), &st) != 0) return errno_error(path);
-  if (!S_ISREG(st.st_mode)) return make_error(ErrorCode::kDataLoss, fmt::format("{}: not a regular file", path));
-  if (static_cast<uint64_t>(st.st_size) > kMaxMetadataBytes) {
-    return make_error(ErrorCode::kDataLoss, fmt::format("{}: {} bytes, more than image metadata may be ({})", path,
-                                                        st.st_size, kMaxMetadataBytes));
-  }
-  std::string text(static_cast<size_t>(st.st_size), '\0');
-  auto read = pread_exact(fd->get(), {reinterpret_cast<uint8_t*>(text.data()), text.size()}, 0);
-  if (!read) return tl::unexpected(std::move(read.error()).context(path));
-  return text;
-}
-
 Result<json> parse_json(const std::string& text, const std::string& what) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return make_error(ErrorCode::kDataLoss, fmt::format("{}: not valid JSON", what));
   return j;
+}
+
+// A metadata file of the image directory, parsed.
+Result<json> read_json_member(int dir_fd, const std::string& path, const std::string& what) {
+  auto fd = SNAPVM_TRY(open_member(dir_fd, path, MemberLinks::kRefused, what));
+  return parse_json(SNAPVM_TRY(read_member(fd.get(), kMaxMetadataBytes, what)), what);
 }
 
 // "sha256:<64 lowercase hex>" or an error; the hex becomes a file name, so
@@ -58,32 +46,18 @@ Result<std::string> digest_hex(const json& j, const std::string& what) {
   return d.substr(7);
 }
 
-// A blob of the layout, checked against its digest.
-Result<std::string> verified_blob(const std::string& dir, const json& descriptor, const std::string& what) {
+// A blob of the layout, opened and checked against its digest.
+Result<ImageLayer> verified_blob(int dir_fd, const json& descriptor, const std::string& what) {
   if (!descriptor.is_object()) return make_error(ErrorCode::kDataLoss, fmt::format("{}: not a descriptor", what));
-  auto hex = digest_hex(descriptor.value("digest", json()), what);
-  if (!hex) return tl::unexpected(hex.error());
-  const std::string path = dir + "/blobs/sha256/" + *hex;
-  auto actual = sha256_of_file(path);
-  if (!actual) return tl::unexpected(std::move(actual.error()).context(what));
-  if (*actual != "sha256:" + *hex) {
+  const std::string hex = SNAPVM_TRY(digest_hex(descriptor.value("digest", json()), what));
+  const std::string path = "blobs/sha256/" + hex;
+  ImageLayer blob{path, SNAPVM_TRY(open_member(dir_fd, path, MemberLinks::kRefused, what))};
+  const std::string actual = SNAPVM_TRY(sha256_of_fd(blob.fd.get(), what));
+  if (actual != "sha256:" + hex) {
     return make_error(ErrorCode::kDataLoss,
-                      fmt::format("{}: blob {} does not match its digest (it hashes to {})", what, *hex, *actual));
+                      fmt::format("{}: blob {} does not match its digest (it hashes to {})", what, hex, actual));
   }
-  return path;
-}
-
-// A path inside a docker archive: relative, never climbing.
-bool safe_relative(const std::string& p) {
-  if (p.empty() || p[0] == '/' || p.size() > 4096) return false;
-  size_t at = 0;
-  while (at <= p.size()) {
-    size_t slash = p.find('/', at);
-    if (slash == std::string::npos) slash = p.size();
-    if (p.compare(at, slash - at, "..") == 0 && slash - at == 2) return false;
-    at = slash + 1;
-  }
-  return true;
+  return blob;
 }
 
 std::vector<std::string> strings_of(const json& j) {
@@ -95,12 +69,9 @@ std::vector<std::string> strings_of(const json& j) {
   return out;
 }
 
-Result<ImageSource> read_oci_layout(const std::string& dir) {
-  auto index_text = read_small(dir + "/index.json");
-  if (!index_text) return tl::unexpected(index_text.error());
-  auto index = parse_json(*index_text, dir + "/index.json");
-  if (!index) return tl::unexpected(index.error());
-  json manifests = index->value("manifests", json::array());
+Result<ImageSource> read_oci_layout(int dir_fd, const std::string& dir) {
+  const json index = SNAPVM_TRY(read_json_member(dir_fd, "index.json", dir + "/index.json"));
+  json manifests = index.value("manifests", json::array());
   // Nested indexes (multi-platform) are followed a few levels at most.
   for (int depth = 0; depth < 4; ++depth) {
     if (!manifests.is_array() || manifests.empty()) {
@@ -115,76 +86,85 @@ Result<ImageSource> read_oci_layout(const std::string& dir) {
       }
     }
     const std::string media = chosen->value("mediaType", "");
-    auto blob = verified_blob(dir, *chosen, "manifest");
-    if (!blob) return tl::unexpected(blob.error());
-    auto text = read_small(*blob);
-    if (!text) return tl::unexpected(text.error());
-    auto doc = parse_json(*text, "manifest " + *blob);
-    if (!doc) return tl::unexpected(doc.error());
-    if (media == kIndexType || media == kDockerListType || doc->contains("manifests")) {
-      manifests = doc->value("manifests", json::array());
+    const ImageLayer blob = SNAPVM_TRY(verified_blob(dir_fd, *chosen, "manifest"));
+    const json doc = SNAPVM_TRY(parse_json(SNAPVM_TRY(read_member(blob.fd.get(), kMaxMetadataBytes, "manifest")),
+                                           "manifest " + blob.name));
+    if (media == kIndexType || media == kDockerListType || doc.contains("manifests")) {
+      manifests = doc.value("manifests", json::array());
       continue;
     }
     ImageSource src;
     src.digest = chosen->value("digest", "");
-    auto config_blob = verified_blob(dir, doc->value("config", json()), "image config");
-    if (!config_blob) return tl::unexpected(config_blob.error());
-    auto config_text = read_small(*config_blob);
-    if (!config_text) return tl::unexpected(config_text.error());
-    auto config = parse_run_config(*config_text);
-    if (!config) return tl::unexpected(config.error());
-    src.config = std::move(*config);
-    auto config_json = parse_json(*config_text, "image config");
-    src.architecture = config_json->value("architecture", "");
-    const json layers = doc->value("layers", json::array());
+    const ImageLayer config_blob = SNAPVM_TRY(verified_blob(dir_fd, doc.value("config", json()), "image config"));
+    const std::string config_text = SNAPVM_TRY(read_member(config_blob.fd.get(), kMaxMetadataBytes, "image config"));
+    src.config = SNAPVM_TRY(parse_run_config(config_text));
+    src.architecture = SNAPVM_TRY(parse_json(config_text, "image config")).value("architecture", "");
+    const json layers = doc.value("layers", json::array());
     if (!layers.is_array() || layers.size() > kMaxLayers) {
       return make_error(ErrorCode::kDataLoss, fmt::format("{}: a manifest with no layer list or over {} layers", dir,
                                                           kMaxLayers));
     }
     for (size_t i = 0; i < layers.size(); ++i) {
-      auto layer = verified_blob(dir, layers[i], fmt::format("layer {}", i + 1));
-      if (!layer) return tl::unexpected(layer.error());
-      src.layers.push_back(*layer);
+      src.layers.push_back(SNAPVM_TRY(verified_blob(dir_fd, layers[i], fmt::format("layer {}", i + 1))));
     }
     return src;
   }
   return make_error(ErrorCode::kDataLoss, fmt::format("{}: indexes nested too deep", dir));
 }
 
-Result<ImageSource> read_docker_archive(const std::string& dir) {
-  auto text = read_small(dir + "/manifest.json");
-  if (!text) return tl::unexpected(text.error());
-  auto doc = parse_json(*text, dir + "/manifest.json");
-  if (!doc) return tl::unexpected(doc.error());
-  if (!doc->is_array() || doc->empty() || !(*doc)[0].is_object()) {
+// The config's rootfs.diff_ids: the digest of each layer's uncompressed
+// tar, which the manifest's layer paths alone do not vouch for.
+Result<std::vector<std::string>> diff_ids_of(const json& config, const std::string& what) {
+  const json rootfs = config.value("rootfs", json::object());
+  const json ids = rootfs.is_object() ? rootfs.value("diff_ids", json()) : json();
+  if (!ids.is_array()) return make_error(ErrorCode::kDataLoss, "{}: no rootfs.diff_ids to check the layers by", what);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < ids.size() && i <= kMaxLayers; ++i) {
+    out.push_back("sha256:" + SNAPVM_TRY(digest_hex(ids[i], fmt::format("{}: diff_id {}", what, i + 1))));
+  }
+  return out;
+}
+
+Result<ImageSource> read_docker_archive(int dir_fd, const std::string& dir) {
+  const json doc = SNAPVM_TRY(read_json_member(dir_fd, "manifest.json", dir + "/manifest.json"));
+  if (!doc.is_array() || doc.empty() || !doc[0].is_object()) {
     return make_error(ErrorCode::kDataLoss, fmt::format("{}/manifest.json: no image in it", dir));
   }
-  const json& entry = (*doc)[0];
-  const std::string config_path = entry.value("Config", "");
-  if (!safe_relative(config_path)) {
-    return make_error(ErrorCode::kDataLoss, fmt::format("{}/manifest.json: config path `{}` leaves the archive", dir,
-                                                        config_path.substr(0, 200)));
-  }
-  auto config_text = read_small(dir + "/" + config_path);
-  if (!config_text) return tl::unexpected(config_text.error());
-  auto config = parse_run_config(*config_text);
-  if (!config) return tl::unexpected(config.error());
+  const json& entry = doc[0];
+  const json config_path = entry.value("Config", json());
+  if (!config_path.is_string()) return make_error(ErrorCode::kDataLoss, "{}/manifest.json: no Config", dir);
+  const std::string config_what = fmt::format("{}/manifest.json: Config", dir);
+  auto config_fd = SNAPVM_TRY(open_member(dir_fd, config_path.get<std::string>(), MemberLinks::kRefused, config_what));
+  const std::string config_text = SNAPVM_TRY(read_member(config_fd.get(), kMaxMetadataBytes, config_what));
   ImageSource src;
-  src.config = std::move(*config);
-  src.architecture = parse_json(*config_text, "config")->value("architecture", "");
-  auto digest = sha256_of_file(dir + "/" + config_path);
-  if (!digest) return tl::unexpected(digest.error());
-  src.digest = *digest;
-  const auto layers = strings_of(entry.value("Layers", json::array()));
-  if (layers.size() > kMaxLayers) {
-    return make_error(ErrorCode::kDataLoss, fmt::format("{}: over {} layers", dir, kMaxLayers));
+  src.config = SNAPVM_TRY(parse_run_config(config_text));
+  const json config = SNAPVM_TRY(parse_json(config_text, config_what));
+  src.architecture = config.value("architecture", "");
+  Sha256 config_digest;
+  config_digest.update(config_text.data(), config_text.size());
+  src.digest = config_digest.finish();
+
+  const json layers = entry.value("Layers", json::array());
+  if (!layers.is_array() || layers.size() > kMaxLayers) {
+    return make_error(ErrorCode::kDataLoss, fmt::format("{}/manifest.json: no layer list or over {} layers", dir,
+                                                        kMaxLayers));
   }
-  for (const auto& l : layers) {
-    if (!safe_relative(l)) {
-      return make_error(ErrorCode::kDataLoss,
-                        fmt::format("{}/manifest.json: layer path `{}` leaves the archive", dir, l.substr(0, 200)));
+  const auto diff_ids = SNAPVM_TRY(diff_ids_of(config, config_what));
+  if (diff_ids.size() != layers.size()) {
+    return make_error(ErrorCode::kDataLoss, "{}/manifest.json: {} layers, but the config names {} diff_ids", dir,
+                      layers.size(), diff_ids.size());
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string what = fmt::format("{}/manifest.json: layer {}", dir, i + 1);
+    if (!layers[i].is_string()) return make_error(ErrorCode::kDataLoss, "{}: not a path", what);
+    ImageLayer layer{layers[i].get<std::string>(), {}};
+    layer.fd = SNAPVM_TRY(open_member(dir_fd, layer.name, MemberLinks::kInsideOnly, what));
+    const std::string actual = SNAPVM_TRY(uncompressed_digest(layer.fd.get(), what));
+    if (actual != diff_ids[i]) {
+      return make_error(ErrorCode::kDataLoss, "{} (`{}`) does not match the config's diff_id {} (it hashes to {})",
+                        what, layer.name.substr(0, 200), diff_ids[i], actual);
     }
-    src.layers.push_back(dir + "/" + l);
+    src.layers.push_back(std::move(layer));
   }
   return src;
 }
@@ -192,23 +172,9 @@ Result<ImageSource> read_docker_archive(const std::string& dir) {
 }  // namespace
 
 Result<std::string> sha256_of_file(const std::string& path) {
-  auto fd = open_file(path, O_RDONLY | O_CLOEXEC);
+  auto fd = open_file(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (!fd) return tl::unexpected(fd.error());
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd->get(), buf.data(), buf.size());
-    if (n < 0) return errno_error("read " + path);
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  std::string out = "sha256:";
-  for (unsigned int i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
-  return out;
+  return sha256_of_fd(fd->get(), path);
 }
 
 Result<RunConfig> parse_run_config(const std::string& json_text) {
@@ -236,18 +202,24 @@ Result<RunConfig> parse_run_config(const std::string& json_text) {
   return rc;
 }
 
-Result<ImageSource> read_image_dir(const std::string& dir) {
+Result<ImageSource> read_image_dir(int dir_fd, const std::string& dir) {
   struct stat st {};
   // Metadata of the wrong shape (a number where an object belongs) makes
   // the JSON library throw: one line, like every other refusal.
   try {
-    if (::stat((dir + "/index.json").c_str(), &st) == 0) return read_oci_layout(dir);
-    if (::stat((dir + "/manifest.json").c_str(), &st) == 0) return read_docker_archive(dir);
+    if (::fstatat(dir_fd, "index.json", &st, AT_SYMLINK_NOFOLLOW) == 0) return read_oci_layout(dir_fd, dir);
+    if (::fstatat(dir_fd, "manifest.json", &st, AT_SYMLINK_NOFOLLOW) == 0) return read_docker_archive(dir_fd, dir);
   } catch (const json::exception& e) {
     return make_error(ErrorCode::kDataLoss, fmt::format("{}: malformed image metadata ({})", dir, e.what()));
   }
   return make_error(ErrorCode::kInvalidArgument,
                     fmt::format("{}: neither an OCI image layout (index.json) nor a docker archive (manifest.json)", dir));
+}
+
+Result<ImageSource> read_image_dir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error(dir);
+  return read_image_dir(fd.get(), dir);
 }
 
 }  // namespace snapvm::image

@@ -1,8 +1,10 @@
 // Reading a container image from disk: an OCI image layout directory
 // (oci-layout, index.json, blobs/sha256/...) or the directory a
 // `docker save` tarball unpacks to (manifest.json naming a config and
-// layer tars). Every blob named by digest is checked against it before
-// use; sizes and counts are bounded, since images come from anywhere.
+// layer tars). Every file is opened inside that directory (image_member.h);
+// every blob named by digest is checked against it, and a docker
+// archive's layers against its config's rootfs.diff_ids, before use;
+// sizes and counts are bounded, since images come from anywhere.
 #pragma once
 
 #include <cstdint>
@@ -11,15 +13,24 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 #include "image/catalog.h"
 
 namespace snapvm::image {
 
+// A layer, open and verified: applying it reads the file that was
+// checked, not whatever its path names by then.
+struct ImageLayer {
+  std::string name;  // its path in the image directory, for messages
+  UniqueFd fd;
+};
+
 struct ImageSource {
   // Names the image's content: the manifest's digest (OCI), the config's
-  // (docker archive, whose manifest.json is not content-addressed).
+  // (docker archive, whose manifest.json is not content-addressed; the
+  // config names the layers by their diff_ids, which are checked).
   std::string digest;
-  std::vector<std::string> layers;  // paths of the layer blobs, lowest first
+  std::vector<ImageLayer> layers;  // lowest first
   RunConfig config;
   std::string architecture;  // as the config says ("amd64", "arm64")
 };
@@ -28,6 +39,7 @@ struct ImageSource {
 // With several manifests (a multi-platform index), takes the one for
 // linux on this host's architecture.
 Result<ImageSource> read_image_dir(const std::string& dir);
+Result<ImageSource> read_image_dir(int dir_fd, const std::string& name);
 
 // The OCI config JSON's run settings; refuses what is not one.
 Result<RunConfig> parse_run_config(const std::string& json_text);

@@ -1,20 +1,24 @@
 #include "image/store.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "base/file_io.h"
 #include "base/unique_fd.h"
 #include "image/catalog.h"
+#include "image/interrupt.h"
 #include "image/layer.h"
+#include "image/scratch_dir.h"
+#include "image/tree.h"
 
 extern char** environ;
 
@@ -24,29 +28,43 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Removes a scratch directory unless released.
-class ScratchDir {
- public:
-  explicit ScratchDir(fs::path p) : path_(std::move(p)) {}
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
+// A directory `name` in `parent_fd`, made with exactly `mode` (not what the
+// umask leaves of it), and opened.
+Result<UniqueFd> make_dir(int parent_fd, const std::string& name, mode_t mode, const std::string& what) {
+  if (::mkdirat(parent_fd, name.c_str(), mode) != 0) return errno_error("make " + what);
+  UniqueFd fd(::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid() || ::fchmod(fd.get(), mode) != 0) return errno_error("open " + what);
+  return fd;
+}
+
+// The store, made if absent (0700, or 0755 when images are shared), and
+// refused if another user could rename what an import builds in it.
+Result<UniqueFd> open_store(const ImportOptions& o) {
+  std::error_code ec;
+  const fs::path store(o.store);
+  if (!fs::exists(store, ec)) {
+    if (store.has_parent_path()) fs::create_directories(store.parent_path(), ec);
+    if (::mkdir(store.c_str(), 0700) == 0) ::chmod(store.c_str(), o.shared ? 0755 : 0700);
   }
-  const fs::path& path() const { return path_; }
+  UniqueFd fd(::open(store.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error("image store " + o.store);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return errno_error("image store " + o.store);
+  if ((st.st_uid != 0 && st.st_uid != ::geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "image store {}: other users can change it (owner uid {}, mode {:o}); use a store only its "
+                      "owner can write",
+                      o.store, st.st_uid, st.st_mode & 07777);
+  }
+  return fd;
+}
 
- private:
-  fs::path path_;
-};
-
-Result<uint64_t> apply_all(const std::vector<std::string>& layers, const fs::path& root, uint64_t& budget,
-                           const ImportOptions& o, uint64_t& entries) {
-  fs::create_directories(root);
-  fs::permissions(root, fs::perms(0755));
-  UniqueFd root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (root_fd.get() < 0) return errno_error("open " + root.string());
+Result<uint64_t> apply_all(const std::vector<ImageLayer>& layers, int scratch_fd, const std::string& scratch,
+                           uint64_t& budget, const ImportOptions& o, uint64_t& entries) {
+  auto root = SNAPVM_TRY(make_dir(scratch_fd, "rootfs", 0755, scratch + "/rootfs"));
   uint64_t bytes = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    auto stats = apply_layer(layers[i], root_fd.get(), LayerLimits{}, budget);
+    auto stats = apply_layer(layers[i].fd.get(), layers[i].name, root.get(), LayerLimits{}, budget);
     if (!stats) return tl::unexpected(stats.error());
     bytes += stats->bytes;
     entries += stats->entries;
@@ -57,6 +75,21 @@ Result<uint64_t> apply_all(const std::vector<std::string>& layers, const fs::pat
     }
   }
   return bytes;
+}
+
+// Waits for mkfs.ext4; an interrupted import stops it rather than waiting
+// for it to finish a file that is about to be removed.
+Result<int> wait_for(pid_t pid) {
+  for (;;) {
+    int status = 0;
+    if (::waitpid(pid, &status, 0) == pid) return status;
+    if (errno != EINTR) return errno_error("wait for mkfs.ext4");
+    if (interrupting_signal() != 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return tl::unexpected(check_interrupt().error());
+    }
+  }
 }
 
 // mkfs.ext4 -d: an ext4 image of `dir` without mounting anything.
@@ -75,14 +108,13 @@ Status make_ext4(const fs::path& dir, const fs::path& image, uint64_t content_by
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   pid_t pid;
   int rc = ::posix_spawnp(&pid, "mkfs.ext4", &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) return errno_error("run mkfs.ext4 (install e2fsprogs)", rc);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  const int status = SNAPVM_TRY(wait_for(pid));
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::ifstream in(log);
     std::string first;
@@ -93,77 +125,95 @@ Status make_ext4(const fs::path& dir, const fs::path& image, uint64_t content_by
   return {};
 }
 
-}  // namespace
+Status write_new_file(int dir_fd, const std::string& name, const std::string& text, mode_t mode) {
+  UniqueFd fd(::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+  if (!fd.valid()) return errno_error("create " + name);
+  SNAPVM_CHECK_OK(pwrite_all(fd.get(), {reinterpret_cast<const uint8_t*>(text.data()), text.size()}, 0));
+  if (::fchmod(fd.get(), mode) != 0) return errno_error("chmod " + name);
+  return {};
+}
 
-Result<ImportResult> import_image(const std::string& source, const std::string& name, const ImportOptions& o) {
-  SNAPVM_CHECK_OK(check_image_name(name));
-  std::error_code ec;
-  fs::create_directories(o.store, ec);
-  if (ec) return make_error(ErrorCode::kIo, fmt::format("image store {}: {}", o.store, ec.message()));
+// The image in `source`: a directory as it is, or a tarball unpacked into
+// the scratch directory by the same careful hands as a layer.
+Result<ImageSource> read_source(const std::string& source, const ScratchDir& scratch, const ImportOptions& o) {
+  // O_NONBLOCK: a FIFO named as the source is refused, not waited on.
+  auto fd = open_file(source, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (!fd) return tl::unexpected(fd.error());
   struct stat st {};
-  if (::stat(source.c_str(), &st) != 0) return errno_error(source);
-  ScratchDir scratch(fs::path(o.store) / fmt::format(".import-{}-{}", name, ::getpid()));
-  fs::remove_all(scratch.path(), ec);
-  fs::create_directories(scratch.path() / "out");
-  uint64_t budget = o.max_bytes;
-
-  std::string dir = source;
-  if (S_ISREG(st.st_mode)) {  // a tarball: unpacked first, by the same careful hands as a layer
-    const fs::path unpacked = scratch.path() / "archive";
-    fs::create_directories(unpacked);
-    UniqueFd fd(::open(unpacked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (o.progress) o.progress("unpacking " + source);
-    uint64_t unpack_budget = o.max_bytes;
-    auto r = apply_layer(source, fd.get(), LayerLimits{}, unpack_budget);
-    if (!r) return tl::unexpected(r.error());
-    dir = unpacked.string();
-  } else if (!S_ISDIR(st.st_mode)) {
+  if (::fstat(fd->get(), &st) != 0) return errno_error(source);
+  if (S_ISDIR(st.st_mode)) return read_image_dir(fd->get(), source);
+  if (!S_ISREG(st.st_mode)) {
     return make_error(ErrorCode::kInvalidArgument, fmt::format("{}: not a directory or a tarball", source));
   }
-  auto src = read_image_dir(dir);
-  if (!src) return tl::unexpected(src.error());
+  auto unpacked = SNAPVM_TRY(make_dir(scratch.fd(), "archive", 0700, scratch.path() + "/archive"));
+  if (o.progress) o.progress("unpacking " + source);
+  uint64_t unpack_budget = o.max_bytes;
+  SNAPVM_CHECK_OK(apply_layer(fd->get(), source, unpacked.get(), LayerLimits{}, unpack_budget));
+  return read_image_dir(unpacked.get(), source);
+}
+
+Result<ImportResult> import_into(int store_fd, const std::string& source, const std::string& name,
+                                 const ImportOptions& o) {
+  remove_stale_scratch(store_fd);
+  auto scratch = SNAPVM_TRY(ScratchDir::create(store_fd, o.store, name));
+  const ImageSource src = SNAPVM_TRY(read_source(source, scratch, o));
 
   ImportResult result;
   result.name = name;
-  result.digest = src->digest;
-  result.layers = src->layers.size();
+  result.digest = src.digest;
+  result.layers = src.layers.size();
   const fs::path final_dir = fs::path(o.store) / name;
   result.rootfs = (final_dir / "rootfs.ext4").string();
-  if (auto existing = find_image(o.store, name); existing && existing->digest == src->digest) {
+  if (auto existing = find_image(o.store, name);
+      existing && existing->layers_verified && existing->digest == src.digest) {
     result.reused = true;
     result.rootfs_bytes = existing->rootfs_bytes;
     return result;
   }
-  uint64_t entries = 0;
-  auto bytes = apply_all(src->layers, scratch.path() / "rootfs", budget, o, entries);
-  if (!bytes) return tl::unexpected(bytes.error());
-  result.content_bytes = *bytes;
-  if (o.progress) o.progress(fmt::format("building rootfs.ext4 from {:.1f} MiB in {} entries", *bytes / 1048576.0,
-                                         entries));
-  const fs::path out = scratch.path() / "out";
-  SNAPVM_CHECK_OK(make_ext4(scratch.path() / "rootfs", out / "rootfs.ext4", *bytes, entries));
-  result.rootfs_bytes = fs::file_size(out / "rootfs.ext4");
-  json meta = {{"name", name},
-               {"digest", src->digest},
-               {"architecture", src->architecture},
-               {"layers", src->layers.size()},
-               {"content_bytes", *bytes},
-               {"rootfs_bytes", result.rootfs_bytes},
-               {"config", run_config_json(src->config)}};
-  {
-    std::ofstream f(out / "image.json");
-    f << meta.dump(2) << "\n";
-    if (!f.flush()) return make_error(ErrorCode::kIo, "write image.json");
+  uint64_t budget = o.max_bytes, entries = 0;
+  const uint64_t bytes = SNAPVM_TRY(apply_all(src.layers, scratch.fd(), scratch.path(), budget, o, entries));
+  SNAPVM_CHECK_OK(check_interrupt());
+  result.content_bytes = bytes;
+  if (o.progress) {
+    o.progress(fmt::format("building rootfs.ext4 from {:.1f} MiB in {} entries", bytes / 1048576.0, entries));
   }
+  const mode_t dir_mode = o.shared ? 0755 : 0700, file_mode = o.shared ? 0644 : 0600;
+  auto out = SNAPVM_TRY(make_dir(scratch.fd(), "out", 0700, scratch.path() + "/out"));
+  const fs::path out_path = fs::path(scratch.path()) / "out";
+  SNAPVM_CHECK_OK(make_ext4(fs::path(scratch.path()) / "rootfs", out_path / "rootfs.ext4", bytes, entries));
+  if (::fchmodat(out.get(), "rootfs.ext4", file_mode, 0) != 0) return errno_error("chmod rootfs.ext4");
+  result.rootfs_bytes = fs::file_size(out_path / "rootfs.ext4");
+  json meta = {{"name", name},
+               {"digest", src.digest},
+               {"architecture", src.architecture},
+               {"layers", src.layers.size()},
+               {"layers_verified", true},
+               {"content_bytes", bytes},
+               {"rootfs_bytes", result.rootfs_bytes},
+               {"config", run_config_json(src.config)}};
+  SNAPVM_CHECK_OK(write_new_file(out.get(), "image.json", meta.dump(2) + "\n", file_mode));
+  if (::fchmod(out.get(), dir_mode) != 0) return errno_error("chmod " + out_path.string());
+  SNAPVM_CHECK_OK(check_interrupt());
   // Into place: the old image (if any) moves aside first, then goes.
-  const fs::path old = scratch.path() / "previous";
+  std::error_code ec;
+  const fs::path old = fs::path(scratch.path()) / "previous";
   if (fs::exists(final_dir)) fs::rename(final_dir, old);
-  fs::rename(out, final_dir, ec);
+  fs::rename(out_path, final_dir, ec);
   if (ec) {
     if (fs::exists(old)) fs::rename(old, final_dir);
     return make_error(ErrorCode::kIo, fmt::format("move the image into {}: {}", final_dir.string(), ec.message()));
   }
   return result;
+}
+
+}  // namespace
+
+Result<ImportResult> import_image(const std::string& source, const std::string& name, const ImportOptions& o) {
+  SNAPVM_CHECK_OK(check_image_name(name));
+  // Before the scratch directory exists and until it is gone again.
+  InterruptWatch watch;
+  auto store = SNAPVM_TRY(open_store(o));
+  return import_into(store.get(), source, name, o);
 }
 
 }  // namespace snapvm::image

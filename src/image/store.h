@@ -7,10 +7,14 @@
 //   image.json    name, digest, architecture, entrypoint, cmd, env,
 //                 working dir, user, exposed ports, sizes
 //
-// An import builds in a scratch directory inside the store and renames it
-// into place at the end, so a refused or failed import leaves the store
-// as it was; importing the same image (same digest) under the same name
-// again reuses what is there.
+// An import builds in a scratch directory inside the store (0700:
+// scratch_dir.h) and renames it into place at the end, so a refused,
+// failed or interrupted import leaves the store as it was; importing the
+// same image (same digest, its layers verified) under the same name again
+// reuses what is there. The store is made 0700 and each image's directory
+// and files are the importer's alone (0700, 0600) unless `shared`.
+// The store must be writable by its owner only (root or the importer):
+// the import refuses one that other users can write.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +30,10 @@ namespace snapvm::image {
 
 struct ImportOptions {
   std::string store;                  // the store's directory
-  uint64_t max_bytes = 8ull << 30;    // file contents of the whole image (and of a tarball's unpacking)
+  uint64_t max_bytes = 8ull << 30;    // file contents and entry costs (layer.h) of the whole image
+                                      // (and of a tarball's unpacking)
+  bool shared = false;                // the image readable by every user: 0755 directory, 0644 files
+                                      // (and a store this import makes, 0755)
   std::function<void(const std::string&)> progress;  // one line per step, if set
 };
 

@@ -163,7 +163,8 @@ const std::initializer_list<const char*> kImportFiles = {
     "fdatasync", "fstatfs", "statfs", "umask", "dup", "dup2", "dup3", "pipe2", "access", "faccessat", "faccessat2",
     "uname", "sysinfo", "getcwd", "chdir", "fchdir", "getppid", "getpgrp", "setpgid", "getrusage", "wait4",
     "execve", "vfork", "fsetxattr", "lsetxattr", "fgetxattr", "lgetxattr", "flistxattr", "llistxattr",
-    "fadvise64", "sync_file_range", "copy_file_range", "sendfile", "mknodat", "statfs"};
+    "fadvise64", "sync_file_range", "copy_file_range", "sendfile", "mknodat", "statfs",
+    "kill"};  // an interrupted import stops the mkfs.ext4 it started (image/store.cc)
 
 // Sanitizer runtimes (ASan, TSan) make calls of their own inside
 // interceptors, e.g. pipe2 to probe whether memory is readable.

@@ -1,7 +1,17 @@
 // libFuzzer target: what an imported image hands snapvm. The first byte
-// picks the parser: even, the image config JSON (must never throw);
-// odd, a layer tar applied onto a scratch root (must never crash, and
-// nothing may appear outside the root whatever the entries say).
+// picks the parser:
+//   0 (mod 4)  the image config JSON (must never throw);
+//   1          a layer tar applied onto a scratch root (must never crash,
+//              and nothing may appear outside the root whatever the
+//              entries say);
+//   2          a docker archive's manifest.json, read in a directory that
+//              also holds a good config and layer, links to a host config
+//              and a host layer, a directory link to the host, and a FIFO:
+//              nothing of the host may be taken, and nothing may block;
+//   3          a whole `docker save` tarball: unpacked as the import does,
+//              then read as an image directory.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -10,32 +20,105 @@
 #include <fstream>
 #include <string>
 
-#include <fcntl.h>
-
 #include "base/unique_fd.h"
+#include "image/digest.h"
 #include "image/layer.h"
 #include "image/oci.h"
 
 namespace fs = std::filesystem;
+using snapvm::UniqueFd;
+
+namespace {
+
+const fs::path& scratch() {
+  static const fs::path dir = fs::temp_directory_path() / ("snapvm-fuzz-image-" + std::to_string(::getpid()));
+  return dir;
+}
+
+constexpr const char* kHostSecret = "FUZZ-HOST-SECRET";
+
+// The fixture of selector 2, made once: the host files live beside it.
+struct DockerFixture {
+  fs::path dir, host_layer;
+  ino_t host_layer_ino = 0;
+};
+
+const DockerFixture& docker_fixture() {
+  static const DockerFixture f = [] {
+    DockerFixture d;
+    const fs::path host = scratch() / "host";
+    d.dir = scratch() / "docker";
+    fs::create_directories(host);
+    fs::create_directories(d.dir / "l");
+    std::ofstream(host / "config.json") << R"({"config":{"Env":[")" << kHostSecret << R"("]},"rootfs":{"diff_ids":[]}})";
+    // An empty tar (two zero blocks) serves as both the good and the host layer.
+    const std::string empty_tar(1024, '\0');
+    std::ofstream(host / "layer.tar", std::ios::binary) << empty_tar;
+    std::ofstream(d.dir / "l/layer.tar", std::ios::binary) << empty_tar;
+    d.host_layer = host / "layer.tar";
+    struct stat st {};
+    ::stat(d.host_layer.c_str(), &st);
+    d.host_layer_ino = st.st_ino;
+    UniqueFd layer(::open((d.dir / "l/layer.tar").c_str(), O_RDONLY | O_CLOEXEC));
+    const std::string id = *snapvm::image::sha256_of_fd(layer.get(), "layer");
+    std::ofstream(d.dir / "cfg.json") << R"({"config":{"Env":["A=1"]},"rootfs":{"type":"layers","diff_ids":[")" << id
+                                       << R"(",")" << id << R"("]}})";
+    fs::create_symlink(host / "config.json", d.dir / "hostcfg.json");
+    fs::create_symlink(host / "layer.tar", d.dir / "hostlayer.tar");
+    fs::create_symlink(host, d.dir / "hostdir");
+    fs::create_symlink("l/layer.tar", d.dir / "inside.tar");
+    ::mkfifo((d.dir / "fifo").c_str(), 0600);
+    return d;
+  }();
+  return f;
+}
+
+// Traps if an accepted image took anything from the host.
+void check_source(const snapvm::Result<snapvm::image::ImageSource>& src, ino_t host_layer_ino) {
+  if (!src) return;
+  for (const auto& e : src->config.env) {
+    if (e.find(kHostSecret) != std::string::npos) __builtin_trap();
+  }
+  for (const auto& layer : src->layers) {
+    struct stat st {};
+    if (::fstat(layer.fd.get(), &st) == 0 && host_layer_ino != 0 && st.st_ino == host_layer_ino) __builtin_trap();
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  if (data[0] % 2 == 0) {
-    (void)snapvm::image::parse_run_config(rest);
-    return 0;
+  switch (data[0] % 4) {
+    case 0:
+      (void)snapvm::image::parse_run_config(rest);
+      return 0;
+    case 2: {
+      const DockerFixture& f = docker_fixture();
+      std::ofstream(f.dir / "manifest.json", std::ios::binary | std::ios::trunc) << rest;
+      check_source(snapvm::image::read_image_dir(f.dir.string()), f.host_layer_ino);
+      return 0;
+    }
+    default:
+      break;
   }
-  static const fs::path scratch = fs::temp_directory_path() / ("snapvm-fuzz-layer-" + std::to_string(::getpid()));
-  fs::remove_all(scratch);
-  fs::create_directories(scratch / "root");
-  std::ofstream(scratch / "layer.tar", std::ios::binary) << rest;
-  snapvm::UniqueFd root(::open((scratch / "root").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const fs::path work = scratch() / "layer";
+  fs::remove_all(work);
+  fs::create_directories(work / "root");
+  std::ofstream(work / "layer.tar", std::ios::binary) << rest;
+  UniqueFd root(::open((work / "root").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   uint64_t budget = 1 << 20;
   snapvm::image::LayerLimits limits;
   limits.max_entries = 1000;
-  (void)snapvm::image::apply_layer((scratch / "layer.tar").string(), root.get(), limits, budget);
+  auto applied = snapvm::image::apply_layer((work / "layer.tar").string(), root.get(), limits, budget);
   size_t beside_root = 0;
-  for (const auto& e : fs::directory_iterator(scratch)) beside_root += e.path().filename() != "root";
+  for (const auto& e : fs::directory_iterator(work)) beside_root += e.path().filename() != "root";
   if (beside_root != 1) __builtin_trap();  // only layer.tar may be next to the root
+  if (data[0] % 4 == 3 && applied) {
+    // A host file the archive might link to: its inode must never come back as a layer.
+    const DockerFixture& f = docker_fixture();
+    check_source(snapvm::image::read_image_dir((work / "root").string()), f.host_layer_ino);
+  }
   return 0;
 }
