@@ -151,11 +151,11 @@ std::function<int()> register_firecracker_command(CLI::App& app) {
   cmd->add_flag("--show-level", o->show_level, "with --log-path: as the logger's show_level");
   cmd->add_flag("--show-log-origin", o->show_log_origin, "with --log-path: as the logger's show_log_origin");
   cmd->add_option("--metrics-path", o->metrics_path, "write metrics lines to this file or FIFO (on FlushMetrics)");
-  cmd->add_flag("--no-seccomp", o->no_seccomp, "run without snapvm's per-thread seccomp filters");
   cmd->add_option("--page-fault-timeout", o->page_fault_timeout_s,
                   "snapshot/load with a Uffd backend: end the VMM with one line when the page server leaves guest "
                   "memory faults unread this many seconds (0: wait forever, as Firecracker does)")
       ->capture_default_str();
+  cmd->add_flag("--no-seccomp", o->no_seccomp, "run without snapvm's per-thread seccomp filters");
   cmd->add_option("--seccomp-filter", o->seccomp_filter, "refused: snapvm's filters are built in");
   cmd->add_flag("--boot-timer", o->boot_timer, "refused: not supported");
   cmd->add_option("--http-api-max-payload-size", o->max_payload, "largest request body (snapvm: 51200 only)");

@@ -155,10 +155,10 @@ Machine* MachineBackend::machine() {
 
 Status MachineBackend::start(const VmConfig& config) {
   MachineConfig c = SNAPVM_TRY(machine_config_of(config));
+  if (auto s = check_input_paths(c); !s) return tl::unexpected(std::move(s.error()).context("InstanceStart"));
   disk_order_ = disk_order(config);
   c.console = console_;
   return on_vmm_thread([this, c]() -> Status {
-  if (auto s = check_input_paths(c); !s) return tl::unexpected(std::move(s.error()).context("InstanceStart"));
     auto m = Machine::create(c);
     if (!m) return tl::unexpected(std::move(m.error()).context("InstanceStart"));
     MutexLock lock(mu_);
@@ -179,10 +179,10 @@ Status MachineBackend::load_snapshot(const SnapshotLoadBody& body) {
   memory.backend = body.backend == SnapshotLoadBody::Backend::kFile ? RestoreOptions::MemoryFile::Backend::kFile
                                                                     : RestoreOptions::MemoryFile::Backend::kPageServer;
   memory.path = body.backend_path;
+  memory.fault_timeout = page_fault_timeout_;
   o.memory = memory;
   const bool resume = body.resume_vm;
   const std::string path = body.snapshot_path;
-  memory.fault_timeout = page_fault_timeout_;
   SNAPVM_CHECK_OK(on_vmm_thread([this, o, resume, path]() -> Status {
     auto m = Machine::restore(path, o);
     if (!m) return tl::unexpected(std::move(m.error()).context("snapshot/load"));
@@ -250,13 +250,13 @@ Status MachineBackend::replace_drive(size_t index, const std::string& path) {
   if (index >= disk_order_.size()) {
     return make_error(ErrorCode::kNotFound, "drive: the microVM has no drive {}", index);
   }
-  auto r = m->replace_disk(disk_order_[index], path);
-  if (!r) return tl::unexpected(std::move(r.error()).context("drive"));
-  return {};
   const bool writable = !m->disks()[disk_order_[index]].read_only;
   if (auto s = open_api_input(path, ApiInput::kDrive, writable, "path_on_host"); !s) {
     return tl::unexpected(std::move(s.error()).context("drive"));
   }
+  auto r = m->replace_disk(disk_order_[index], path);
+  if (!r) return tl::unexpected(std::move(r.error()).context("drive"));
+  return {};
 }
 
 Status MachineBackend::redirect_log(UniqueFd fd) {
