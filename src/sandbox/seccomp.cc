@@ -121,7 +121,7 @@ void on_sigsys(int, siginfo_t* info, void* context) {
 
 const std::initializer_list<const char*> kCommon = {
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "close", "futex",
-    "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "exit", "exit_group", "madvise", "mmap",
+    "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "exit", "exit_group", "madvise", "mincore", "mmap",
     "munmap", "mprotect", "mremap", "brk", "clock_gettime", "clock_nanosleep", "nanosleep", "gettimeofday",
     "gettid", "getpid", "tgkill", "tkill", "sched_yield", "getrandom", "restart_syscall", "fstat", "newfstatat",
     "statx", "lseek", "ppoll", "poll", "fcntl", "set_robust_list", "rseq", "sched_getaffinity", "prlimit64",

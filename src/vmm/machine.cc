@@ -75,6 +75,16 @@ std::string_view to_string(ExitReason r) {
 }
 
 struct Machine::State {
+  // Devices first, on every path (a restore that fails half way too):
+  // their threads write guest memory and mark dirty pages until joined, so
+  // RAM and the dirty bitmaps, declared around them, must outlive them.
+  ~State() {
+    virtio.clear();
+    if (ram_registered) {
+      for (const auto& r : ram) unregister_guest_memory(r.data());
+    }
+  }
+
   MachineConfig config;
   kvm::Kvm kvm;
   std::optional<kvm::Vm> vm;
@@ -328,12 +338,7 @@ Machine::~Machine() {
   if (!s_) return;
   s_->stop_all();
   for (pthread_t t : s_->threads) ::pthread_join(t, nullptr);
-  // Devices first: their threads write guest memory and mark dirty pages
-  // until joined, so RAM and the dirty bitmap must outlive them.
-  s_->virtio.clear();
-  if (s_->ram_registered) {
-    for (const auto& r : s_->ram) unregister_guest_memory(r.data());
-  }
+  // ~State stops the devices before anything they write goes.
 }
 
 uint64_t Machine::mem_bytes() const {
@@ -631,8 +636,11 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
     // handshake would wait for good.
     s->uffd_socket = SNAPVM_TRY(hand_to_page_server(o.memory->path, s->uffd.get(), served.handshake));
     if (o.memory->fault_timeout.count() > 0) {
-      s->page_server_watchdog =
-          std::make_unique<PageServerWatchdog>(s->uffd.get(), o.memory->path, o.memory->fault_timeout);
+      std::vector<std::span<uint8_t>> ram;
+      for (auto& r : s->ram) ram.emplace_back(r.data(), r.size());
+      s->page_server_watchdog = std::make_unique<PageServerWatchdog>(
+          s->uffd.get(), o.memory->path, o.memory->fault_timeout, PageServerWatchdog::end_the_vmm,
+          PageServerWatchdog::pages_present(std::move(ram)));
     }
   }
   arch::RestoreSplit split;

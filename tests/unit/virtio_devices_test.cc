@@ -91,6 +91,35 @@ TEST(VirtioMmio, BrokenQueueAsksForReset) {
   EXPECT_TRUE(b.transport.queue(0).error().empty());
 }
 
+// A driver that sets VIRTIO_F_INDIRECT_DESC (never offered), readies its
+// queue, then clears the bit before FEATURES_OK is checked, gets no
+// indirect tables: what a queue may use is what the device offered.
+TEST(VirtioMmio, IndirectTablesNeedTheDeviceToOfferThem) {
+  FakeDriver driver(8);
+  MmioTransport t(std::make_unique<Rng>(), driver.mem, [] {});
+  auto w32 = [&](uint64_t off, uint32_t v) { t.mmio_write(off, {reinterpret_cast<uint8_t*>(&v), 4}); };
+  const uint64_t with_indirect = kFeatureVersion1 | kFeatureIndirectDesc;
+  w32(0x070, 1 | 2);
+  w32(0x024, 0);
+  w32(0x020, uint32_t(with_indirect));
+  w32(0x024, 1);
+  w32(0x020, uint32_t(with_indirect >> 32));
+  w32(0x030, 0);
+  w32(0x038, 8);
+  w32(0x080, uint32_t(FakeDriver::kDesc));
+  w32(0x090, uint32_t(FakeDriver::kAvail));
+  w32(0x0a0, uint32_t(FakeDriver::kUsed));
+  w32(0x044, 1);  // ready while the bit is set
+  w32(0x024, 0);
+  w32(0x020, uint32_t(kFeatureVersion1));
+  w32(0x070, 1 | 2 | 8);
+  w32(0x070, 1 | 2 | 8 | 4);
+  driver.add_indirect_chain(0x5000, {{0x1000, 16, true}});
+  w32(0x050, 0);
+  MutexLock lock(t.queues_mutex());
+  EXPECT_NE(t.queue(0).error().find("not negotiated"), std::string::npos) << t.queue(0).error();
+}
+
 class BlockTest : public ::testing::Test {
  protected:
   void SetUp() override {

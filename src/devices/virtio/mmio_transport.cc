@@ -169,7 +169,7 @@ void MmioTransport::write_queue_register(uint64_t offset, uint32_t v) {
   if (offset == kQueueReady) {
     if (v == 1 && !q.config().ready) {
       q.config().ready = true;
-      q.set_indirect_allowed((driver_features_ & kFeatureIndirectDesc) != 0);
+      q.set_indirect_allowed(indirect_negotiated());
       q.activate(memory_);
     } else if (v == 0) {
       q.config().ready = false;
@@ -187,6 +187,12 @@ void MmioTransport::write_queue_register(uint64_t offset, uint32_t v) {
     case kQueueDeviceHigh: set_high(q.config().used_addr, v); break;
     default: break;
   }
+}
+
+bool MmioTransport::indirect_negotiated() const {
+  // Masked with what the device offers: the driver may rewrite its feature
+  // bits at any time, also after FEATURES_OK checked them.
+  return (driver_features_ & device_->device_features() & kFeatureIndirectDesc) != 0;
 }
 
 void MmioTransport::write_status(uint32_t value) {
@@ -306,7 +312,7 @@ Status MmioTransport::restore(const state::VirtioMmioState& saved) {
       vq.config().used_addr = q.used_addr;
       vq.config().ready = q.ready;
       vq.set_indices(q.last_avail_idx, q.next_used_idx);
-      vq.set_indirect_allowed((driver_features_ & kFeatureIndirectDesc) != 0);
+      vq.set_indirect_allowed(indirect_negotiated());
       if (q.ready) vq.activate(memory_);
     }
   }

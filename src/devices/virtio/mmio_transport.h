@@ -52,6 +52,9 @@ class MmioTransport final : public MmioDevice, public Transport {
 
  private:
   void write_status(uint32_t value);
+  // Whether queues may take indirect tables: the driver asked for them and
+  // the device offered them.
+  bool indirect_negotiated() const;
   void reset_locked();
   void write_queue_register(uint64_t offset, uint32_t value) REQUIRES(queues_mu_);
 
