@@ -125,7 +125,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       default: {  // notify
         uint8_t q;
         if (!in.take(&q, 1)) return 0;
-        if ((q & 0x80) && tap_peer) {  // a frame from the tap
+        if ((q & 0x80) && tap_peer.valid()) {  // a frame from the tap
           uint8_t len;
           if (!in.take(&len, 1)) return 0;
           size_t n = std::min<size_t>(len, in.left);
