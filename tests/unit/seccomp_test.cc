@@ -253,6 +253,19 @@ const Probe kThread{"clone", [] { std::thread([] {}).join(); }};
 const Probe kFork{"clone", [] {
                     if (::fork() == 0) ::_exit(0);  // only if the filter let it through
                   }};
+// Under ThreadSanitizer the refused fork traps inside TSan's fork
+// interceptor, which holds TSan's own locks, and the reporter's handler
+// then waits on them for good (each such test hit ctest's 300 s limit):
+// the fork probe runs in the plain and ASan builds only.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kCanProbeFork = false;
+#else
+constexpr bool kCanProbeFork = true;
+#endif
+std::vector<Probe> and_fork(std::vector<Probe> probes) {
+  if (kCanProbeFork) probes.push_back(kFork);
+  return probes;
+}
 const Probe kExec{"execve", [] {
                     char* argv[] = {nullptr};
                     (void)::execve("/nonexistent/snapvm-probe", argv, argv);
@@ -280,21 +293,21 @@ const Probe kTerminalInput{"ioctl", [] {
 // fork: now KVM's requests, threads only.
 TEST(Seccomp, TheControlFilterAllowsCaptureAndWritersButNoOtherIoctlOrProcess) {
   expect_allowed(sandbox::ThreadKind::kControl, {kOpen, kSocket, kThread, kKvmIoctl, kReflink});
-  expect_refused(sandbox::ThreadKind::kControl, {kTerminalInput, kTapIoctl, kFork, kExec, kMount});
+  expect_refused(sandbox::ThreadKind::kControl, and_fork({kTerminalInput, kTapIoctl, kExec, kMount}));
 }
 
 // The Firecracker API's HTTP thread had the control filter: it serves its
 // own socket and never needs a new one.
 TEST(Seccomp, TheApiFilterServesItsSocketAndSnapshotsButOpensNoSocket) {
   expect_allowed(sandbox::ThreadKind::kApi, {kOpen, kAccept, kNonBlocking, kThread, kKvmIoctl, kReflink});
-  expect_refused(sandbox::ThreadKind::kApi, {kSocket, kConnect, kTerminalInput, kFork, kExec, kMount});
+  expect_refused(sandbox::ThreadKind::kApi, and_fork({kSocket, kConnect, kTerminalInput, kExec, kMount}));
 }
 
 // The thread that builds or restores the machine was unfiltered. Every
 // thread it starts inherits its filter beneath their own.
 TEST(Seccomp, TheBuildFilterBuildsAMachineButStartsNoProgram) {
   expect_allowed(sandbox::ThreadKind::kBuild, {kOpen, kSocket, kBind, kKvmIoctl, kTapIoctl, kThread});
-  expect_refused(sandbox::ThreadKind::kBuild, {kFork, kExec, kMount, kTerminalInput});
+  expect_refused(sandbox::ThreadKind::kBuild, and_fork({kExec, kMount, kTerminalInput}));
 }
 
 TEST(Seccomp, ThreadsStartedUnderTheBuildFilterInstallTheirOwn) {
@@ -314,7 +327,7 @@ TEST(Seccomp, ThreadsStartedUnderTheBuildFilterInstallTheirOwn) {
 // sockets and stop clones, and open nothing.
 TEST(Seccomp, ThePoolFilterTalksToClonesAndStopsThemButOpensNothing) {
   expect_allowed(sandbox::ThreadKind::kPool, {kSocket, kConnect, kKill, kUnlink, kThread});
-  expect_refused(sandbox::ThreadKind::kPool, {kOpen, kFork, kExec, kKvmIoctl, kMount});
+  expect_refused(sandbox::ThreadKind::kPool, and_fork({kOpen, kExec, kKvmIoctl, kMount}));
 }
 
 // `image import` had no filter: it reads archives and writes files, and
