@@ -33,22 +33,31 @@ struct ChildResult {
   std::string err;
 };
 
-// Runs `body` in a forked child with the sandbox enabled; stderr captured.
-ChildResult in_child(const std::function<int()>& body) {
+// Runs `child` in a forked process whose stderr is captured; `child` never
+// returns (it exits or execs).
+ChildResult forked(const std::function<void()>& child) {
   test::TempDir dir;
   std::string log = dir.file("err");
   pid_t pid = ::fork();
   if (pid == 0) {
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(fd, 2);
-    if (!sandbox::enable(sandbox::Mode::kEnforce)) ::_exit(3);
-    ::_exit(body());
+    child();
+    ::_exit(127);
   }
   ChildResult r;
   ::waitpid(pid, &r.status, 0);
   auto bytes = test::read_file(log);
   r.err.assign(bytes.begin(), bytes.end());
   return r;
+}
+
+// Runs `body` in a forked child with the sandbox enabled; stderr captured.
+ChildResult in_child(const std::function<int()>& body) {
+  return forked([&] {
+    if (!sandbox::enable(sandbox::Mode::kEnforce)) ::_exit(3);
+    ::_exit(body());
+  });
 }
 
 TEST(Seccomp, AForbiddenCallEndsTheVmmWithOneLine) {
@@ -94,21 +103,10 @@ TEST(Seccomp, ARefusedOpenNamesItsPathAndTheCallStack) {
 // per-process state (its answer about overcommit, the unwinder once loaded)
 // that a child forked from this binary would inherit.
 ChildResult fresh_process(const std::string& scenario) {
-  test::TempDir dir;
-  std::string log = dir.file("err");
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 2);
+  return forked([&] {
     std::string program = std::string(SNAPVM_BIN_DIR) + "/snapvm-test-seccomp-child";
     ::execl(program.c_str(), program.c_str(), scenario.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ChildResult r;
-  ::waitpid(pid, &r.status, 0);
-  auto bytes = test::read_file(log);
-  r.err.assign(bytes.begin(), bytes.end());
-  return r;
+  });
 }
 
 // glibc gives threads their own malloc arenas, and the first time one of
