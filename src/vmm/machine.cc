@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <thread>
@@ -594,6 +595,14 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
     for (size_t i = 0; i < layout.size(); ++i) {
       auto region = file.map_ram_cow(i);
       if (!region) return tl::unexpected(std::move(region.error()));
+      // A diagnostic, never a default (it copies all of RAM): every page made
+      // private before the guest runs, so that no copy-on-write happens under
+      // a running guest. It tells whether a fault needs copy-on-write under
+      // the guest (docs/benchmarks.md, "x86_64 in the gate").
+      if (std::getenv("SNAPVM_DEBUG_PREFAULT_RAM") != nullptr) {
+        constexpr int kMadvPopulateWrite = 23;  // Linux 5.14
+        (void)::madvise(region->data(), region->size(), kMadvPopulateWrite);
+      }
       ram.push_back(std::move(*region));
     }
   } else {

@@ -44,8 +44,12 @@ else
   find "$debs/root" -name '*.so*' \( -type f -o -type l \) -path '*-linux-gnu*' -not -path '*/gconv/*' -exec cp -L {} "$dir/lib/" \;
   share=$debs/root/usr/share/qemu
 fi
+# Debian's QEMU 10 finds SeaBIOS's images in their own package's folder
+# (its firmware path), 7.2 through links in its own.
 for fw in bios-microvm.bin qboot.rom linuxboot_dma.bin pvh.bin efi-virtio.rom; do
-  [ -e "$share/$fw" ] && cp -L "$share/$fw" "$dir/share/"
+  for from in "$share" "${share%/qemu}/seabios"; do
+    if [ -e "$from/$fw" ]; then cp -L "$from/$fw" "$dir/share/"; break; fi
+  done
 done
 cat > "$dir/qemu" <<WRAP
 #!/bin/sh

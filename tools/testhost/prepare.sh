@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Prepares an emulated KVM test host for one architecture: QEMU, the
-# toolchain that builds static binaries for it, and Debian's kernel (the
-# host's and the default guest's) and busybox, fetched through apt.
-# Idempotent; everything lands in build-testhost/ (aarch64) or
+# toolchain that builds static binaries for it, the host's kernel, the
+# guest's kernel (Debian 12's) and busybox, fetched through apt. The host's
+# QEMU and kernel come from bookworm-backports unless TESTHOST_QEMU and
+# TESTHOST_KERNEL (arch.sh) say otherwise. Idempotent; everything but the
+# installed packages lands in build-testhost/ (aarch64) or
 # build-testhost-x86_64/ (or $TESTHOST_DIR).
 #
 #   tools/testhost/prepare.sh [aarch64|x86_64]     (default aarch64)
@@ -41,11 +43,33 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+if [ "$host_qemu" = 10 ] || [ "$host_kernel" = 6.12 ]; then
+  tools/testhost/backports.sh
+fi
+# QEMU 10 is installed from backports over Debian 12's (same libraries);
+# Debian 12's is then unpacked, when asked for, rather than downgraded.
+installed_qemu=$(dpkg-query -W -f='${Version}' "$qemu_pkg")
+if [ "$host_qemu" = 10 ] && [[ "$installed_qemu" != *bpo12* ]]; then
+  echo "testhost: installing QEMU 10 ($qemu_pkg) from bookworm-backports"
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends -t bookworm-backports "$qemu_pkg" >/dev/null
+fi
+if [ "$host_qemu" = 7.2 ] && [[ "$installed_qemu" == *bpo12* ]] && ! [ -e "$out/qemu-7.2/.done" ]; then
+  stock=$(apt-cache madison "$qemu_pkg" | awk -F' [|] ' '$3 ~ / bookworm\/main/ { print $2; exit }')
+  rm -rf "$out/qemu-7.2" && mkdir -p "$out/qemu-7.2"
+  (cd "$out/debs" && rm -f "${qemu_pkg}"_*.deb && apt-get download "$qemu_pkg=$stock" >/dev/null)
+  dpkg-deb -x "$out/debs/${qemu_pkg}"_*.deb "$out/qemu-7.2"
+  touch "$out/qemu-7.2/.done"
+elif [ "$host_qemu" = 7.2 ] && [[ "$installed_qemu" != *bpo12* ]]; then
+  mkdir -p "$out/qemu-7.2/usr/bin" && ln -sf "/usr/bin/${qemu_bin##*/}" "$out/qemu-7.2/usr/bin/"
+fi
 
 # The kernel, busybox for the host's userland, and (arm64 cross builds)
 # libfdt, whose -dev package conflicts with the native one, so it is
 # unpacked into a sysroot folder instead.
-kernel_pkg=$(apt-cache depends "linux-image-$kernel_flavour:$deb_arch" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+# The guest's: Debian 12's own (the candidate: backports' priority is low).
+guest_meta_version=$(apt-cache policy "linux-image-$kernel_flavour:$deb_arch" | awk '/Candidate:/ { print $2 }')
+kernel_pkg=$(apt-cache depends "linux-image-$kernel_flavour:$deb_arch=$guest_meta_version" |
+             awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 kernel_pkg=${kernel_pkg%:"$deb_arch"}
 fetch() {  # package name, destination folder
   local pkg=$1 dest=$2
@@ -56,9 +80,16 @@ fetch() {  # package name, destination folder
   touch "$dest/.done-$pkg"
 }
 fetch "$kernel_pkg" "$out/kernel"
+if [ "$host_kernel" = 6.12 ]; then
+  meta=linux-image-$kernel_flavour
+  bpo=$(apt-cache madison "$meta:$deb_arch" | awk -F' [|] ' '$3 ~ /bookworm-backports/ { print $2; exit }')
+  [ -n "$bpo" ] || { echo "testhost: no $meta in bookworm-backports" >&2; exit 1; }
+  host_pkg=$(apt-cache depends "$meta:$deb_arch=$bpo" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  fetch "${host_pkg%:"$deb_arch"}" "$host_kernel_dir"
+fi
 fetch busybox-static "$out/busybox"
 [ "$arch" = aarch64 ] && [ "$host" != aarch64 ] && fetch libfdt-dev "$out/sysroot"
 
 vmlinuz=$(ls "$out"/kernel/boot/vmlinuz-* | head -n 1)
 ln -sf "$(realpath "$vmlinuz")" "$out/kernel-image"
-echo "testhost: $arch ready (kernel ${kernel_pkg#linux-image-}, $out/)"
+echo "testhost: $arch ready (QEMU $host_qemu, host kernel $(basename "$(ls -d "$host_kernel_dir"/lib/modules/*/)"), guest kernel ${kernel_pkg#linux-image-}, $out/)"

@@ -31,7 +31,9 @@ done
 cd "$top"
 source "$here/arch.sh" "$arch"
 log=${log:-$out/console.log}
-[ -e "$out/kernel-image" ] || { echo "testhost: not prepared; run tools/testhost/prepare.sh $arch" >&2; exit 2; }
+host_kernel_image=$(ls "$host_kernel_dir"/boot/vmlinuz-* 2>/dev/null | head -n 1)
+[ -n "$host_kernel_image" ] && [ -e "$out/kernel-image" ] ||
+  { echo "testhost: not prepared for QEMU $host_qemu and host kernel $host_kernel; run tools/testhost/prepare.sh $arch" >&2; exit 2; }
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -42,7 +44,7 @@ chmod +x "$root/init"
 # Modules the host kernel needs for KVM, loaded by the host's init in order.
 if ((${#host_modules[@]})); then
   mkdir -p "$root/lib/host-modules"
-  moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
+  moddir=$(ls -d "$host_kernel_dir"/lib/modules/*/ | head -n 1)
   for entry in "${host_modules[@]}"; do
     m=${entry%% *}  # module path, then any parameters
     params=${entry#"$m"}
@@ -99,7 +101,7 @@ start=$(date +%s%N)
 set +e
 "${qemu_cmd[@]}" -smp 2 -m "${TESTHOST_MEM_MB:-3072}" \
     -accel tcg,thread=multi -nographic -no-reboot -monitor "pipe:$root/monitor" -serial stdio -nic none \
-    -kernel "$out/kernel-image" -initrd "$out/host-initrd.cpio" \
+    -kernel "$host_kernel_image" -initrd "$out/host-initrd.cpio" \
     -append "console=$console panic=-1 quiet nokaslr $host_cmdline rdinit=/init" ${TESTHOST_QEMU_ARGS:-} \
     </dev/null > >(tee "$log") 2>&1 &
 qemu_pid=$!
