@@ -372,8 +372,13 @@ TEST(AgentDisk, BlockDataWrittenByTheGuestSurvivesARestart) {
   }
   const std::string vsock = "/tmp/persist.vsock";
   const std::string message = "written by the first VM";
+  // Booted, both times: the test is that a fresh boot reads what the first
+  // VM wrote, and a warm restore needs a disk of zeros (warm_snapshot.h).
+  test::VmOptions boot;
+  boot.disks = {{image, false}};
+  boot.start = test::VmOptions::Start::kBoot;
   {
-    BackgroundVm vm(vsock, {{image, false}});
+    BackgroundVm vm(vsock, boot);
     ASSERT_TRUE(vm.error().empty()) << vm.error();
     ASSERT_TRUE(vm.wait_ready()) << vm.console();
     auto w = run(vsock, {"sh", "-c", "printf '" + message + "' | dd of=/dev/vda seek=1 bs=4096 conv=fsync 2>/dev/null"});
@@ -387,8 +392,8 @@ TEST(AgentDisk, BlockDataWrittenByTheGuestSurvivesARestart) {
     f.read(on_disk.data(), static_cast<long>(on_disk.size()));
     EXPECT_EQ(on_disk, message) << "the write did not reach the image file";
   }
-  BackgroundVm vm(vsock, {{image, false}});
-  ASSERT_TRUE(vm.wait_ready()) << vm.console();
+  BackgroundVm vm(vsock, boot);
+  ASSERT_TRUE(vm.wait_ready()) << vm.error() << vm.console();
   auto r = run(vsock, {"sh", "-c", "dd if=/dev/vda skip=1 bs=4096 count=1 2>/dev/null | head -c " +
                                        std::to_string(message.size())});
   ASSERT_TRUE(r.error.empty()) << r.error;

@@ -15,7 +15,6 @@ inline constexpr uint64_t kPcRegister = 0x6030'0000'0010'0040;  // holds the pro
 inline constexpr size_t kMinRegisters = 200;                    // KVM_GET_REG_LIST lists ~240
 inline constexpr size_t kConsoleRecordBytes = 32;               // PL011
 using ArchVm = state::GicV3State;
-inline constexpr int kKnownUnhealthyMoments = 0;
 // Registers whose value moves while the guest is paused: the virtual counter.
 inline bool moves_while_paused(uint64_t id) { return id == 0x6030'0000'0013'DF1A; }
 #else
@@ -23,9 +22,6 @@ inline constexpr uint64_t kPcRegister = state::x86::struct_id(state::x86::Struct
 inline constexpr size_t kMinRegisters = 20;  // 8 structures and the readable MSRs
 inline constexpr size_t kConsoleRecordBytes = 16;  // 8250
 using ArchVm = state::x86::VmState;
-// Open defect (issue 12): rarely a clone restored at a random moment under
-// load resets; see SnapshotUnderLoad.RandomMomentsAllRestoreHealthy.
-inline constexpr int kKnownUnhealthyMoments = 1;
 // The TSC and Hyper-V's run-time and reference-time counters count on,
 // and the LAPIC record holds the timer's current count.
 inline bool moves_while_paused(uint64_t id) {

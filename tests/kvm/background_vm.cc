@@ -1,6 +1,7 @@
 #include "background_vm.h"
 
 #include "guest_env.h"
+#include "warm_snapshot.h"
 
 #include "arch/platform.h"
 
@@ -8,7 +9,40 @@ namespace snapvm::test {
 
 using namespace std::chrono_literals;
 
-BackgroundVm::BackgroundVm(const std::string& vsock, const VmOptions& o) {
+BackgroundVm::BackgroundVm(const std::string& vsock, const VmOptions& o) : vsock_(vsock) {
+  if (!start(o, vsock)) return;
+  runner_ = std::thread([this] {
+    (void)machine_->run();
+    exited_ = true;
+  });
+}
+
+bool BackgroundVm::start(const VmOptions& o, const std::string& vsock) {
+  auto sink = [this](std::string_view s) {
+    std::lock_guard lock(mu_);
+    console_.append(s);
+  };
+  if (o.start == VmOptions::Start::kWarmRestore) {
+    auto snap = warm_snapshot(o);
+    if (!snap) {
+      error_ = "warm start: " + snap.error();
+      return false;
+    }
+    RestoreOptions r;
+    r.vsock_path = vsock;
+    for (const auto& d : o.disks) r.disks.push_back(d.path);
+    r.publish = o.publish;
+    r.track_dirty = o.track_dirty;
+    r.console = sink;
+    auto m = Machine::restore(*snap, r);
+    if (!m) {
+      error_ = "warm start: restoring " + *snap + ": " + m.error().describe();
+      return false;
+    }
+    machine_ = std::move(*m);
+    restored_ = true;
+    return true;
+  }
   MachineConfig c;
   c.kernel_path = guest_kernel();
   c.initrd_path = guest_initrd();
@@ -19,20 +53,14 @@ BackgroundVm::BackgroundVm(const std::string& vsock, const VmOptions& o) {
   c.track_dirty = o.track_dirty;
   c.vsock_path = vsock;
   c.publish = o.publish;
-  c.console = [this](std::string_view s) {
-    std::lock_guard lock(mu_);
-    console_.append(s);
-  };
+  c.console = sink;
   auto m = Machine::create(c);
   if (!m) {
     error_ = m.error().describe();
-    return;
+    return false;
   }
   machine_ = std::move(*m);
-  runner_ = std::thread([this] {
-    (void)machine_->run();
-    exited_ = true;
-  });
+  return true;
 }
 
 BackgroundVm::~BackgroundVm() {
@@ -41,6 +69,16 @@ BackgroundVm::~BackgroundVm() {
 }
 
 bool BackgroundVm::wait_ready(std::chrono::seconds timeout) {
+  if (!machine_) return false;
+  if (restored_) {
+    auto synced = agent::sync_guest(vsock_, timeout);
+    if (!synced || !synced->clock_set) {
+      error_ = "warm start: the restored guest's agent did not sync: " +
+               (synced ? std::string("it refused") : synced.error().describe());
+      return false;
+    }
+    return !exited_;
+  }
   auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
     if (console().find("SNAPVM-GUEST-READY") != std::string::npos) return true;

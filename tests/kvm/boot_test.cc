@@ -1,4 +1,7 @@
 // Booting Linux guests on the real KVM of the test host.
+// These tests boot, by design: booting is what they test (kernel formats,
+// vCPU bring-up, first-boot devices, resets). The other suites start their
+// guests from warm snapshots where they can (background_vm.h).
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>

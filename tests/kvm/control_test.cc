@@ -1,6 +1,8 @@
 // The control socket and its CLI, end to end: a VM started by `snapvm run`
 // is paused, snapshotted, inspected, verified and resumed from other
 // processes, as a user would.
+// Boots with `snapvm run`: the test is that command's control socket, from
+// the first instruction on.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>

@@ -85,6 +85,9 @@ TEST(DiffSnapshots, CarryWhatChangedChainAndRestore) {
     // Debian's kernel zeroes every page it allocates, which would make the
     // guest CPU write the page-cache pages too and hide a missing VMM mark.
     o.extra_cmdline = "init_on_alloc=0";
+    // Booted: the guest reads a disk that holds data (a warm restore needs
+    // zeros), and tracking must hold from the first instruction.
+    o.start = test::VmOptions::Start::kBoot;
     step("boot");
     test::BackgroundVm vm("/tmp/diff.vsock", o);
     ASSERT_TRUE(vm.wait_ready(std::chrono::seconds(120))) << vm.error() << vm.console();

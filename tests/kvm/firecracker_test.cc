@@ -2,6 +2,8 @@
 // getting-started sequence (machine-config, boot-source, vsock, logger,
 // metrics, InstanceStart), then pause/resume and faults, over real HTTP on
 // the API socket; the guest answers through the hybrid vsock.
+// Boots through the API (InstanceStart): Firecracker clients' boot path is
+// what is tested.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <poll.h>

@@ -5,6 +5,8 @@
 // warm snapshot (a second time from a cached base of the booted image);
 // and served from a pool whose clones answer HTTP at once,
 // each with its own entropy, under a burst of takes larger than the pool.
+// Boots images: an image's first boot (its root, entrypoint, user) is what
+// is tested.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>

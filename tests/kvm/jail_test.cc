@@ -1,6 +1,7 @@
 // snapvm jail on a real kernel: the confined VMM boots the test guest, runs
 // as its own uid in its own namespaces, sees only its files, is held by its
 // cgroup limits, and leaves nothing behind.
+// Boots inside the jail: the confined VMM's own start is what is tested.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>

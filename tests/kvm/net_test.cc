@@ -4,6 +4,8 @@
 // is pinged, serves HTTP to the host and fetches from it (payloads compared
 // by sha256); a snapshot taken while the guest is busy on the network
 // restores into two clones on two taps with two MACs, both serving at once.
+// Boots with `snapvm run --net`: the guest's first configuration of its
+// interface (ip=) is part of what is tested.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>

@@ -307,6 +307,9 @@ TEST(RestorePolicy, HostResourcesComeFromTheCommandLineOrTheSnapshotsDirectory) 
   test::VmOptions options;
   options.disks = {{"/tmp/policy/ro.img", true}};
   options.publish = {{0, 1024, 0, 0, 0, "127.0.0.1"}};
+  // Booted: the snapshot under test must name this test's own paths, and its
+  // disk holds data (a warm restore needs zeros).
+  options.start = test::VmOptions::Start::kBoot;
   test::BackgroundVm vm("/tmp/policy/vm.vsock", options);
   ASSERT_TRUE(vm.wait_ready()) << vm.error() << vm.console();
   ASSERT_TRUE(vm.machine().pause());
