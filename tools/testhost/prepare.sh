@@ -46,21 +46,22 @@ fi
 if [ "$host_qemu" = 10 ] || [ "$host_kernel" = 6.12 ]; then
   tools/testhost/backports.sh
 fi
-# QEMU 10 is installed from backports over Debian 12's (same libraries);
-# Debian 12's is then unpacked, when asked for, rather than downgraded.
+# QEMU 10 is installed from backports over Debian 12's (same libraries).
+# Debian 12's runs unpacked, binary and loadable modules (TCG is one) of
+# its own version, whatever version is installed: the two architectures'
+# QEMUs share qemu-system-common, so one installed version serves both.
 installed_qemu=$(dpkg-query -W -f='${Version}' "$qemu_pkg")
 if [ "$host_qemu" = 10 ] && [[ "$installed_qemu" != *bpo12* ]]; then
   echo "testhost: installing QEMU 10 ($qemu_pkg) from bookworm-backports"
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends -t bookworm-backports "$qemu_pkg" >/dev/null
 fi
-if [ "$host_qemu" = 7.2 ] && [[ "$installed_qemu" == *bpo12* ]] && ! [ -e "$out/qemu-7.2/.done" ]; then
+if [ "$host_qemu" = 7.2 ] && ! [ -e "$out/qemu-7.2/.unpacked" ]; then
   stock=$(apt-cache madison "$qemu_pkg" | awk -F' [|] ' '$3 ~ / bookworm\/main/ { print $2; exit }')
   rm -rf "$out/qemu-7.2" && mkdir -p "$out/qemu-7.2"
-  (cd "$out/debs" && rm -f "${qemu_pkg}"_*.deb && apt-get download "$qemu_pkg=$stock" >/dev/null)
-  dpkg-deb -x "$out/debs/${qemu_pkg}"_*.deb "$out/qemu-7.2"
-  touch "$out/qemu-7.2/.done"
-elif [ "$host_qemu" = 7.2 ] && [[ "$installed_qemu" != *bpo12* ]]; then
-  mkdir -p "$out/qemu-7.2/usr/bin" && ln -sf "/usr/bin/${qemu_bin##*/}" "$out/qemu-7.2/usr/bin/"
+  (cd "$out/debs" && rm -f "${qemu_pkg}"_*.deb qemu-system-common_*.deb &&
+   apt-get download "$qemu_pkg=$stock" "qemu-system-common=$stock" >/dev/null 2>&1)
+  for deb in "$out/debs/${qemu_pkg}"_*.deb "$out/debs"/qemu-system-common_*.deb; do dpkg-deb -x "$deb" "$out/qemu-7.2"; done
+  touch "$out/qemu-7.2/.unpacked"
 fi
 
 # The kernel, busybox for the host's userland, and (arm64 cross builds)
