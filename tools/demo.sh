@@ -12,8 +12,9 @@
 #  2. write a snapshot of a synthetic 256 MiB machine, inspect it, verify
 #     it, and time opening and copy-on-write mapping it.
 #
-#   DEMO_ARCHES="aarch64 x86_64"   which guests to boot (the emulated x86_64
-#   host can still lock up now and then, issue 12; its run times out)
+#   DEMO_ARCHES="aarch64 x86_64"   which guests to boot
+#   TESTHOST_QEMU, TESTHOST_KERNEL, TESTHOST_NPT   the emulated hosts' QEMU, kernel
+#                                  and paging (tools/testhost/arch.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
