@@ -57,6 +57,7 @@ if [ "$host_qemu" = 10 ] && [[ "$installed_qemu" != *bpo12* ]]; then
 fi
 if [ "$host_qemu" = 7.2 ] && ! [ -e "$out/qemu-7.2/.unpacked" ]; then
   stock=$(apt-cache madison "$qemu_pkg" | awk -F' [|] ' '$3 ~ / bookworm\/main/ { print $2; exit }')
+  [ -n "$stock" ] || { echo "testhost: apt knows no $qemu_pkg from bookworm itself (apt-cache madison $qemu_pkg)" >&2; exit 1; }
   rm -rf "$out/qemu-7.2" && mkdir -p "$out/qemu-7.2"
   (cd "$out/debs" && rm -f "${qemu_pkg}"_*.deb qemu-system-common_*.deb &&
    apt-get download "$qemu_pkg=$stock" "qemu-system-common=$stock" >/dev/null 2>&1)
