@@ -43,5 +43,16 @@ if [ "$filter" = "*" ] && [ "${KVM_TEST_SHARDS:-2}" = 2 ]; then
   export TESTHOST_MEM_MB=${TESTHOST_MEM_MB:-5120}
   command=(sh /payload/shards.sh "$first_shard" "${suite[@]}")
 fi
-exec tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
-  --log "$out/kvm-tests.log" -- "${command[@]}"
+# A host whose own kernel locked up (run.sh exit 126: the emulated x86_64
+# host, about once in 190 restored clones; docs/benchmarks.md) says nothing
+# about snapvm: the suite runs once more, in a fresh host, and says so. A
+# test that fails, and a second lockup, fail the run.
+for attempt in 1 2; do
+  rc=0
+  tools/testhost/run.sh --arch "$arch" --timeout "${TESTHOST_TIMEOUT:-2400}" --payload "$out/payload" \
+    --log "$out/kvm-tests.log" -- "${command[@]}" || rc=$?
+  [ "$rc" -eq 126 ] && [ "$attempt" -eq 1 ] && ! grep -aq '\[  FAILED  \]' "$out/kvm-tests.log" || exit "$rc"
+  cp "$out/kvm-tests.log" "$out/kvm-tests-locked-up.log"
+  echo "kvm-tests: the emulated $arch host's own kernel locked up (log kept in $out/kvm-tests-locked-up.log);" \
+       "running the whole suite once more in a fresh host" >&2
+done
