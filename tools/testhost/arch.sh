@@ -18,7 +18,9 @@ case "$arch" in
     qemu_bin=qemu-system-aarch64
     qemu_cmd=(-M virt,virtualization=on,gic-version=3 -cpu max)
     console=ttyAMA0
-    default_qemu=7.2 default_kernel=6.1
+    # QEMU 10 and Linux 6.12 from bookworm-backports: the whole suite in
+    # 365 s of test-host time against 757 s on Debian 12's QEMU and kernel.
+    default_qemu=10 default_kernel=6.12
     host_cmdline=""
     host_modules=(drivers/net/tun drivers/net/veth)  # taps for virtio-net, veths for its benchmark
     ;;
