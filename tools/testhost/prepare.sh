@@ -68,11 +68,14 @@ fi
 # The kernel, busybox for the host's userland, and (arm64 cross builds)
 # libfdt, whose -dev package conflicts with the native one, so it is
 # unpacked into a sysroot folder instead.
+# The kernel package a version of the linux-image-FLAVOUR meta package names.
+kernel_of() {  # meta package version
+  local pkg
+  pkg=$(apt-cache depends "linux-image-$kernel_flavour:$deb_arch=$1" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  echo "${pkg%:"$deb_arch"}"
+}
 # The guest's: Debian 12's own (the candidate: backports' priority is low).
-guest_meta_version=$(apt-cache policy "linux-image-$kernel_flavour:$deb_arch" | awk '/Candidate:/ { print $2 }')
-kernel_pkg=$(apt-cache depends "linux-image-$kernel_flavour:$deb_arch=$guest_meta_version" |
-             awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-kernel_pkg=${kernel_pkg%:"$deb_arch"}
+kernel_pkg=$(kernel_of "$(apt-cache policy "linux-image-$kernel_flavour:$deb_arch" | awk '/Candidate:/ { print $2 }')")
 fetch() {  # package name, destination folder
   local pkg=$1 dest=$2
   [ -e "$dest/.done-$pkg" ] && return 0
@@ -83,11 +86,9 @@ fetch() {  # package name, destination folder
 }
 fetch "$kernel_pkg" "$out/kernel"
 if [ "$host_kernel" = 6.12 ]; then
-  meta=linux-image-$kernel_flavour
-  bpo=$(apt-cache madison "$meta:$deb_arch" | awk -F' [|] ' '$3 ~ /bookworm-backports/ { print $2; exit }')
-  [ -n "$bpo" ] || { echo "testhost: no $meta in bookworm-backports" >&2; exit 1; }
-  host_pkg=$(apt-cache depends "$meta:$deb_arch=$bpo" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  fetch "${host_pkg%:"$deb_arch"}" "$host_kernel_dir"
+  bpo=$(apt-cache madison "linux-image-$kernel_flavour:$deb_arch" | awk -F' [|] ' '$3 ~ /bookworm-backports/ { print $2; exit }')
+  [ -n "$bpo" ] || { echo "testhost: no linux-image-$kernel_flavour in bookworm-backports" >&2; exit 1; }
+  fetch "$(kernel_of "$bpo")" "$host_kernel_dir"
 fi
 fetch busybox-static "$out/busybox"
 [ "$arch" = aarch64 ] && [ "$host" != aarch64 ] && fetch libfdt-dev "$out/sysroot"
