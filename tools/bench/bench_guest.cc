@@ -1,10 +1,6 @@
 #include "tools/bench/bench_guest.h"
 
-#include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -14,34 +10,6 @@
 #include "arch/platform.h"
 
 namespace snapvm::bench {
-
-void die(const std::string& program, const std::string& what) {
-  fmt::print(stderr, "{}: {}\n", program, what);
-  std::exit(1);
-}
-
-namespace {
-const auto program_start = std::chrono::steady_clock::now();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-uint64_t bytes_read_by(pid_t pid) {
-  std::ifstream io(fmt::format("/proc/{}/io", pid));
-  std::string key;
-  uint64_t value = 0;
-  while (io >> key >> value) {
-    if (key == "rchar:") return value;
-  }
-  return 0;
-}
 
 bool wait_for_agent(const std::string& vsock, std::chrono::milliseconds poll, std::chrono::seconds limit) {
   agent::ExecRequest req;
@@ -54,28 +22,9 @@ bool wait_for_agent(const std::string& vsock, std::chrono::milliseconds poll, st
   }
 }
 
-void progress(const std::string& what) {
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - program_start).count();
-  fmt::print(stderr, "[{:7.1f} s] {}\n", s, what);
-}
-
-StepWatchdog::StepWatchdog(std::string step, std::chrono::seconds limit) {
-  thread_ = std::thread([this, step = std::move(step), limit] {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, limit, [&] { return done_; })) {
-      progress(fmt::format("stuck: {} did not finish within {} s", step, limit.count()));
-      std::_Exit(3);
-    }
-  });
-}
-
-StepWatchdog::~StepWatchdog() {
-  {
-    std::lock_guard lock(mu_);
-    done_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
+void await_restored_agent(const std::string& vsock, const std::string& what, const ChildProcess& vmm,
+                          std::chrono::milliseconds poll) {
+  if (!wait_for_agent(vsock, poll)) die(fmt::format("{}: the restored agent never answered: {}", what, vmm.output()));
 }
 
 BenchGuest::BenchGuest(const std::string& kernel, const std::string& initrd, uint64_t mem, uint32_t cpus,
@@ -165,6 +114,18 @@ double BenchGuest::run(const std::string& script) {
   if (!r) die("bench", r.error().describe());
   if (r->exit_code != 0) die("bench", fmt::format("guest command failed ({}): {}", r->exit_code, err));
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+WriteStats snapshot_booted_guest(const std::string& kernel, const std::string& initrd, uint64_t mem, uint32_t cpus,
+                                 const std::string& vsock, const std::string& path,
+                                 const std::function<void(Machine&)>& also) {
+  BenchGuest guest(kernel, initrd, mem, cpus, vsock);
+  StepWatchdog watchdog("snapshot of the booted guest", std::chrono::minutes(10));
+  if (!guest.machine().pause()) die("pause failed");
+  auto stats = guest.machine().snapshot(path);
+  if (!stats) die(stats.error().describe());
+  if (also) also(guest.machine());
+  return *stats;
 }
 
 }  // namespace snapvm::bench

@@ -2,58 +2,31 @@
 // snapvm agent), running on a background thread until the object dies.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
-#include <vector>
 
+#include "tools/bench/child_process.h"
+#include "tools/bench/harness.h"
 #include "vmm/machine.h"
 
 namespace snapvm::bench {
-
-[[noreturn]] void die(const std::string& program, const std::string& what);
-
-// The median of `v` (the upper one of an even count).
-double median(std::vector<double> v);
-
-// Milliseconds since `t0`.
-double ms_since(std::chrono::steady_clock::time_point t0);
-
-// Bytes process `pid` has read through read() and friends (/proc/PID/io
-// rchar); 0 if unknown.
-uint64_t bytes_read_by(pid_t pid);
 
 // Runs `true` in the guest through the agent at `vsock` every `poll` until
 // it succeeds; false if it has not within `limit`.
 bool wait_for_agent(const std::string& vsock, std::chrono::milliseconds poll,
                     std::chrono::seconds limit = std::chrono::minutes(2));
 
-// One progress line on stderr, "[  12.3 s] what", timed from program start,
-// so a benchmark killed by a timeout shows the step it was in.
-void progress(const std::string& what);
-
-// Names a step that must end within `limit`; if it does not, prints the step
-// and exits, instead of hanging until an outer timeout says nothing.
-class StepWatchdog {
- public:
-  StepWatchdog(std::string step, std::chrono::seconds limit);
-  ~StepWatchdog();
-  StepWatchdog(const StepWatchdog&) = delete;
-  StepWatchdog& operator=(const StepWatchdog&) = delete;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
+// wait_for_agent() for a guest that `vmm` restored, polling every `poll`:
+// exits with "what: the restored agent never answered: " and the VMM's
+// output if it does not answer.
+void await_restored_agent(const std::string& vsock, const std::string& what, const ChildProcess& vmm,
+                          std::chrono::milliseconds poll = std::chrono::milliseconds(2));
 
 class BenchGuest {
  public:
@@ -82,5 +55,14 @@ class BenchGuest {
   // guest that powers off or fails while booting is reported at once.
   std::optional<std::string> ended_;
 };
+
+// The preamble of the benchmarks that restore one snapshot again and again:
+// boots a `mem`, `cpus` guest (agent at `vsock`), pauses it, writes its
+// snapshot to `path` and, if given, lets `also` save the paused machine in
+// other ways too; returns the snapshot's statistics. The guest is gone on
+// return; a failure exits the program.
+WriteStats snapshot_booted_guest(const std::string& kernel, const std::string& initrd, uint64_t mem,
+                                    uint32_t cpus, const std::string& vsock, const std::string& path,
+                                    const std::function<void(Machine&)>& also = {});
 
 }  // namespace snapvm::bench

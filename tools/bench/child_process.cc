@@ -9,7 +9,7 @@
 #include <sstream>
 #include <thread>
 
-#include "tools/bench/bench_guest.h"
+#include "tools/bench/harness.h"
 
 namespace snapvm::bench {
 

@@ -8,12 +8,10 @@
 //
 // printed as time, pause and RAM bytes written, with diff/full ratios next
 // to the target (a 1% diff costs at most 10% of a full snapshot).
-#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "base/units.h"
@@ -22,13 +20,13 @@
 namespace snapvm {
 namespace {
 
+using bench::die;
+
 struct Options {
   std::string kernel, initrd, dir = "/tmp", mem = "2G";
   std::vector<double> percents = {1, 10};
   uint32_t cpus = 2;
 };
-
-[[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-diff", what); }
 
 Machine::LiveSnapshot snap(Machine& m, const std::string& path, const std::string& base) {
   std::string step = base.empty() ? fmt::format("full snapshot {}", path) : fmt::format("diff snapshot {}", path);
@@ -50,14 +48,12 @@ std::string dirty_script(uint64_t bytes, int round) {
 int main(int argc, char** argv) {
   using namespace snapvm;
   Options o;
-  CLI::App app{"snapvm-bench-diff: diff against full snapshots of a running guest"};
-  app.add_option("--kernel", o.kernel, "guest kernel Image")->required();
-  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
-  app.add_option("--mem", o.mem, "guest RAM");
-  app.add_option("--percents", o.percents, "percent of guest RAM dirtied before each diff")->delimiter(',');
-  app.add_option("--cpus", o.cpus, "vCPUs");
-  app.add_option("--dir", o.dir, "where snapshots go");
-  CLI11_PARSE(app, argc, argv);
+  bench::Cli cli("snapvm-bench-diff", "diff against full snapshots of a running guest");
+  cli.guest(o.kernel, o.initrd, "guest kernel Image");
+  cli.app().add_option("--mem", o.mem, "guest RAM");
+  cli.app().add_option("--percents", o.percents, "percent of guest RAM dirtied before each diff")->delimiter(',');
+  cli.cpus(o.cpus, "vCPUs").dir(o.dir, "where snapshots go");
+  cli.parse(argc, argv);
   auto mem = parse_size(o.mem);
   if (!mem) die(mem.error().describe());
 
@@ -82,8 +78,8 @@ int main(int argc, char** argv) {
              probe >> 20, tracked, untracked, tracked / untracked);
   std::fflush(stdout);
 
-  fmt::print("{:>6} {:>9} {:>10} {:>10} {:>11} {:>10} {:>10} {:>11} {:>8} {:>8}\n", "dirty", "", "full ms",
-             "pause ms", "RAM MiB", "diff ms", "pause ms", "RAM MiB", "time", "pause");
+  const bench::Table table({6, 9, 10, 10, 11, 10, 10, 11, 8, 8});
+  table.row({"dirty", "", "full ms", "pause ms", "RAM MiB", "diff ms", "pause ms", "RAM MiB", "time", "pause"});
   int round = 1;
   for (double pct : o.percents) {
     uint64_t bytes = static_cast<uint64_t>(static_cast<double>(*mem) * pct / 100) & ~uint64_t{4095};
@@ -97,10 +93,11 @@ int main(int argc, char** argv) {
     // but the guest's idle ticks).
     auto full = snap(guest.machine(), full_path, {});
     double time_ratio = diff.total_ms / full.total_ms, pause_ratio = diff.pause_ms / full.pause_ms;
-    fmt::print("{:>5.1f}% {:>9} {:>10.1f} {:>10.1f} {:>11.1f} {:>10.1f} {:>10.1f} {:>11.1f} {:>7.1f}% {:>7.1f}%  ({})\n",
-               pct, "", full.total_ms, full.pause_ms, full.stats.written_bytes / 1048576.0, diff.total_ms,
-               diff.pause_ms, diff.stats.written_bytes / 1048576.0, 100 * time_ratio, 100 * pause_ratio,
-               diff.stats.reflinked ? "base reflinked" : "base copied");
+    table.row({bench::fixed(pct, 1) + "%", "", bench::fixed(full.total_ms, 1), bench::fixed(full.pause_ms, 1),
+               bench::fixed(full.stats.written_bytes / 1048576.0, 1), bench::fixed(diff.total_ms, 1),
+               bench::fixed(diff.pause_ms, 1), bench::fixed(diff.stats.written_bytes / 1048576.0, 1),
+               bench::fixed(100 * time_ratio, 1) + "%", bench::fixed(100 * pause_ratio, 1) + "%"},
+              fmt::format("  ({})", diff.stats.reflinked ? "base reflinked" : "base copied"));
     if (diff.written_while_running) {
       fmt::print("{:>7} diff pause: capture {:.1f} ms, dirty log {:.1f} ms, copy of the dirty pages {:.1f} ms; then "
                  "written in {:.1f} ms while the guest ran; full pause: capture {:.1f} ms, write {:.1f} ms\n",

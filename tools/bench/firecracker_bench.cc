@@ -24,13 +24,11 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/client.h"
 #include "tools/bench/bench_guest.h"
-#include "tools/bench/child_process.h"
 
 namespace snapvm {
 namespace {
@@ -38,7 +36,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace http = boost::beast::http;
 
-[[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-firecracker", what); }
+using bench::die;
 
 struct Options {
   std::string kernel, initrd, snapvm = "/payload/snapvm", page_server = "/payload/snapvm-test-page-server",
@@ -67,12 +65,6 @@ int put(const std::string& sock, const std::string& path, const nlohmann::json& 
   return static_cast<int>(res.result_int());
 }
 
-void wait_for_agent(const std::string& vsock, const std::string& what, bench::ChildProcess& vmm) {
-  if (!bench::wait_for_agent(vsock, std::chrono::milliseconds(2))) {
-    die(fmt::format("{}: the restored agent never answered: {}", what, vmm.output()));
-  }
-}
-
 struct Sample {
   double response_ms = 0, reply_ms = 0, start_to_reply_ms = 0;
 };
@@ -83,7 +75,7 @@ Sample native_once(const Options& o, const std::string& snap) {
   auto t0 = Clock::now();
   bench::ChildProcess vmm({o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync"},
                           o.dir + "/native.log");
-  wait_for_agent(vsock, "native", vmm);
+  bench::await_restored_agent(vsock, "native", vmm);
   Sample s;
   s.start_to_reply_ms = s.reply_ms = bench::ms_since(t0);
   vmm.stop();
@@ -117,7 +109,7 @@ Sample api_once(const Options& o, const std::string& state, const std::string& m
   Sample s;
   s.response_ms = bench::ms_since(t1);
   if (status != 204) die(fmt::format("snapshot/load answered {}: {}", status, reply));
-  wait_for_agent(vsock, uffd ? "uffd" : "file", vmm);
+  bench::await_restored_agent(vsock, uffd ? "uffd" : "file", vmm);
   s.reply_ms = bench::ms_since(t1);
   s.start_to_reply_ms = bench::ms_since(t0);
   vmm.stop();
@@ -131,46 +123,38 @@ Sample api_once(const Options& o, const std::string& state, const std::string& m
 int main(int argc, char** argv) {
   using namespace snapvm;
   Options o;
-  std::string mem_size = "256M";
-  CLI::App app{"snapvm-bench-firecracker: restore through Firecracker's API next to snapvm's native restore"};
-  app.add_option("--kernel", o.kernel, "guest kernel")->required();
-  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
-  app.add_option("--snapvm", o.snapvm, "the snapvm binary");
-  app.add_option("--page-server", o.page_server, "a userfaultfd page server to Firecracker's handshake");
-  app.add_option("--reps", o.reps, "restores per way");
-  app.add_option("--dir", o.dir, "scratch directory");
-  CLI11_PARSE(app, argc, argv);
+  bench::Cli cli("snapvm-bench-firecracker", "restore through Firecracker's API next to snapvm's native restore");
+  cli.guest(o.kernel, o.initrd).snapvm(o.snapvm);
+  cli.app().add_option("--page-server", o.page_server, "a userfaultfd page server to Firecracker's handshake");
+  cli.reps(o.reps, "restores per way").dir(o.dir);
+  cli.parse(argc, argv);
   std::filesystem::create_directories(o.dir);
   const std::string snap = o.dir + "/vm.snap", state = o.dir + "/vm.state", mem = o.dir + "/vm.mem";
-  {
-    bench::BenchGuest guest(o.kernel, o.initrd, 256ull << 20, 2, o.dir + "/boot.vsock");
-    if (!guest.machine().pause()) die("pause failed");
-    auto one = guest.machine().snapshot(snap);
-    if (!one) die(one.error().describe());
-    auto two = guest.machine().snapshot_two_files(state, mem);
+  bench::snapshot_booted_guest(o.kernel, o.initrd, 256ull << 20, 2, o.dir + "/boot.vsock", snap, [&](Machine& m) {
+    auto two = m.snapshot_two_files(state, mem);
     if (!two) die(two.error().describe());
     bench::progress(fmt::format("saved: {} MiB of data, both ways", two->memory.data_bytes >> 20));
-  }
-  fmt::print("{:>8} {:>16} {:>20} {:>22}\n", "way", "request->204 ms", "request->reply ms", "process start->reply ms");
+  });
+  const bench::Table table({8, 16, 20, 22});
+  table.row({"way", "request->204 ms", "request->reply ms", "process start->reply ms"});
   double native = 0;
   for (const std::string way : {"native", "file", "uffd"}) {
-    std::vector<double> response, reply, start;
+    std::vector<Sample> samples;
     for (int i = 0; i < o.reps; ++i) {
       bench::StepWatchdog watchdog(fmt::format("{} restore {}", way, i + 1), std::chrono::minutes(5));
       Sample s = way == "native" ? native_once(o, snap) : api_once(o, state, mem, way == "uffd");
-      response.push_back(s.response_ms);
-      reply.push_back(s.reply_ms);
-      start.push_back(s.start_to_reply_ms);
+      samples.push_back(s);
       bench::progress(fmt::format("{} {}: response {:.1f} ms, reply {:.1f} ms, start->reply {:.1f} ms", way, i + 1,
                                   s.response_ms, s.reply_ms, s.start_to_reply_ms));
     }
-    double m = bench::median(start);
+    double m = bench::median(samples, &Sample::start_to_reply_ms);
     if (way == "native") {
       native = m;
-      fmt::print("{:>8} {:>16} {:>20} {:>22.1f}\n", way, "-", "-", m);
+      table.row({way, "-", "-", bench::fixed(m, 1)});
     } else {
-      fmt::print("{:>8} {:>16.1f} {:>20.1f} {:>22.1f}   ({:.2f}x of native)\n", way, bench::median(response),
-                 bench::median(reply), m, m / native);
+      table.row({way, bench::fixed(bench::median(samples, &Sample::response_ms), 1),
+                 bench::fixed(bench::median(samples, &Sample::reply_ms), 1), bench::fixed(m, 1)},
+                fmt::format("   ({:.2f}x of native)", m / native));
     }
     std::fflush(stdout);
   }

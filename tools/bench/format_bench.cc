@@ -20,7 +20,6 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "base/checksum.h"
@@ -32,6 +31,7 @@
 #include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
+#include "tools/bench/harness.h"
 #include "tools/common/sample_state.h"
 
 namespace snapvm {
@@ -45,10 +45,7 @@ double gbps(uint64_t bytes, double secs) { return secs > 0 ? bytes / secs / 1e9 
 
 template <typename T>
 T die_on_error(Result<T> r, const char* what) {
-  if (!r) {
-    fmt::print(stderr, "snapvm-bench-format: {}: {}\n", what, r.error().describe());
-    std::exit(1);
-  }
+  if (!r) bench::die(fmt::format("{}: {}", what, r.error().describe()));
   if constexpr (!std::is_void_v<T>) return std::move(*r);
 }
 
@@ -65,15 +62,10 @@ std::string fs_name(const std::string& dir) {
   return fmt::format("fs {:#x}", static_cast<unsigned long>(st.f_type));
 }
 
-// Every timed write starts from the same memory state: earlier runs' page
-// cache would otherwise have to be reclaimed inside the next measurement.
-void drop_caches() {
-  ::sync();
-  if (FILE* f = std::fopen("/proc/sys/vm/drop_caches", "w")) {
-    std::fputs("3", f);
-    std::fclose(f);
-  }
-}
+// Every timed write starts from the same memory state (bench::drop_caches):
+// earlier runs' page cache would otherwise have to be reclaimed inside the
+// next measurement.
+using bench::drop_caches;
 
 // Memory read bandwidth with `threads` readers over a populated buffer: the
 // ceiling for any pass over guest RAM.
@@ -142,14 +134,10 @@ double fs_random_iops(const std::string& dir, unsigned threads) {
   return kWrites / secs;
 }
 
-double median_us(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2] * 1e6;
-}
+double median_us(std::vector<double> v) { return bench::median(std::move(v)) * 1e6; }
 
-void row(const std::string& what, const std::string& figure, const std::string& limit, const std::string& verdict) {
-  fmt::print("  {:<34} {:>22}   {:<30} {}\n", what, figure, limit, verdict);
-}
+// A figure next to its limit.
+const auto row = bench::limit_row;
 
 std::string pass(bool ok) { return ok ? "ok" : "MISSED"; }
 
@@ -311,7 +299,8 @@ void bench_one(const Config& cfg, uint64_t size, double density, const std::stri
 
 int main(int argc, char** argv) {
   using namespace snapvm;
-  CLI::App app{"snapvm-bench-format: snapshot format costs next to the machine's limits"};
+  bench::Cli cli("snapvm-bench-format", "snapshot format costs next to the machine's limits");
+  CLI::App& app = cli.app();
   std::string sizes = "1G,8G", densities = "2,25,100";
   Config cfg;
   cfg.dir = "build/bench";
@@ -320,11 +309,11 @@ int main(int argc, char** argv) {
   app.add_option("--densities", densities, "percent of non-zero pages, comma separated");
   std::string patterns = "clustered,scattered";
   app.add_option("--patterns", patterns, "where data pages lie: clustered (256 KiB runs), scattered (single pages)");
-  app.add_option("--dir", cfg.dir, "directory on the filesystem to measure (reflink-capable XFS for diff targets)");
+  cli.dir(cfg.dir, "directory on the filesystem to measure (reflink-capable XFS for diff targets)");
   app.add_option("--threads", cfg.threads, "writer threads");
   bool xfs = false;
   app.add_flag("--xfs", xfs, "make and mount a reflink-capable XFS loop filesystem under --dir and measure there (root)");
-  CLI11_PARSE(app, argc, argv);
+  cli.parse(argc, argv);
   for (auto& s : CLI::detail::split(sizes, ',')) cfg.sizes.push_back(die_on_error(parse_size(s), "--sizes"));
   for (auto& d : CLI::detail::split(densities, ',')) cfg.densities.push_back(std::stod(d) / 100);
   cfg.patterns = CLI::detail::split(patterns, ',');

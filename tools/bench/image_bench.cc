@@ -24,19 +24,16 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/protocol.h"
 #include "api/control_client.h"
 #include "tools/bench/bench_guest.h"
-#include "tools/bench/child_process.h"
 
 namespace snapvm {
 namespace {
@@ -44,7 +41,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-[[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-image", what); }
+using bench::die;
 
 struct Options {
   std::string kernel, initrd, snapvm = "/payload/snapvm", store = "/payload/guest/images", image = "web",
@@ -80,11 +77,6 @@ bool first_byte(uint16_t host_port, std::chrono::milliseconds limit) {
   return false;
 }
 
-void drop_page_cache() {
-  ::sync();
-  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
-}
-
 double boot_once(const Options& o, uint16_t host_port) {
   auto t0 = Clock::now();
   bench::ChildProcess vm({o.snapvm, "run", "--image", o.image, "--store", o.store, "--kernel", o.kernel, "--initrd",
@@ -97,7 +89,7 @@ double boot_once(const Options& o, uint16_t host_port) {
 }
 
 double restore_once(const Options& o, const std::string& snap, uint16_t host_port, bool drop) {
-  if (drop) drop_page_cache();
+  if (drop) bench::drop_caches();
   auto t0 = Clock::now();
   bench::ChildProcess vm({o.snapvm, "restore", snap, "--vsock", o.dir + "/restore.vsock", "--allow-dir", o.store,
                           "--console", "/dev/null", "-p",
@@ -128,7 +120,7 @@ struct Take {
 };
 
 Take take_once(const std::string& socket, uint16_t port, bool drop) {
-  if (drop) drop_page_cache();
+  if (drop) bench::drop_caches();
   auto t0 = Clock::now();
   json t = pool_request(socket, "take");
   Take r;
@@ -151,17 +143,14 @@ Take take_once(const std::string& socket, uint16_t port, bool drop) {
 int main(int argc, char** argv) {
   using namespace snapvm;
   Options o;
-  CLI::App app{"snapvm-bench-image: an image's first HTTP byte after boot, restore and pool take"};
-  app.add_option("--kernel", o.kernel, "guest kernel")->required();
-  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
-  app.add_option("--snapvm", o.snapvm, "the snapvm binary");
-  app.add_option("--store", o.store, "the image store holding the image");
-  app.add_option("--image", o.image, "the image (serves HTTP on --port)");
-  app.add_option("--port", o.port, "the image's HTTP port");
-  app.add_option("--mem", o.mem, "guest RAM");
-  app.add_option("--reps", o.reps, "runs of each way");
-  app.add_option("--dir", o.dir, "scratch directory");
-  CLI11_PARSE(app, argc, argv);
+  bench::Cli cli("snapvm-bench-image", "an image's first HTTP byte after boot, restore and pool take");
+  cli.guest(o.kernel, o.initrd).snapvm(o.snapvm);
+  cli.app().add_option("--store", o.store, "the image store holding the image");
+  cli.app().add_option("--image", o.image, "the image (serves HTTP on --port)");
+  cli.app().add_option("--port", o.port, "the image's HTTP port");
+  cli.app().add_option("--mem", o.mem, "guest RAM");
+  cli.reps(o.reps, "runs of each way").dir(o.dir);
+  cli.parse(argc, argv);
   std::filesystem::remove_all(o.dir);
   std::filesystem::create_directories(o.dir);
   const std::string snap = o.dir + "/warm.snap", socket = o.dir + "/pool.sock";
@@ -206,25 +195,22 @@ int main(int argc, char** argv) {
     pool_request(socket, "stop");
     pool.stop(std::chrono::seconds(30));
   }
-  auto med = [](const std::vector<Take>& v, double Take::*field) {
-    std::vector<double> x;
-    for (const auto& t : v) x.push_back(t.*field);
-    return bench::median(x);
-  };
   const double b = bench::median(boot);
   fmt::print("\nimage {} ({} RAM), medians of {}: start -> first HTTP response byte\n", o.image, o.mem, o.reps);
-  fmt::print("{:<40} {:>10} {:>9}   {}\n", "way", "ms", "vs boot", "target (native x86_64 KVM)");
+  const bench::Table table({-40, 10, 9});
+  table.row({"way", "ms", "vs boot"}, "   target (native x86_64 KVM)");
   auto row = [&](const std::string& way, double ms, const std::string& target) {
-    fmt::print("{:<40} {:>10.1f} {:>8.3f}x   {}\n", way, ms, ms / b, target);
+    table.row({way, bench::fixed(ms, 1), bench::fixed(ms / b, 3) + "x"}, "   " + target);
   };
   row("boot (snapvm run --image)", b, "-");
   row("restore (fresh process)", bench::median(restore), "under 50 ms");
   row("restore, page cache dropped", bench::median(restore_cold), "under 50 ms");
-  row("pool take", med(take, &Take::first_byte_ms), "under 20 ms");
-  row("pool take, page cache dropped", med(take_cold, &Take::first_byte_ms), "under 20 ms");
+  row("pool take", bench::median(take, &Take::first_byte_ms), "under 20 ms");
+  row("pool take, page cache dropped", bench::median(take_cold, &Take::first_byte_ms), "under 20 ms");
   fmt::print("pool take breakdown (medians): take reply {:.1f} ms (of it resume {:.1f}), then the request; each clone "
              "was prepared (restore, clock and entropy, pause) in {:.0f} ms before it was taken\n",
-             med(take, &Take::take_ms), med(take, &Take::resume_ms), med(take, &Take::prepare_ms));
+             bench::median(take, &Take::take_ms), bench::median(take, &Take::resume_ms),
+             bench::median(take, &Take::prepare_ms));
   fmt::print("crun: not timed (no container runtime in the test host)\n");
   return 0;
 }

@@ -31,14 +31,12 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "agent/client.h"
 #include "arch/platform.h"
 #include "base/unique_fd.h"
 #include "tools/bench/bench_guest.h"
-#include "tools/bench/child_process.h"
 
 namespace snapvm {
 namespace {
@@ -46,7 +44,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-[[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-net", what); }
+using bench::die;
 
 struct Options {
   std::string kernel, initrd, snapvm = "/payload/snapvm", dir = "/tmp/net-bench";
@@ -166,16 +164,18 @@ struct Figures {
 };
 
 Figures measure(const std::string& path, const std::string& ip, const Options& o) {
-  std::vector<double> to, from, rtt;
+  std::vector<Figures> runs;
   for (int i = 0; i < o.reps; ++i) {
     bench::StepWatchdog watchdog(fmt::format("{} run {}", path, i + 1), std::chrono::minutes(3));
-    to.push_back(far_to_host_mbps(ip, o.seconds));
-    from.push_back(host_to_far_mbps(ip, o.seconds));
-    rtt.push_back(round_trip_us(ip, o.round_trips));
+    Figures& f = runs.emplace_back();
+    f.to_host = far_to_host_mbps(ip, o.seconds);
+    f.from_host = host_to_far_mbps(ip, o.seconds);
+    f.rtt = round_trip_us(ip, o.round_trips);
     bench::progress(fmt::format("{} run {}: {:.1f} MB/s to host, {:.1f} MB/s from host, RTT {:.0f} us", path, i + 1,
-                                to.back(), from.back(), rtt.back()));
+                                f.to_host, f.from_host, f.rtt));
   }
-  return {bench::median(to), bench::median(from), bench::median(rtt)};
+  return {bench::median(runs, &Figures::to_host), bench::median(runs, &Figures::from_host),
+          bench::median(runs, &Figures::rtt)};
 }
 
 }  // namespace
@@ -184,15 +184,11 @@ Figures measure(const std::string& path, const std::string& ip, const Options& o
 int main(int argc, char** argv) {
   using namespace snapvm;
   Options o;
-  CLI::App app{"snapvm-bench-net: virtio-net TCP throughput and latency against a veth pair, same run"};
-  app.add_option("--kernel", o.kernel, "guest kernel")->required();
-  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
-  app.add_option("--snapvm", o.snapvm, "the snapvm binary");
-  app.add_option("--reps", o.reps, "measurements per path");
-  app.add_option("--seconds", o.seconds, "seconds per throughput measurement");
-  app.add_option("--round-trips", o.round_trips, "echoes per latency measurement");
-  app.add_option("--dir", o.dir, "scratch directory");
-  CLI11_PARSE(app, argc, argv);
+  bench::Cli cli("snapvm-bench-net", "virtio-net TCP throughput and latency against a veth pair, same run");
+  cli.guest(o.kernel, o.initrd).snapvm(o.snapvm).reps(o.reps, "measurements per path");
+  cli.app().add_option("--seconds", o.seconds, "seconds per throughput measurement");
+  cli.round_trips(o.round_trips, "echoes per latency measurement").dir(o.dir);
+  cli.parse(argc, argv);
   std::filesystem::remove_all(o.dir);
   std::filesystem::create_directories(o.dir);
 
@@ -223,11 +219,15 @@ int main(int argc, char** argv) {
 
   const Figures veth = measure("veth", "10.0.3.2", o);
   const Figures net = measure("virtio-net", "10.0.2.2", o);
-  fmt::print("{:>11} {:>17} {:>17} {:>12}\n", "path", "guest->host MB/s", "host->guest MB/s", "RTT us");
-  fmt::print("{:>11} {:>17.1f} {:>17.1f} {:>12.0f}\n", "veth", veth.to_host, veth.from_host, veth.rtt);
-  fmt::print("{:>11} {:>17.1f} {:>17.1f} {:>12.0f}   ({:.2f}x, {:.2f}x, {:.2f}x of veth)\n", "virtio-net",
-             net.to_host, net.from_host, net.rtt, net.to_host / veth.to_host, net.from_host / veth.from_host,
-             net.rtt / veth.rtt);
+  const bench::Table table({11, 17, 17, 12});
+  auto cells = [](const std::string& path, const Figures& f) {
+    return std::vector<std::string>{path, bench::fixed(f.to_host, 1), bench::fixed(f.from_host, 1),
+                                    bench::fixed(f.rtt, 0)};
+  };
+  table.row({"path", "guest->host MB/s", "host->guest MB/s", "RTT us"});
+  table.row(cells("veth", veth));
+  table.row(cells("virtio-net", net), fmt::format("   ({:.2f}x, {:.2f}x, {:.2f}x of veth)", net.to_host / veth.to_host,
+                                                  net.from_host / veth.from_host, net.rtt / veth.rtt));
   fmt::print("medians of {} runs of {:.0f} s per direction; RTT: median of {} 64-byte echoes per run\n", o.reps,
              o.seconds, o.round_trips);
   // Where frames were lost, if anywhere: both ends' interface counters and

@@ -11,16 +11,13 @@
 // the target (restore is O(1) in RAM size: within 1.2x).
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "agent/client.h"
@@ -32,11 +29,7 @@ namespace snapvm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void die(const std::string& what) {
-  fmt::print(stderr, "snapvm-bench-restore: {}\n", what);
-  std::exit(1);
-}
+using bench::die;
 
 // Resident kB of this process's mappings of `file`.
 long resident_kb(const std::string& file) {
@@ -66,17 +59,9 @@ struct Options {
   int reps = 5;
 };
 
-void make_snapshot(const Options& o, uint64_t mem, const std::string& path) {
-  bench::BenchGuest guest(o.kernel, o.initrd, mem, o.cpus, o.dir + "/bench-boot.vsock");
-  bench::StepWatchdog watchdog("snapshot of the booted guest", std::chrono::minutes(10));
-  if (!guest.machine().pause()) die("pause failed");
-  auto stats = guest.machine().snapshot(path);
-  if (!stats) die(stats.error().describe());
-  bench::progress(fmt::format("snapshot written: {} MiB of RAM data", stats->data_bytes >> 20));
-}
-
+// One restore: the library's timings in ms, then what followed.
 struct Sample {
-  RestoreTimings t;
+  double total_ms = 0, open_ms = 0, map_ms = 0, vcpus_ms = 0, irqchip_ms = 0, devices_ms = 0;
   double first_exec_ms = 0;
   uint64_t bytes_read = 0;
   long touched_kb = 0;
@@ -88,14 +73,21 @@ Sample restore_once(const Options& o, const std::string& path) {
   ro.vsock_path = o.dir + "/bench-restore.vsock";
   auto t0 = Clock::now();
   uint64_t read0 = bench::bytes_read_by(::getpid());
-  auto m = Machine::restore(path, ro, &s.t);
+  RestoreTimings t;
+  auto m = Machine::restore(path, ro, &t);
   s.bytes_read = bench::bytes_read_by(::getpid()) - read0;
   if (!m) die(m.error().describe());
+  s.total_ms = t.total_us / 1000;
+  s.open_ms = t.open_us / 1000;
+  s.map_ms = t.map_ram_us / 1000;
+  s.vcpus_ms = t.vcpus_us / 1000;
+  s.irqchip_ms = t.arch_vm_us / 1000;
+  s.devices_ms = t.devices_us / 1000;
   std::thread runner([&] { (void)(*m)->run(); });
   if (!bench::wait_for_agent(ro.vsock_path, std::chrono::milliseconds(5))) {
     die("the restored guest's agent did not answer within 2 minutes");
   }
-  s.first_exec_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  s.first_exec_ms = bench::ms_since(t0);
   s.touched_kb = resident_kb(path);
   (*m)->request_stop();
   runner.join();
@@ -108,51 +100,45 @@ Sample restore_once(const Options& o, const std::string& path) {
 int main(int argc, char** argv) {
   using namespace snapvm;
   Options o;
-  CLI::App app{"snapvm-bench-restore: restore latency against guest RAM size"};
-  app.add_option("--kernel", o.kernel, "guest kernel Image")->required();
-  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
-  app.add_option("--sizes", o.sizes, "guest RAM sizes, smallest first")->delimiter(',');
-  app.add_option("--cpus", o.cpus, "vCPUs per guest");
-  app.add_option("--reps", o.reps, "restores per size");
-  app.add_option("--dir", o.dir, "where snapshots go");
-  CLI11_PARSE(app, argc, argv);
+  bench::Cli cli("snapvm-bench-restore", "restore latency against guest RAM size");
+  cli.guest(o.kernel, o.initrd, "guest kernel Image").sizes(o.sizes).cpus(o.cpus);
+  cli.reps(o.reps, "restores per size").dir(o.dir, "where snapshots go");
+  cli.parse(argc, argv);
   if (o.reps < 1 || o.sizes.empty()) die("need at least one size and one rep");
 
-  fmt::print("{:>6} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>11} {:>11}\n", "RAM", "restore ms", "open", "map RAM",
-             "VM+vCPUs", "irqchip", "devices", "1st exec ms", "bytes read", "RAM touched");
+  const bench::Table table({6, 10, 10, 8, 10, 8, 8, 11, 11, 11});
+  table.row({"RAM", "restore ms", "open", "map RAM", "VM+vCPUs", "irqchip", "devices", "1st exec ms", "bytes read",
+             "RAM touched"});
   std::vector<double> medians;
   for (const auto& size_text : o.sizes) {
     auto mem = parse_size(size_text);
     if (!mem) die(mem.error().describe());
     std::string path = fmt::format("{}/bench-restore-{}.snap", o.dir, size_text);
     std::fflush(stdout);
-    make_snapshot(o, *mem, path);
-    std::vector<double> total, open, map, vcpus, gic, devices, first;
-    Sample last;
+    auto stats = bench::snapshot_booted_guest(o.kernel, o.initrd, *mem, o.cpus, o.dir + "/bench-boot.vsock", path);
+    bench::progress(fmt::format("snapshot written: {} MiB of RAM data", stats.data_bytes >> 20));
+    std::vector<Sample> samples;
     for (int i = 0; i < o.reps; ++i) {
       std::string step = fmt::format("restore {} of {} at {}", i + 1, o.reps, size_text);
       bench::StepWatchdog watchdog(step, std::chrono::minutes(5));
-      last = restore_once(o, path);
-      bench::progress(fmt::format("{}: {:.2f} ms, first exec reply {:.1f} ms", step, last.t.total_us / 1000,
-                                  last.first_exec_ms));
-      total.push_back(last.t.total_us / 1000);
-      open.push_back(last.t.open_us / 1000);
-      map.push_back(last.t.map_ram_us / 1000);
-      vcpus.push_back(last.t.vcpus_us / 1000);
-      gic.push_back(last.t.arch_vm_us / 1000);
-      devices.push_back(last.t.devices_us / 1000);
-      first.push_back(last.first_exec_ms);
+      samples.push_back(restore_once(o, path));
+      const Sample& s = samples.back();
+      bench::progress(fmt::format("{}: {:.2f} ms, first exec reply {:.1f} ms", step, s.total_ms, s.first_exec_ms));
     }
-    medians.push_back(bench::median(total));
-    fmt::print("{:>6} {:>10.2f} {:>10.2f} {:>8.3f} {:>10.2f} {:>8.2f} {:>8.2f} {:>11.1f} {:>11} {:>8} KiB\n", size_text,
-               bench::median(total), bench::median(open), bench::median(map), bench::median(vcpus),
-               bench::median(gic), bench::median(devices), bench::median(first),
-               last.bytes_read, last.touched_kb);
+    medians.push_back(bench::median(samples, &Sample::total_ms));
+    const Sample& last = samples.back();
+    table.row({size_text, bench::fixed(medians.back(), 2), bench::fixed(bench::median(samples, &Sample::open_ms), 2),
+               bench::fixed(bench::median(samples, &Sample::map_ms), 3),
+               bench::fixed(bench::median(samples, &Sample::vcpus_ms), 2),
+               bench::fixed(bench::median(samples, &Sample::irqchip_ms), 2),
+               bench::fixed(bench::median(samples, &Sample::devices_ms), 2),
+               bench::fixed(bench::median(samples, &Sample::first_exec_ms), 1), std::to_string(last.bytes_read),
+               fmt::format("{:>8} KiB", last.touched_kb)});
     std::fflush(stdout);
     ::unlink(path.c_str());
   }
   double ratio = medians.back() / medians.front();
   fmt::print("restore at {} / restore at {}: {:.2f}x (target <= 1.20x: {}) -- medians of {} restores each\n",
-             o.sizes.back(), o.sizes.front(), ratio, ratio <= 1.2 ? "met" : "MISSED", o.reps);
+             o.sizes.back(), o.sizes.front(), ratio, bench::verdict(ratio, 1.2), o.reps);
   return 0;
 }

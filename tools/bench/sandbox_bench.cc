@@ -17,26 +17,21 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "agent/client.h"
 #include "agent/protocol.h"
 #include "tools/bench/bench_guest.h"
-#include "tools/bench/child_process.h"
 
 namespace snapvm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void die(const std::string& what) { bench::die("snapvm-bench-sandbox", what); }
+using bench::die;
 
 struct Options {
   std::string kernel, initrd, snapvm = "/payload/snapvm", dir = "/tmp/sandbox-bench";
@@ -75,12 +70,10 @@ double round_trip_us(const std::string& vsock, int round_trips) {
     }
     rtts.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  std::sort(rtts.begin(), rtts.end());
-  return rtts[rtts.size() / 2];
+  return bench::median(rtts);
 }
 
 Sample restore_once(const Options& o, const std::string& mode, const std::string& snap) {
-  std::string log = o.dir + "/restore.log";
   std::vector<std::string> args;
   std::string vsock;
   if (mode == "jail") {
@@ -93,19 +86,18 @@ Sample restore_once(const Options& o, const std::string& mode, const std::string
     args = {o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync", "--seccomp", mode};
   }
   auto t0 = Clock::now();
-  bench::ChildProcess vmm(args, log);
+  bench::ChildProcess vmm(args, o.dir + "/restore.log");
   Sample s;
-  if (!bench::wait_for_agent(vsock, std::chrono::milliseconds(2))) {
-    die(fmt::format("{}: the restored agent never answered: {}", mode, vmm.output()));
-  }
+  bench::await_restored_agent(vsock, mode, vmm);
   s.first_reply_ms = bench::ms_since(t0);
   s.round_trip_us = round_trip_us(vsock, o.round_trips);
   vmm.stop();
-  std::string text = bench::slurp(log);
-  auto restored = text.find("restored");
-  auto at = restored == std::string::npos ? std::string::npos : text.find(" in ", restored);
-  if (at == std::string::npos) die(mode + ": no restore line: " + text);
-  s.restore_ms = std::atof(text.c_str() + at + 4);
+  // The restore in a fresh process (seccomp is the process's, the jail a
+  // process of its own): its time is the one `snapvm restore` reports.
+  std::string text = vmm.output();
+  auto restore_ms = bench::restored_in_ms(text);
+  if (!restore_ms) die(mode + ": no restore line: " + text);
+  s.restore_ms = *restore_ms;
   return s;
 }
 
@@ -115,43 +107,33 @@ Sample restore_once(const Options& o, const std::string& mode, const std::string
 int main(int argc, char** argv) {
   using namespace snapvm;
   Options o;
-  CLI::App app{"snapvm-bench-sandbox: the cost of seccomp and the jailer on restore and vsock round trips"};
-  app.add_option("--kernel", o.kernel, "guest kernel Image")->required();
-  app.add_option("--initrd", o.initrd, "guest initramfs (with the snapvm agent)")->required();
-  app.add_option("--snapvm", o.snapvm, "the snapvm binary (static, for the jail)");
-  app.add_option("--reps", o.reps, "restores per configuration");
-  app.add_option("--round-trips", o.round_trips, "vsock round trips per restore");
-  app.add_option("--dir", o.dir, "scratch directory");
-  CLI11_PARSE(app, argc, argv);
+  bench::Cli cli("snapvm-bench-sandbox", "the cost of seccomp and the jailer on restore and vsock round trips");
+  cli.guest(o.kernel, o.initrd, "guest kernel Image").snapvm(o.snapvm, "the snapvm binary (static, for the jail)");
+  cli.reps(o.reps, "restores per configuration").round_trips(o.round_trips, "vsock round trips per restore").dir(o.dir);
+  cli.parse(argc, argv);
   std::filesystem::create_directories(o.dir);
   std::string snap = o.dir + "/vm.snap";
-  {
-    bench::BenchGuest guest(o.kernel, o.initrd, 256ull << 20, 2, o.dir + "/boot.vsock");
-    if (!guest.machine().pause()) die("pause failed");
-    auto stats = guest.machine().snapshot(snap);
-    if (!stats) die(stats.error().describe());
-    bench::progress("snapshot written");
-  }
+  bench::snapshot_booted_guest(o.kernel, o.initrd, 256ull << 20, 2, o.dir + "/boot.vsock", snap);
+  bench::progress("snapshot written");
   // The jailed VMM opens the snapshot as the jail's uid (snapshots are 0600).
   if (::chown(snap.c_str(), 1000, 1000) != 0) die("chown the snapshot for the jail");
-  fmt::print("{:>8} {:>12} {:>18} {:>16}\n", "config", "restore ms", "start->reply ms", "vsock RTT us");
+  const bench::Table table({8, 12, 18, 16});
+  table.row({"config", "restore ms", "start->reply ms", "vsock RTT us"});
   double base[3] = {0, 0, 0};
   for (const std::string mode : {"off", "enforce", "jail"}) {
-    std::vector<double> restore, first, rtt;
+    std::vector<Sample> samples;
     for (int i = 0; i < o.reps; ++i) {
       bench::StepWatchdog watchdog(fmt::format("{} restore {}", mode, i + 1), std::chrono::minutes(5));
-      auto s = restore_once(o, mode, snap);
-      restore.push_back(s.restore_ms);
-      first.push_back(s.first_reply_ms);
-      rtt.push_back(s.round_trip_us);
+      const Sample& s = samples.emplace_back(restore_once(o, mode, snap));
       bench::progress(fmt::format("{} restore {}: {:.2f} ms, first reply {:.1f} ms, RTT {:.0f} us", mode, i + 1,
                                   s.restore_ms, s.first_reply_ms, s.round_trip_us));
     }
-    double m[3] = {bench::median(restore), bench::median(first), bench::median(rtt)};
+    double m[3] = {bench::median(samples, &Sample::restore_ms), bench::median(samples, &Sample::first_reply_ms),
+                   bench::median(samples, &Sample::round_trip_us)};
     if (mode == "off") std::copy(m, m + 3, base);
     std::string name = mode == "enforce" ? "seccomp" : mode;
-    fmt::print("{:>8} {:>12.2f} {:>18.1f} {:>16.0f}   ({:.2f}x, {:.2f}x, {:.2f}x of off)\n", name, m[0], m[1], m[2],
-               m[0] / base[0], m[1] / base[1], m[2] / base[2]);
+    table.row({name, bench::fixed(m[0], 2), bench::fixed(m[1], 1), bench::fixed(m[2], 0)},
+              fmt::format("   ({:.2f}x, {:.2f}x, {:.2f}x of off)", m[0] / base[0], m[1] / base[1], m[2] / base[2]));
     std::fflush(stdout);
   }
   fmt::print("medians of {} restores each; RTT: median of {} 64-byte echoes per restore\n", o.reps, o.round_trips);
