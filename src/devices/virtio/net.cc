@@ -13,7 +13,6 @@
 #include <fmt/format.h>
 
 #include "base/byte_codec.h"
-#include "sandbox/seccomp.h"
 
 namespace snapvm::virtio {
 namespace {
@@ -33,7 +32,7 @@ constexpr uint64_t kStatus = 1ull << 16;
 constexpr uint16_t kLinkUp = 1;
 constexpr size_t kNumBuffersOffset = 10;  // in virtio_net_hdr_v1
 
-constexpr uint64_t kTagKick = 1, kTagBackend = 2, kTagTransmit = 3;
+constexpr uint64_t kTokenBackend = 2, kTokenTransmit = 3;  // the worker's tokens
 constexpr uint32_t kStateVersion = 1;
 
 }  // namespace
@@ -64,39 +63,25 @@ MacAddress random_mac() {
 }
 
 Result<std::unique_ptr<Net>> Net::create(UniqueFd backend, MacAddress mac, OffloadFn set_offloads) {
-  std::unique_ptr<Net> n(new Net(std::move(backend), mac, std::move(set_offloads)));
-  int ep = ::epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) return errno_error("epoll_create1");
-  n->epoll_.reset(ep);
-  int kick = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (kick < 0) return errno_error("eventfd");
-  n->kick_fd_.reset(kick);
-  epoll_event ev{EPOLLIN, {.u64 = kTagKick}};
-  if (::epoll_ctl(ep, EPOLL_CTL_ADD, kick, &ev) != 0) return errno_error("epoll_ctl");
+  auto worker = SNAPVM_TRY(DeviceWorker::create(4));
+  std::unique_ptr<Net> n(new Net(std::move(backend), mac, std::move(set_offloads), std::move(worker)));
   int transmit = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (transmit < 0) return errno_error("eventfd");
   n->transmit_fd_.reset(transmit);
-  ev = {EPOLLIN, {.u64 = kTagTransmit}};
-  if (::epoll_ctl(ep, EPOLL_CTL_ADD, transmit, &ev) != 0) return errno_error("epoll_ctl");
-  // Level-triggered, armed only while frames can go somewhere (run()).
-  ev = {0, {.u64 = kTagBackend}};
-  if (::epoll_ctl(ep, EPOLL_CTL_ADD, n->backend_.get(), &ev) != 0) return errno_error("epoll_ctl (tap)");
-  Net* raw = n.get();
-  n->worker_ = std::thread([raw] { raw->run(); });
+  SNAPVM_CHECK_OK(n->worker_->add(transmit, EPOLLIN, kTokenTransmit));
+  // Level-triggered, armed only while frames can go somewhere (round()).
+  SNAPVM_CHECK_OK(n->worker_->add(n->backend_.get(), 0, kTokenBackend, "epoll_ctl (tap)"));
+  n->worker_->start(*n);
   return n;
 }
 
-Net::Net(UniqueFd backend, MacAddress mac, OffloadFn set_offloads)
-    : backend_(std::move(backend)), mac_(mac), set_offloads_(std::move(set_offloads)) {
-  MutexLock lock(round_mu_);
+Net::Net(UniqueFd backend, MacAddress mac, OffloadFn set_offloads, std::unique_ptr<DeviceWorker> worker)
+    : worker_(std::move(worker)), backend_(std::move(backend)), mac_(mac), set_offloads_(std::move(set_offloads)) {
+  MutexLock lock(worker_->round_mutex());
   rx_frame_.resize(kMaxFrameBytes);
 }
 
-Net::~Net() {
-  stop_ = true;
-  kick();
-  if (worker_.joinable()) worker_.join();
-}
+Net::~Net() { worker_->stop(); }
 
 uint64_t Net::device_features() const {
   return kCsum | kGuestCsum | kMac | kGuestTso4 | kGuestTso6 | kGuestEcn | kHostTso4 | kHostTso6 | kHostEcn |
@@ -124,7 +109,7 @@ void Net::activate(Transport& transport, uint64_t driver_features) {
     mergeable_ = (driver_features & kMrgRxbuf) != 0;
     ++activation_;
   }
-  kick();
+  worker_->kick();
 }
 
 void Net::reset() {
@@ -133,30 +118,16 @@ void Net::reset() {
     transport_ = nullptr;
     ++activation_;  // a frame the worker holds belongs to the old driver: dropped
   }
-  kick();
+  worker_->kick();
 }
 
-void Net::set_paused(bool paused) {
-  {
-    MutexLock lock(mu_);
-    paused_ = paused;
-  }
-  // A receive round that began before the flag was set may still be
-  // touching the queue or about to interrupt: wait for it to end.
-  if (paused) {
-    MutexLock wait_for_round(round_mu_);
-  }
-  kick();
-}
-
-void Net::kick() {
-  uint64_t one = 1;
-  (void)!::write(kick_fd_.get(), &one, sizeof one);
-}
+// A receive round that began before the pause may still be touching the
+// queue or about to interrupt: the worker waits for it to end.
+void Net::set_paused(bool paused) { worker_->set_paused(paused); }
 
 void Net::queue_notify(size_t index) {
   if (index == 0) {  // the guest posted receive buffers
-    kick();
+    worker_->kick();
     return;
   }
   if (index != 1) return;
@@ -164,7 +135,7 @@ void Net::queue_notify(size_t index) {
   {
     MutexLock lock(mu_);
     t = transport_;
-    if (t == nullptr || paused_) return;
+    if (t == nullptr || worker_->paused()) return;
   }
   serve_transmit(*t);
 }
@@ -217,7 +188,7 @@ bool Net::receive() {
     t = transport_;
     mergeable = mergeable_;
     activation = activation_;
-    if (t == nullptr || paused_) return false;
+    if (t == nullptr || worker_->paused()) return false;
   }
   if (rx_frame_len_ != 0 && rx_activation_ != activation) {
     rx_frame_len_ = 0;  // read while another driver was active
@@ -290,52 +261,41 @@ void Net::backend_broke(const char* doing, int error) {
   if (backend_failed_.exchange(true)) return;
   std::fprintf(stderr, "snapvm: virtio-net: %s the tap failed (%s); the guest's link is down and frames are dropped\n",
                doing, error == 0 ? "it was closed" : std::strerror(error));
-  kick();  // the worker takes the tap out of its wait set and tells the driver
+  worker_->kick();  // the worker takes the tap out of its wait set and tells the driver
 }
 
-void Net::run() {
-  sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
-  bool armed = false;
-  bool backend_in_wait_set = true;
-  epoll_event events[4];
-  while (!stop_.load()) {
-    int n = ::epoll_wait(epoll_.get(), events, 4, 1000);
-    for (int i = 0; i < n; ++i) {
+void Net::round(std::span<const DeviceWorker::Ready> ready, bool running) {
+  for (const auto& r : ready) {
+    if (r.token == kTokenTransmit) {
       uint64_t v;
-      if (events[i].data.u64 == kTagKick) {
-        (void)!::read(kick_fd_.get(), &v, sizeof v);
-      } else if (events[i].data.u64 == kTagTransmit) {
-        (void)!::read(transmit_fd_.get(), &v, sizeof v);
-      } else if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0) {
-        backend_broke("polling", 0);  // reported even while disarmed, driver or not
-      }
+      (void)!::read(transmit_fd_.get(), &v, sizeof v);
+    } else if ((r.events & (EPOLLERR | EPOLLHUP)) != 0) {
+      backend_broke("polling", 0);  // reported even while disarmed, driver or not
     }
-    MutexLock round(round_mu_);
-    Transport* t;
-    {
-      MutexLock lock(mu_);
-      t = paused_ ? nullptr : transport_;
-    }
-    rx_waiting_ = false;
-    if (t != nullptr && receive()) t->signal_used(0);
-    // Every round, not only on a transmit notification: one that came while
-    // paused (or before a restore) is served once the device runs.
-    if (t != nullptr) serve_transmit(*t);
-    if (backend_failed_.load() && backend_in_wait_set) {
-      // A dead tap polls as an error whatever events are asked for: remove
-      // it, or this thread would spin on it.
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, backend_.get(), nullptr);
-      backend_in_wait_set = false;
-      if (t != nullptr) t->signal_config_change();  // link status: down
-    }
-    // The tap wakes this thread only while its frames have somewhere to go:
-    // an active, running device with receive buffers.
-    const bool want = t != nullptr && !rx_waiting_ && !backend_failed_.load();
-    if (backend_in_wait_set && want != armed) {
-      epoll_event ev{want ? static_cast<uint32_t>(EPOLLIN) : 0u, {.u64 = kTagBackend}};
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, backend_.get(), &ev);
-      armed = want;
-    }
+  }
+  Transport* t;
+  {
+    MutexLock lock(mu_);
+    t = running ? transport_ : nullptr;
+  }
+  rx_waiting_ = false;
+  if (t != nullptr && receive()) t->signal_used(0);
+  // Every round, not only on a transmit notification: one that came while
+  // paused (or before a restore) is served once the device runs.
+  if (t != nullptr) serve_transmit(*t);
+  if (backend_failed_.load() && backend_in_wait_set_) {
+    // A dead tap polls as an error whatever events are asked for: remove
+    // it, or this thread would spin on it.
+    worker_->remove(backend_.get());
+    backend_in_wait_set_ = false;
+    if (t != nullptr) t->signal_config_change();  // link status: down
+  }
+  // The tap wakes this thread only while its frames have somewhere to go:
+  // an active, running device with receive buffers.
+  const bool want = t != nullptr && !rx_waiting_ && !backend_failed_.load();
+  if (backend_in_wait_set_ && want != backend_armed_) {
+    worker_->modify(backend_.get(), want ? static_cast<uint32_t>(EPOLLIN) : 0u, kTokenBackend);
+    backend_armed_ = want;
   }
 }
 

@@ -30,13 +30,13 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/result.h"
 #include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "devices/virtio/device.h"
+#include "devices/virtio/device_worker.h"
 
 namespace snapvm::virtio {
 
@@ -48,7 +48,7 @@ std::string format_mac(const MacAddress& mac);
 // A locally administered unicast address from random bytes.
 MacAddress random_mac();
 
-class Net final : public VirtioDevice {
+class Net final : public VirtioDevice, private DeviceWorker::Client {
  public:
   // The largest frame either way: a 64 KiB GSO frame, its Ethernet header
   // and virtio's header.
@@ -85,12 +85,13 @@ class Net final : public VirtioDevice {
   Counters counters() const;
 
  private:
-  Net(UniqueFd backend, MacAddress mac, OffloadFn set_offloads);
-  void run();
-  void kick();
+  Net(UniqueFd backend, MacAddress mac, OffloadFn set_offloads, std::unique_ptr<DeviceWorker> worker);
+  // The worker's round: the tap's frames into receive chains, then the
+  // transmit queue; the tap's place in the wait set follows.
+  void round(std::span<const DeviceWorker::Ready> ready, bool running) override REQUIRES(worker_->round_mutex());
   // One receive round: frames from the backend into receive chains while
   // both last. Returns whether the guest should be interrupted.
-  bool receive() REQUIRES(round_mu_);
+  bool receive() REQUIRES(worker_->round_mutex());
   // Sends what the transmit queue holds (vCPU or worker; serialized by the
   // transport's queue lock).
   void serve_transmit(Transport& t);
@@ -98,33 +99,30 @@ class Net final : public VirtioDevice {
   // Reports the first failure of the tap (`error` 0: closed) and wakes the worker.
   void backend_broke(const char* doing, int error);
 
+  // The thread, its wait set and the pause barrier. Locks: the worker's
+  // round lock (held across a round: the rx_ state below), then mu_.
+  const std::unique_ptr<DeviceWorker> worker_;
   UniqueFd backend_;
   MacAddress mac_;
   OffloadFn set_offloads_;
-  UniqueFd epoll_;
-  UniqueFd kick_fd_;
   UniqueFd transmit_fd_;  // the driver's transmit notifications, from KVM
 
-  // Held by the worker for a whole receive round, interrupts included:
-  // set_paused takes it to know that no round is under way.
-  Mutex round_mu_;
-  mutable Mutex mu_ ACQUIRED_AFTER(round_mu_);
+  mutable Mutex mu_ ACQUIRED_AFTER(worker_->round_mutex());
   Transport* transport_ GUARDED_BY(mu_) = nullptr;
-  bool paused_ GUARDED_BY(mu_) = false;
   bool mergeable_ GUARDED_BY(mu_) = false;  // VIRTIO_NET_F_MRG_RXBUF negotiated
   uint64_t activation_ GUARDED_BY(mu_) = 0;  // counts activations and resets
   // The frame read from the backend that did not fit the receive buffers
   // the guest had posted; it goes first once more are posted (if the
   // driver that posted them is still the same: rx_activation_).
-  std::vector<uint8_t> rx_frame_ GUARDED_BY(round_mu_);
-  size_t rx_frame_len_ GUARDED_BY(round_mu_) = 0;
-  uint64_t rx_activation_ GUARDED_BY(round_mu_) = 0;
-  bool rx_waiting_ GUARDED_BY(round_mu_) = false;  // for receive buffers: the tap need not wake us
+  std::vector<uint8_t> rx_frame_ GUARDED_BY(worker_->round_mutex());
+  size_t rx_frame_len_ GUARDED_BY(worker_->round_mutex()) = 0;
+  uint64_t rx_activation_ GUARDED_BY(worker_->round_mutex()) = 0;
+  // Waiting for receive buffers: the tap need not wake us.
+  bool rx_waiting_ GUARDED_BY(worker_->round_mutex()) = false;
+  bool backend_armed_ GUARDED_BY(worker_->round_mutex()) = false;  // EPOLLIN asked for the tap
+  bool backend_in_wait_set_ GUARDED_BY(worker_->round_mutex()) = true;
   std::atomic<uint64_t> tx_frames_{0}, tx_dropped_{0}, rx_frames_{0}, rx_dropped_{0};
   std::atomic<bool> backend_failed_{false};  // the tap is gone: reported once, link down
-
-  std::atomic<bool> stop_{false};
-  std::thread worker_;
 };
 
 }  // namespace snapvm::virtio

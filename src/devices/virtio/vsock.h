@@ -8,28 +8,34 @@
 //  - port forwards: a TCP listener on the host whose connections are
 //    streams to a guest port (what `snapvm run --publish` sets up).
 //
-// One worker thread owns every connection; vCPU threads only kick it.
-// Everything the guest sends is checked: packet sizes, credit, addresses.
+// This file is the virtio side: the queues, the packets of the tx queue,
+// rx buffers filled with replies and data, the transport-reset event, the
+// connection table. Each stream is a vsock::Connection (vsock_connection.h:
+// credit, flushing, control packets); vsock::HostSide (vsock_host.h) serves
+// the Unix socket, the "<uds_path>_<port>" connects and the TCP forwards.
+// One worker thread (DeviceWorker) owns every connection; vCPU threads only
+// kick it. Everything the guest sends is checked: packet sizes, credit,
+// addresses.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
+#include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/result.h"
 #include "base/thread_annotations.h"
-#include "base/unique_fd.h"
 #include "devices/virtio/device.h"
+#include "devices/virtio/device_worker.h"
+#include "devices/virtio/vsock_connection.h"
+#include "devices/virtio/vsock_host.h"
 #include "state/host_state.h"
 
 namespace snapvm::virtio {
 
-class Vsock final : public VirtioDevice {
+class Vsock final : public VirtioDevice, private DeviceWorker::Client {
  public:
   static Result<std::unique_ptr<Vsock>> create(uint64_t guest_cid, const std::string& uds_path,
                                                std::vector<state::PortForward> forwards = {});
@@ -50,10 +56,9 @@ class Vsock final : public VirtioDevice {
   // The connection table: per connection its ports, state and credit
   // counters (restore resets them with a transport-reset event).
   std::vector<uint8_t> save_specific() const override;
-
   // Header-only packets (replies, resets, credit updates) waiting for guest
   // rx buffers at most; past it the device stops taking tx packets.
-  static constexpr size_t kMaxQueuedControlPackets = 256;
+  static constexpr size_t kMaxQueuedControlPackets = vsock::kMaxQueuedControlPackets;
 
   uint64_t guest_cid() const { return guest_cid_; }
   const std::string& uds_path() const { return uds_path_; }
@@ -62,32 +67,49 @@ class Vsock final : public VirtioDevice {
   size_t connection_count() const;
   std::string describe() const override;
 
-  struct Conn;
-
  private:
-  Vsock(uint64_t guest_cid, std::string uds_path);
-  void run();
-  void kick();
+  Vsock(uint64_t guest_cid, std::string uds_path, std::vector<state::PortForward> forwards,
+        std::unique_ptr<DeviceWorker> worker, std::unique_ptr<vsock::HostSide> host);
 
-  uint64_t guest_cid_;
-  std::string uds_path_;
-  UniqueFd listener_;
-  UniqueFd epoll_;
-  UniqueFd kick_fd_;
-  std::vector<std::pair<state::PortForward, UniqueFd>> forward_listeners_;
+  // Which used-buffer interrupts a round owes the guest.
+  struct Signals {
+    Transport* transport = nullptr;
+    bool rx = false, tx = false, event = false;
+  };
+  // The worker's round: serve(), then the interrupts it owes, outside mu_.
+  void round(std::span<const DeviceWorker::Ready> ready, bool running) override REQUIRES(worker_->round_mutex());
+  // Host events, then (when running) the queues, then the connections'
+  // places in the wait set.
+  Signals serve(std::span<const DeviceWorker::Ready> ready, bool running) REQUIRES(mu_);
+  vsock::HostSide::Admission admission() const REQUIRES(mu_);
+  void start_host_connection(vsock::HostStream stream) REQUIRES(mu_);
+  uint32_t allocate_port(uint32_t peer) REQUIRES(mu_);
+  bool advance_reset_event(Virtqueue& eq) REQUIRES(mu_);
+  void on_conn(int fd, uint32_t events) REQUIRES(mu_);
+  void remove(uint64_t key) REQUIRES(mu_);
+  void reset_conn(uint64_t key) REQUIRES(mu_);
+  bool process_tx(Virtqueue& q) REQUIRES(mu_);
+  void handle_packet(const vsock::Header& h, const Chain& chain) REQUIRES(mu_);
+  bool fill_rx(Virtqueue& q) REQUIRES(mu_);
+  vsock::Connection* next_sender() REQUIRES(mu_);
+  void update_interest() REQUIRES(mu_);
 
-  // Held by the worker for a whole round, interrupts included: set_paused
-  // takes it to know that no round is under way.
-  Mutex round_mu_;
-  mutable Mutex mu_ ACQUIRED_AFTER(round_mu_);  // everything below; queues: see Transport
+  // The thread, its wait set and the pause barrier. Locks: the worker's
+  // round lock (held across a whole round, interrupts included), then mu_,
+  // then the transport's queue lock.
+  const std::unique_ptr<DeviceWorker> worker_;
+  const uint64_t guest_cid_;
+  const std::string uds_path_;
+  const std::vector<state::PortForward> forwards_;  // as they listen
+
+  mutable Mutex mu_ ACQUIRED_AFTER(worker_->round_mutex());  // everything below; queues: see Transport
+  const std::unique_ptr<vsock::HostSide> host_ PT_GUARDED_BY(mu_);  // with its clients waiting for the guest
   Transport* transport_ GUARDED_BY(mu_) = nullptr;
-  std::map<uint64_t, std::unique_ptr<Conn>> conns_ GUARDED_BY(mu_);  // key: local port << 32 | peer port
-  struct Pending;
-  std::map<int, std::unique_ptr<Pending>> pending_ GUARDED_BY(mu_);  // Unix clients before CONNECT
-  std::vector<uint8_t> control_ GUARDED_BY(mu_);                     // queued header-only packets for the guest
+  // key: local port << 32 | peer port
+  std::map<uint64_t, std::unique_ptr<vsock::Connection>> conns_ GUARDED_BY(mu_);
+  vsock::ControlQueue control_ GUARDED_BY(mu_);  // header-only packets for the guest
   uint32_t next_local_port_ GUARDED_BY(mu_) = 1u << 30;
   bool rx_starved_ GUARDED_BY(mu_) = false;
-  bool paused_ GUARDED_BY(mu_) = false;
   // A restored guest still holds sockets of connections that did not
   // survive; the transport-reset event makes it drop them. Host-initiated
   // connections wait until the guest has handled that event (it re-posts
@@ -97,11 +119,6 @@ class Vsock final : public VirtioDevice {
   enum class ResetEvent { kNone, kToSend, kAwaitingAck };
   ResetEvent reset_event_ GUARDED_BY(mu_) = ResetEvent::kNone;
   uint16_t reset_avail_idx_ GUARDED_BY(mu_) = 0;
-
-  std::atomic<bool> stop_{false};
-  std::thread worker_;
-
-  friend class VsockWorker;
 };
 
 }  // namespace snapvm::virtio
