@@ -109,6 +109,22 @@ TEST_F(NetTest, AFrameSpansMergeableBuffersAndSaysHowMany) {
   EXPECT_GT(guest->irqs.load(), 0);
 }
 
+// A snapshot of a paused VM must find the receive queue as the pause left
+// it: a frame that arrives meanwhile stays with the tap until the resume.
+TEST_F(NetTest, APausedDeviceLeavesFramesInTheTapUntilResumed) {
+  start(0);
+  post_rx(0, 4096);
+  guest->notify(kRx);
+  net->set_paused(true);
+  const std::string frame = frame_of(100, 'p');
+  send(frame);
+  EXPECT_FALSE(MmioGuest::wait_for([&] { return guest->used_idx(kRx) != 0; }, 300ms))
+      << "a paused device delivered a frame";
+  net->set_paused(false);
+  ASSERT_TRUE(MmioGuest::wait_for([&] { return guest->used_idx(kRx) == 1; }));
+  EXPECT_EQ(received(0).substr(Net::kHeaderBytes), frame.substr(Net::kHeaderBytes));
+}
+
 TEST_F(NetTest, AFrameWaitsForBuffersWithoutUsingThePartOnes) {
   start(kMergeable);
   post_rx(0, 2048);

@@ -324,3 +324,133 @@ TEST(VirtioMmio, NotificationsRacingADeviceResetAreSerialized) {
 
 }  // namespace
 }  // namespace snapvm::virtio
+
+// The worker thread that virtio-net and vsock share (device_worker.h).
+#include <sys/eventfd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <vector>
+
+#include "devices/virtio/device_worker.h"
+
+namespace snapvm::virtio {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Records every round; a round may be held (while running) until released.
+class RecordingClient : public DeviceWorker::Client {
+ public:
+  void round(std::span<const DeviceWorker::Ready> ready, bool running) override {
+    std::unique_lock lock(mu_);
+    for (const auto& r : ready) tokens.push_back(r.token);
+    (running ? running_rounds : paused_rounds)++;
+    if (running && hold_) {
+      in_round_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !hold_; });
+      in_round_ = false;
+    }
+    cv_.notify_all();
+  }
+  void hold() {
+    std::lock_guard lock(mu_);
+    hold_ = true;
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    hold_ = false;
+    cv_.notify_all();
+  }
+  // Waits (up to 5 s) until `done` holds, with the lock held.
+  template <typename Pred>
+  bool wait(Pred done) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 5s, [&] { return done(*this); });
+  }
+  bool in_round() {
+    std::lock_guard lock(mu_);
+    return in_round_;
+  }
+
+  std::vector<uint64_t> tokens;
+  int running_rounds = 0, paused_rounds = 0;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool hold_ = false, in_round_ = false;
+};
+
+TEST(DeviceWorker, ARoundGetsTheTokensOfReadyFdsAndNeverTheKick) {
+  auto w = DeviceWorker::create(4);
+  ASSERT_TRUE(w) << w.error().describe();
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  ASSERT_TRUE((*w)->add(ev.get(), EPOLLIN | EPOLLET, 7));  // edge-triggered: nobody drains it
+  RecordingClient client;
+  (*w)->start(client);
+  (*w)->kick();
+  ASSERT_TRUE(client.wait([](auto& c) { return c.running_rounds >= 1; }));
+  uint64_t one = 1;
+  ASSERT_EQ(::write(ev.get(), &one, sizeof one), 8);
+  ASSERT_TRUE(client.wait([](auto& c) { return !c.tokens.empty(); }));
+  (*w)->stop();
+  for (uint64_t t : client.tokens) EXPECT_EQ(t, 7u);
+}
+
+// What a snapshot relies on: when set_paused(true) returns, the round that
+// was under way has ended, and no round runs the device until it resumes.
+TEST(DeviceWorker, PauseWaitsForTheRoundUnderWayAndNoRoundRunsUntilResumed) {
+  auto w = DeviceWorker::create(4);
+  ASSERT_TRUE(w) << w.error().describe();
+  DeviceWorker& worker = **w;
+  RecordingClient client;
+  client.hold();
+  worker.start(client);
+  worker.kick();
+  ASSERT_TRUE(client.wait([](auto& c) { return c.running_rounds >= 1; }));
+  ASSERT_TRUE(client.in_round());
+
+  auto paused = std::async(std::launch::async, [&] { worker.set_paused(true); });
+  EXPECT_EQ(paused.wait_for(300ms), std::future_status::timeout) << "set_paused returned during a round";
+  EXPECT_TRUE(worker.paused());
+  client.release();
+  ASSERT_EQ(paused.wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(client.in_round());
+
+  int running_before = 0;
+  client.wait([&](auto& c) {
+    running_before = c.running_rounds;
+    return true;
+  });
+  for (int i = 0; i < 3; ++i) {
+    worker.kick();
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(client.wait([](auto& c) { return c.paused_rounds >= 1; })) << "a paused worker still serves its fds";
+  client.wait([&](auto& c) {
+    EXPECT_EQ(c.running_rounds, running_before) << "a round ran the device while paused";
+    return true;
+  });
+
+  worker.set_paused(false);
+  EXPECT_FALSE(worker.paused());
+  ASSERT_TRUE(client.wait([&](auto& c) { return c.running_rounds > running_before; }));
+  worker.stop();
+}
+
+TEST(DeviceWorker, StopEndsTheThreadEvenIfNeverKicked) {
+  auto w = DeviceWorker::create(1);
+  ASSERT_TRUE(w) << w.error().describe();
+  RecordingClient client;
+  (*w)->start(client);
+  auto stopped = std::async(std::launch::async, [&] { (*w)->stop(); });
+  ASSERT_EQ(stopped.wait_for(5s), std::future_status::ready);
+  (*w)->stop();  // twice is fine (the device's destructor, then the worker's)
+}
+
+}  // namespace
+}  // namespace snapvm::virtio

@@ -186,3 +186,229 @@ TEST(VsockBounds, ReplyBacklogStopsTxInsteadOfGrowingHostMemory) {
 
 }  // namespace
 }  // namespace snapvm::virtio
+
+// The parts of the device that vsock_connection.h and device_worker.h took
+// over: a connection's credit, flushing and control packets, what a
+// snapshot records of the connection table, and the pause.
+#include <fcntl.h>
+#include <sys/epoll.h>
+
+#include "base/byte_codec.h"
+#include "base/unix_socket.h"
+#include "devices/virtio/vsock_connection.h"
+
+namespace snapvm::virtio {
+namespace {
+
+using namespace std::chrono_literals;
+using test::MmioGuest;
+using vsock::Connection;
+using vsock::ControlQueue;
+using vsock::Header;
+
+// The guest's REQUEST from its port 5000 to host port 1024.
+Header guest_request(uint32_t buf_alloc, uint32_t fwd_cnt) {
+  Header h;
+  h.src_cid = 3;
+  h.dst_cid = vsock::kHostCid;
+  h.src_port = 5000;
+  h.dst_port = 1024;
+  h.op = vsock::kOpRequest;
+  h.buf_alloc = buf_alloc;
+  h.fwd_cnt = fwd_cnt;
+  return h;
+}
+
+// A connection over one end of a socket pair; `peer` is the host program's end.
+struct HostPair {
+  HostPair(uint32_t buf_alloc, uint32_t fwd_cnt) {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    peer.reset(sv[1]);
+    conn = Connection::from_guest(UniqueFd(sv[0]), guest_request(buf_alloc, fwd_cnt));
+  }
+  std::string drain_peer() {
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(peer.get(), buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+    return out;
+  }
+  UniqueFd peer;
+  std::unique_ptr<Connection> conn;
+};
+
+// Chains over host memory, as the virtqueue hands them to the device.
+Chain rx_chain(std::vector<uint8_t>& mem) { return Chain{0, {}, {{mem.data(), static_cast<uint32_t>(mem.size()), true}}}; }
+Chain tx_chain(std::vector<uint8_t>& mem) { return Chain{0, {{mem.data(), static_cast<uint32_t>(mem.size()), false}}, {}}; }
+
+TEST(VsockConnection, CreditIsWhatTheGuestAdvertisedLessWhatIsInFlight) {
+  HostPair p(1000, 0);
+  EXPECT_EQ(p.conn->credit(), 1000u);
+  EXPECT_EQ(p.conn->local_port(), 1024u);
+  EXPECT_EQ(p.conn->peer_port(), 5000u);
+  EXPECT_TRUE(p.conn->established());
+  const std::string data(5000, 'h');
+  ASSERT_EQ(::write(p.peer.get(), data.data(), data.size()), 5000);
+  ControlQueue q(3);
+  p.conn->on_host_events(EPOLLIN, q);
+  ASSERT_TRUE(p.conn->has_packet_for_guest());
+
+  std::vector<uint8_t> rx(vsock::kHeaderBytes + 4096);
+  EXPECT_EQ(p.conn->write_packet_for_guest(rx_chain(rx), 3), vsock::kHeaderBytes + 1000) << "bounded by the credit";
+  Header h = Header::decode(rx.data());
+  EXPECT_EQ(h.op, vsock::kOpRw);
+  EXPECT_EQ(h.len, 1000u);
+  EXPECT_EQ(h.src_cid, vsock::kHostCid);
+  EXPECT_EQ(h.dst_cid, 3u);
+  EXPECT_EQ(h.src_port, 1024u);
+  EXPECT_EQ(h.dst_port, 5000u);
+  EXPECT_EQ(h.buf_alloc, vsock::kBufAlloc);
+  EXPECT_EQ(p.conn->credit(), 0u);
+  EXPECT_FALSE(p.conn->has_packet_for_guest()) << "no credit left";
+
+  // The guest consumed 600 bytes: that much room again.
+  p.conn->update_peer_credit(guest_request(1000, 600));
+  EXPECT_EQ(p.conn->credit(), 600u);
+  ASSERT_TRUE(p.conn->has_packet_for_guest());
+  EXPECT_EQ(p.conn->write_packet_for_guest(rx_chain(rx), 3), vsock::kHeaderBytes + 600);
+  // A bigger buffer: now the rx chain's room bounds the packet, then what is left.
+  p.conn->update_peer_credit(guest_request(100000, 1600));
+  std::vector<uint8_t> small(vsock::kHeaderBytes + 2000);
+  EXPECT_EQ(p.conn->write_packet_for_guest(rx_chain(small), 3), vsock::kHeaderBytes + 2000);
+  ASSERT_TRUE(p.conn->has_packet_for_guest());
+  EXPECT_EQ(p.conn->write_packet_for_guest(rx_chain(rx), 3), vsock::kHeaderBytes + 1400);
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(rx.data()) + vsock::kHeaderBytes, 1400), data.substr(3600));
+  EXPECT_FALSE(p.conn->has_packet_for_guest());
+
+  // The host program closes: one SHUTDOWN(SEND), once.
+  p.peer.reset();
+  p.conn->on_host_events(EPOLLIN | EPOLLHUP, q);
+  ASSERT_TRUE(p.conn->has_packet_for_guest());
+  EXPECT_EQ(p.conn->write_packet_for_guest(rx_chain(rx), 3), vsock::kHeaderBytes);
+  h = Header::decode(rx.data());
+  EXPECT_EQ(h.op, vsock::kOpShutdown);
+  EXPECT_EQ(h.flags, vsock::kShutdownSend);
+  EXPECT_EQ(h.len, 0u);
+  EXPECT_FALSE(p.conn->has_packet_for_guest());
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(VsockConnection, CountersWrapAsTheSpecsDo) {
+  // A guest whose fwd_cnt is past ours by 256 (the counters wrapped): 256 in flight.
+  HostPair p(1000, 0xffffff00u);
+  EXPECT_EQ(p.conn->credit(), 744u);
+  p.conn->update_peer_credit(guest_request(100, 0xffffff00u));
+  EXPECT_EQ(p.conn->credit(), 0u) << "more in flight than the guest's buffer";
+}
+
+TEST(VsockConnection, ACreditUpdateGoesOutOnceAQuarterOfTheBufferIsDelivered) {
+  HostPair p(4096, 0);
+  ControlQueue q(3);
+  const uint32_t quarter = vsock::kBufAlloc / 4;
+  std::vector<uint8_t> tx(vsock::kHeaderBytes + quarter, 'g');
+  ASSERT_TRUE(p.conn->take_from_guest(tx_chain(tx), vsock::kHeaderBytes, quarter - 1));
+  EXPECT_EQ(p.conn->wanted_events() & EPOLLOUT, static_cast<uint32_t>(EPOLLOUT)) << "bytes wait for the host";
+  p.conn->flush_to_host(q);
+  EXPECT_TRUE(q.empty()) << "an update before a quarter is free";
+  EXPECT_EQ(p.conn->wanted_events() & EPOLLOUT, 0u);
+  ASSERT_TRUE(p.conn->take_from_guest(tx_chain(tx), vsock::kHeaderBytes, 1));
+  p.conn->flush_to_host(q);
+  ASSERT_EQ(q.size(), 1u);
+  Header h = Header::decode(q.packet(0).data());
+  EXPECT_EQ(h.op, vsock::kOpCreditUpdate);
+  EXPECT_EQ(h.fwd_cnt, quarter);
+  EXPECT_EQ(h.buf_alloc, vsock::kBufAlloc);
+  EXPECT_EQ(h.src_port, 1024u);
+  EXPECT_EQ(h.dst_port, 5000u);
+  EXPECT_EQ(h.dst_cid, 3u);
+  EXPECT_EQ(p.drain_peer().size(), quarter);
+  // Told once: the next byte owes nothing.
+  ASSERT_TRUE(p.conn->take_from_guest(tx_chain(tx), vsock::kHeaderBytes, 1));
+  p.conn->flush_to_host(q);
+  EXPECT_EQ(q.size(), 1u);
+  // A control packet of the connection carries its fwd_cnt too.
+  p.conn->control(q, vsock::kOpRst);
+  EXPECT_EQ(Header::decode(q.packet(1).data()).fwd_cnt, quarter + 1);
+  q.drop_front(1);
+  EXPECT_EQ(Header::decode(q.packet(0).data()).op, vsock::kOpRst);
+}
+
+TEST(VsockConnection, TheGuestMayNotSendPastTheBufferWeAdvertised) {
+  HostPair p(4096, 0);
+  std::vector<uint8_t> tx(vsock::kHeaderBytes + vsock::kBufAlloc, 'g');
+  ASSERT_TRUE(p.conn->take_from_guest(tx_chain(tx), vsock::kHeaderBytes, vsock::kBufAlloc));
+  EXPECT_FALSE(p.conn->take_from_guest(tx_chain(tx), vsock::kHeaderBytes, 1)) << "the guest ignored our credit";
+}
+
+TEST(VsockConnection, AGuestCloseIsAcknowledgedOnceEverythingIsDelivered) {
+  HostPair p(4096, 0);
+  ControlQueue q(3);
+  std::vector<uint8_t> tx(vsock::kHeaderBytes + 10, 'c');
+  ASSERT_TRUE(p.conn->take_from_guest(tx_chain(tx), vsock::kHeaderBytes, 10));
+  EXPECT_FALSE(p.conn->finished());
+  p.conn->on_guest_shutdown(vsock::kShutdownRcv | vsock::kShutdownSend, q);
+  EXPECT_TRUE(p.conn->finished());
+  EXPECT_EQ(p.drain_peer(), std::string(10, 'c'));
+  char b;
+  EXPECT_EQ(::read(p.peer.get(), &b, 1), 0) << "the host program sees the end of the stream";
+}
+
+TEST(VsockConnection, SavesPortsStateAndCounters) {
+  HostPair p(4096, 7);
+  ByteWriter w;
+  p.conn->save(w);
+  ByteWriter expected;
+  expected.u32(1024);
+  expected.u32(5000);
+  expected.u8(1);
+  expected.u32(4096);
+  expected.u32(7);
+  expected.u32(0);
+  expected.u32(0);
+  EXPECT_EQ(w.take(), expected.take());
+}
+
+// The saved connection table, byte for byte, for a guest-initiated stream.
+TEST_F(VsockTest, SavedConnectionTableKeepsItsLayout) {
+  auto host_listener = listen_unix(uds + "_1024", 4, 0600, "test listener");
+  ASSERT_TRUE(host_listener) << host_listener.error().describe();
+  uint64_t pkt = MmioGuest::kData + 0x180000;
+  guest_request(4096, 7).encode(guest->host(pkt));
+  guest->add_chain(kTx, {{pkt, vsock::kHeaderBytes, false}});
+  guest->notify(kTx);
+  ASSERT_TRUE(MmioGuest::wait_for([&] { return guest->used_idx(kRx) >= 1; }));
+  EXPECT_EQ(rx_packet(0).op, vsock::kOpResponse);
+  EXPECT_EQ(rx_packet(0).fwd_cnt, 0u);
+  ByteWriter expected;
+  expected.u64(3);
+  expected.u32(1);
+  expected.u32(1024);
+  expected.u32(5000);
+  expected.u8(1);
+  expected.u32(4096);
+  expected.u32(7);
+  expected.u32(0);
+  expected.u32(0);
+  EXPECT_EQ(guest->transport().device().save_specific(), expected.take());
+}
+
+// A paused device still takes host clients' CONNECT lines (they wait, as
+// for a reset), but the guest hears of them only once it runs again.
+TEST_F(VsockTest, APausedDeviceHoldsHostConnectsUntilResumed) {
+  VirtioDevice& device = guest->transport().device();
+  device.set_paused(true);
+  auto client = connect_client(1024);
+  ASSERT_TRUE(MmioGuest::wait_for(
+      [&] { return device.describe().find("1 host connections waiting") != std::string::npos; }))
+      << device.describe();
+  EXPECT_NE(device.describe().find(", paused"), std::string::npos) << device.describe();
+  EXPECT_FALSE(MmioGuest::wait_for([&] { return guest->used_idx(kRx) != 0; }, 300ms))
+      << "the request reached a paused guest";
+  device.set_paused(false);
+  ASSERT_TRUE(MmioGuest::wait_for([&] { return guest->used_idx(kRx) >= 1; }));
+  EXPECT_EQ(rx_packet(0).op, vsock::kOpRequest);
+  EXPECT_EQ(device.describe().find(", paused"), std::string::npos) << device.describe();
+}
+
+}  // namespace
+}  // namespace snapvm::virtio
