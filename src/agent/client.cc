@@ -20,6 +20,7 @@
 
 #include "agent/protocol.h"
 #include "base/file_io.h"
+#include "base/runtime_dir.h"
 
 namespace snapvm::agent {
 namespace {
@@ -85,7 +86,7 @@ Error agent_error(const FrameReader::Message& m) {
 
 std::string vsock_path_for(const std::string& vm) {
   if (vm.find('/') != std::string::npos || vm.ends_with(".vsock") || vm.ends_with(".sock")) return vm;
-  return "/run/snapvm/" + vm + ".vsock";
+  return runtime_path(vm + ".vsock");
 }
 
 Result<UniqueFd> connect_vsock(const std::string& uds_path, uint32_t port, std::chrono::milliseconds timeout) {

@@ -8,6 +8,7 @@
 
 #include <linux/kvm.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,6 +36,9 @@ format::Arch snapshot_arch();
 std::string_view name();  // "arm64", "x86_64"
 // What `snapvm run` boots with when no --cmdline is given.
 std::string_view default_cmdline();
+// For help texts: the console UART, and the kernel file a user boots.
+std::string_view console_description();  // "a PL011 UART"
+std::string_view kernel_file_example();  // "Image"
 
 struct RamRegion {
   uint64_t gpa = 0;
@@ -118,6 +122,13 @@ uint32_t kvm_vcpu_limit(const kvm::Kvm& kvm);
 // ACPI sleep and reset registers, the i8042 reset line).
 using GuestRequestFn = std::function<void(Exit::Kind request)>;
 
+// A platform device's record in a snapshot: where it sits (its entry in the
+// machine's device list) and its state.
+struct SavedPlatformDevice {
+  state::DeviceConfig where;
+  std::vector<uint8_t> bytes;
+};
+
 struct RestoreSplit {
   double vcpus_us = 0;    // vCPU registers and per-vCPU interrupt state
   double arch_vm_us = 0;  // interrupt controller and timers of the VM
@@ -133,8 +144,28 @@ class Platform {
   Status init_vcpu(const kvm::Vcpu& vcpu);
   Status finalize(std::span<const kvm::Vcpu> vcpus);
 
-  // Platform devices of its own (power and reset controls) on the buses.
-  Status add_system_devices(MmioBus& mmio, MmioBus& pio, GuestRequestFn request);
+  // The console UART where this machine has it, and the platform's own
+  // devices: arm64's power button (a PL061 GPIO) on the MMIO bus; on
+  // x86_64, on an I/O-port bus the platform owns, the console's 8250, the
+  // ACPI sleep and reset registers and the i8042 reset line. Once, before
+  // any vCPU runs; `console` must outlive the platform's use of it.
+  Status add_devices(MmioBus& mmio, ConsoleDevice& console, GuestRequestFn request);
+  // Serves a port-I/O exit (x86_64; a string instruction moves several
+  // items in one): reads where no device answers float high.
+  void port_io(Exit& exit) const;
+
+  // Presses the power button (power_button_slot) and, for a GPIO button,
+  // holds it until the guest's driver has read it (at most `hold`,
+  // blocking the caller), then releases it. kUnsupported where there is none.
+  Status press_power_button(std::chrono::milliseconds hold) const;
+
+  // The platform devices with state of their own, in the order they follow
+  // the generic devices in a snapshot.
+  std::vector<SavedPlatformDevice> save_devices() const;
+  // Refuses a saved platform device this machine does not have at that
+  // place (before anything is restored), then loads one.
+  Status check_saved_device(const state::DeviceConfig& where) const;
+  Status restore_device(const state::DeviceConfig& where, std::span<const uint8_t> bytes) const;
 
   // Loads kernel, initrd and boot data (device tree, or boot_params, e820
   // and ACPI tables) into RAM and points the boot vCPU at the kernel.

@@ -14,6 +14,7 @@
 
 #include "api/control_client.h"
 #include "base/result.h"
+#include "base/runtime_dir.h"
 #include "base/unique_fd.h"
 
 namespace snapvm::cli {
@@ -35,7 +36,7 @@ int run_request(const std::string& vm, const json& req, const std::function<void
 
 std::string control_path_for(const std::string& vm) {
   if (vm.find('/') != std::string::npos || vm.ends_with(".sock")) return vm;
-  return "/run/snapvm/" + vm + ".sock";
+  return runtime_path(vm + ".sock");
 }
 
 std::function<int()> register_control_commands(CLI::App& app) {

@@ -1,6 +1,7 @@
 // snapvm: the command line.
 #include <CLI/CLI.hpp>
 
+#include "base/version.h"
 #include "cli/agent_commands.h"
 #include "cli/commands.h"
 #include "cli/control_commands.h"
@@ -22,7 +23,7 @@ int main(int argc, char** argv) {
   }
   CLI::App app{"snapvm: a snapshotting microVM monitor for Linux KVM"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "snapvm 0.1.0");
+  app.set_version_flag("--version", snapvm::kProgramVersion);
 
   std::string path;
   bool json = false;

@@ -15,6 +15,7 @@
 
 #include "api/control_client.h"
 #include "base/json_fields.h"
+#include "base/runtime_dir.h"
 #include "base/units.h"
 #include "base/unix_socket.h"
 #include "image/catalog.h"
@@ -100,7 +101,7 @@ int serve(const PoolCliOptions& o) {
   pool::PoolOptions po;
   po.snapshot = o.snapshot;
   po.snapvm_binary = std::filesystem::read_symlink("/proc/self/exe").string();
-  po.dir = o.dir.empty() ? fmt::format("/run/snapvm/pool-{}", ::getpid()) : o.dir;
+  po.dir = o.dir.empty() ? runtime_path(fmt::format("pool-{}", ::getpid())) : o.dir;
   po.allow_dir = o.allow_dir;
   po.tcp_ports = o.ports;
   po.ready = o.size;

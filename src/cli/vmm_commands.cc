@@ -17,6 +17,7 @@
 #include "agent/client.h"
 #include "agent/protocol.h"
 #include "arch/platform.h"
+#include "base/runtime_dir.h"
 #include "base/units.h"
 #include "cli/bake_command.h"
 #include "cli/control_commands.h"
@@ -109,25 +110,9 @@ int run_until_exit(Machine& machine, const std::string& api, FILE* console) {
   auto exit = machine.run([] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); });
   control.reset();
   std::fflush(console);
-  if (!exit) {
-    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
-    return 1;
-  }
-  switch (*exit) {
-    case ExitReason::kPowerOff: return 0;
-    case ExitReason::kReset:
-      if (std::string detail = machine.exit_detail(); !detail.empty()) {
-        fmt::print(stderr, "snapvm: the guest reset ({}); the VM has stopped\n", detail);
-      } else {
-        fmt::print(stderr, "snapvm: the guest asked for a reset; the VM has stopped\n");
-      }
-      return 0;
-    case ExitReason::kCrash:
-      fmt::print(stderr, "snapvm: the guest reported a crash\n");
-      return 1;
-    case ExitReason::kStopped: return 0;
-  }
-  return 1;
+  const ExitReport report = report_exit(exit, exit ? machine.exit_detail() : std::string());
+  if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
+  return report.status;
 }
 
 // [ADDR:]HOSTPORT:GUESTPORT, as docker -p and podman write it.
@@ -236,7 +221,7 @@ int run_vm(const RunOptions& o) {
   c.guest_cid = o.cid;
   c.vsock_path = o.vsock;
   if (c.vsock_path.empty() && !o.name.empty()) {
-    ::mkdir("/run/snapvm", 0755);
+    make_runtime_dir();
     c.vsock_path = agent::vsock_path_for(o.name);
   }
   if (!parse_publishes(o.publish, c.publish)) return 1;
@@ -256,8 +241,8 @@ int run_vm(const RunOptions& o) {
     }
     image = std::move(*prepared);
     if (c.vsock_path.empty()) {  // the agent starts the program: an image VM always has vsock
-      ::mkdir("/run/snapvm", 0755);
-      c.vsock_path = fmt::format("/run/snapvm/image-{}.vsock", ::getpid());
+      make_runtime_dir();
+      c.vsock_path = runtime_path(fmt::format("image-{}.vsock", ::getpid()));
     }
     image_console.emplace(c.console);
     c.console = image_console->sink();
@@ -308,7 +293,7 @@ int restore_vm(const RestoreCliOptions& o) {
   if (!console) return 1;
   RestoreOptions ro;
   ro.vsock_path = o.vsock.empty() && !o.name.empty() ? agent::vsock_path_for(o.name) : o.vsock;
-  if (!o.name.empty()) ::mkdir("/run/snapvm", 0755);
+  if (!o.name.empty()) make_runtime_dir();
   ro.disks = o.disks;
   ro.track_dirty = o.track_dirty;
   ro.allowed_dir = o.allow_dir;
@@ -391,10 +376,12 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand("run", "Boot a Linux guest (" + std::string(arch::name()) + ")");
   run->footer(
-      "The guest console (a PL011 UART) goes to stdout or --console FILE. The VM ends with exit status 0\n"
+      "The guest console (" + std::string(arch::console_description()) +
+      ") goes to stdout or --console FILE. The VM ends with exit status 0\n"
       "when the guest powers off.\n\n"
       "Example:\n"
-      "  snapvm run --kernel Image --initrd initrd.cpio --mem 512M --cpus 4");
+      "  snapvm run --kernel " + std::string(arch::kernel_file_example()) +
+      " --initrd initrd.cpio --mem 512M --cpus 4");
   run->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
   run->add_option("-i,--initrd", o->initrd, "initial ramdisk (cpio archive)");
   run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M or 2G (multiple of 2 MiB)")->capture_default_str();

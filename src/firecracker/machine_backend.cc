@@ -124,21 +124,9 @@ int MachineBackend::run_vmm_thread() {
     }
   }
   std::fflush(stdout);
-  if (!exit) {
-    fmt::print(stderr, "snapvm: {}\n", exit.error().describe());
-    return 1;
-  }
-  switch (*exit) {
-    case ExitReason::kPowerOff:
-    case ExitReason::kStopped: return 0;
-    case ExitReason::kReset:
-      if (std::string detail = m->exit_detail(); !detail.empty()) {
-        fmt::print(stderr, "snapvm: the guest reset ({}); the VM has stopped\n", detail);
-      }
-      return 0;
-    case ExitReason::kCrash: fmt::print(stderr, "snapvm: the guest reported a crash\n"); return 1;
-  }
-  return 1;
+  const ExitReport report = report_exit(exit, exit ? m->exit_detail() : std::string());
+  if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
+  return report.status;
 }
 
 void MachineBackend::stop() {

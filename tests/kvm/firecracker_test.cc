@@ -540,7 +540,7 @@ TEST(Firecracker, SnapshotCreateThenLoadFromTheMemoryFileAndFromUffdPageServers)
     pid_t vmm = start_vmm(sock, "/tmp/fc-tampered-console.log", errors);
     auto refused = put(sock, "/snapshot/load", {{"snapshot_path", "/tmp/fc-tampered.state"},
                                                 {"mem_backend", {{"backend_type", "Uffd"}, {"backend_path", pager}}}});
-    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_EQ(refused.status, 400) << refused.body << "\nthe VMM said: " << test::read_text(errors);
     EXPECT_NE(refused.body.find("holds virtio type 2, the snapshot says 4"), std::string::npos) << refused.body;
     pollfd p{listener, POLLIN, 0};
     EXPECT_EQ(::poll(&p, 1, 0), 0) << "the VMM connected to the page server for a state it then refused";

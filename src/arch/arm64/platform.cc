@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "arch/arm64/fdt.h"
 #include "arch/arm64/gic_state.h"
@@ -14,6 +15,7 @@
 #include "arch/arm64/layout.h"
 #include "arch/arm64/vcpu_state.h"
 #include "devices/pl011.h"
+#include "devices/pl061.h"
 #include "kvm/ioctl.h"
 
 namespace snapvm::arch {
@@ -37,11 +39,14 @@ uint32_t spi_line(uint32_t spi) { return (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TY
 struct Platform::Impl {
   const kvm::Vm* vm = nullptr;
   kvm::Device gic;
+  std::unique_ptr<Pl061> power_gpio;  // the power button's GPIO, from add_devices on
 };
 
 format::Arch snapshot_arch() { return format::Arch::kArm64; }
 std::string_view name() { return "arm64"; }
 std::string_view default_cmdline() { return "console=ttyAMA0 quiet panic=-1"; }
+std::string_view console_description() { return "a PL011 UART"; }
+std::string_view kernel_file_example() { return "Image"; }
 
 Status check_ram_size(uint64_t bytes) {
   if (bytes == 0 || bytes % (2ull << 20) != 0 || bytes > kMaxRamBytes) {
@@ -117,8 +122,61 @@ Status Platform::finalize(std::span<const kvm::Vcpu> /*vcpus*/) {
   return {};
 }
 
-// Power off and reset arrive as PSCI calls (KVM_EXIT_SYSTEM_EVENT).
-Status Platform::add_system_devices(MmioBus& /*mmio*/, MmioBus& /*pio*/, GuestRequestFn /*request*/) { return {}; }
+// Power off and reset arrive as PSCI calls (KVM_EXIT_SYSTEM_EVENT): no
+// device carries a request, and everything is on the MMIO bus.
+Status Platform::add_devices(MmioBus& mmio, ConsoleDevice& console, GuestRequestFn /*request*/) {
+  const ConsoleSlot con = console_slot();
+  SNAPVM_CHECK_OK(mmio.add(con.slot.base, con.slot.size, &console));
+  impl_->power_gpio = std::make_unique<Pl061>([this](bool level) { set_irq(kGpioSpi, level); });
+  return mmio.add(kGpioBase, kGpioSize, impl_->power_gpio.get());
+}
+
+// KVM reports no port I/O on arm64.
+void Platform::port_io(Exit& exit) const { std::memset(exit.data.data(), 0xff, exit.data.size()); }
+
+Status Platform::press_power_button(std::chrono::milliseconds hold) const {
+  if (!impl_->power_gpio) return make_error(ErrorCode::kFailedPrecondition, "the power button is not wired yet");
+  Pl061& gpio = *impl_->power_gpio;
+  gpio.set_input(kPowerButtonLine, true);
+  // gpio-keys reads the line a debounce interval after the interrupt; a
+  // release before that read would lose the press.
+  const auto deadline = std::chrono::steady_clock::now() + hold;
+  while (!gpio.guest_saw_input(kPowerButtonLine) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  gpio.set_input(kPowerButtonLine, false);
+  return {};
+}
+
+namespace {
+state::DeviceConfig power_button_place() {
+  return {state::DeviceKind::kPl061, 0, kGpioBase, kGpioSize, kGpioSpi, "power-button", ""};
+}
+}  // namespace
+
+std::vector<SavedPlatformDevice> Platform::save_devices() const {
+  if (!impl_->power_gpio) return {};
+  return {{power_button_place(), impl_->power_gpio->save()}};
+}
+
+Status Platform::check_saved_device(const state::DeviceConfig& where) const {
+  const state::DeviceConfig here = power_button_place();
+  if (where.kind != here.kind || !impl_->power_gpio) {
+    return make_error(ErrorCode::kDataLoss, "the snapshot has a platform device (kind {}) this machine lacks",
+                      static_cast<uint32_t>(where.kind));
+  }
+  if (where.mmio_base != here.mmio_base || where.mmio_size != here.mmio_size || where.irq != here.irq) {
+    return make_error(ErrorCode::kDataLoss,
+                      "the snapshot's power button is at {:#x} (SPI {}); this machine has it at {:#x} (SPI {})",
+                      where.mmio_base, where.irq, here.mmio_base, here.irq);
+  }
+  return {};
+}
+
+Status Platform::restore_device(const state::DeviceConfig& where, std::span<const uint8_t> bytes) const {
+  SNAPVM_CHECK_OK(check_saved_device(where));
+  return impl_->power_gpio->restore(bytes);
+}
 
 Status Platform::boot(const GuestMemory& ram, const BootImages& images, std::span<const kvm::Vcpu> vcpus,
                       std::span<const DeviceSlot> virtio) const {

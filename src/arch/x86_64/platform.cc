@@ -81,6 +81,8 @@ struct Platform::Impl {
   bool can_scale_tsc = false;
   uint32_t xsave_bytes = state::x86::kXsaveLegacyBytes;
   std::vector<uint32_t> msrs;  // readable, in restore order
+  // The I/O-port bus (the console, ACPI and i8042), from add_devices on.
+  MmioBus ports;
   std::unique_ptr<AcpiPowerRegisters> acpi;
   std::unique_ptr<I8042> i8042;
 
@@ -92,6 +94,8 @@ struct Platform::Impl {
 format::Arch snapshot_arch() { return format::Arch::kX86_64; }
 std::string_view name() { return "x86_64"; }
 std::string_view default_cmdline() { return "console=ttyS0 quiet panic=-1 reboot=k pci=off"; }
+std::string_view console_description() { return "COM1, an 8250 UART"; }
+std::string_view kernel_file_example() { return "bzImage"; }
 
 Status check_ram_size(uint64_t bytes) {
   if (bytes == 0 || bytes % (2ull << 20) != 0 || bytes > kMaxRamBytes) {
@@ -212,15 +216,48 @@ Status Platform::finalize(std::span<const kvm::Vcpu> vcpus) {
   return {};
 }
 
-Status Platform::add_system_devices(MmioBus& /*mmio*/, MmioBus& pio, GuestRequestFn request) {
+Status Platform::add_devices(MmioBus& /*mmio*/, ConsoleDevice& console, GuestRequestFn request) {
   auto forward = [request](PowerRequest r) {
     request(r == PowerRequest::kPowerOff ? Exit::Kind::kPowerOff : Exit::Kind::kReset);
   };
+  MmioBus& ports = impl_->ports;
+  const ConsoleSlot con = console_slot();
+  SNAPVM_CHECK_OK(ports.add(con.slot.base, con.slot.size, &console));
   impl_->acpi = std::make_unique<AcpiPowerRegisters>(forward);
   impl_->i8042 = std::make_unique<I8042>(forward);
-  SNAPVM_CHECK_OK(pio.add(kAcpiSleepControlPort, 3, impl_->acpi.get()));
-  SNAPVM_CHECK_OK(pio.add(kI8042DataPort, kI8042CommandPort - kI8042DataPort + 1, impl_->i8042.get()));
+  SNAPVM_CHECK_OK(ports.add(kAcpiSleepControlPort, 3, impl_->acpi.get()));
+  SNAPVM_CHECK_OK(ports.add(kI8042DataPort, kI8042CommandPort - kI8042DataPort + 1, impl_->i8042.get()));
   return {};
+}
+
+void Platform::port_io(Exit& e) const {
+  // A string instruction (rep outsb) moves `count` items in one exit.
+  for (size_t off = 0; off + e.size <= e.data.size(); off += e.size) {
+    if (e.write) {
+      impl_->ports.write(e.addr, e.data.subspan(off, e.size));
+    } else if (!impl_->ports.read(e.addr, e.data.subspan(off, e.size))) {
+      std::memset(e.data.data() + off, 0xff, e.size);  // no device: the bus floats high
+    }
+  }
+}
+
+// An event interrupt: the guest's _EVT reports press and release at once.
+Status Platform::press_power_button(std::chrono::milliseconds /*hold*/) const {
+  set_irq(kPowerButtonGsi, true);
+  set_irq(kPowerButtonGsi, false);
+  return {};
+}
+
+// The ACPI registers and the i8042 keep no state a guest could miss.
+std::vector<SavedPlatformDevice> Platform::save_devices() const { return {}; }
+
+Status Platform::check_saved_device(const state::DeviceConfig& where) const {
+  return make_error(ErrorCode::kDataLoss, "the snapshot has a platform device (kind {}) this x86_64 machine lacks",
+                    static_cast<uint32_t>(where.kind));
+}
+
+Status Platform::restore_device(const state::DeviceConfig& where, std::span<const uint8_t> /*bytes*/) const {
+  return check_saved_device(where);
 }
 
 // Long mode straight away: the kernel's 64-bit entry wants paging on, an

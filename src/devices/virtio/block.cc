@@ -42,6 +42,10 @@ Result<Image> open_image(const std::string& path, bool read_only) {
 
 }  // namespace
 
+bool Block::read_only_of_saved(const state::VirtioMmioState& saved) {
+  return (saved.device_features & kFeatureReadOnly) != 0;
+}
+
 Result<std::unique_ptr<Block>> Block::open(const std::string& path, bool read_only) {
   Image image = SNAPVM_TRY(open_image(path, read_only));
   return std::unique_ptr<Block>(new Block(std::move(image.fd), image.sectors, read_only, image.id));

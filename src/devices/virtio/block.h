@@ -11,12 +11,16 @@
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "devices/virtio/device.h"
+#include "state/device_state.h"
 
 namespace snapvm::virtio {
 
 class Block final : public VirtioDevice {
  public:
   static Result<std::unique_ptr<Block>> open(const std::string& path, bool read_only);
+  // Whether a saved disk was read-only: the driver negotiated with a
+  // device that offered VIRTIO_BLK_F_RO, and must get one again.
+  static bool read_only_of_saved(const state::VirtioMmioState& saved);
 
   uint32_t device_id() const override { return 2; }
   uint64_t device_features() const override;

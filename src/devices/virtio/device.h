@@ -7,11 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "base/result.h"
 #include "base/thread_annotations.h"
 #include "devices/guest_memory.h"
 #include "devices/virtio/virtqueue.h"
 
 namespace snapvm::virtio {
+
+// The virtio device types this VMM has (virtio 1.2, section 5).
+enum class DeviceType : uint32_t { kNet = 1, kBlock = 2, kRng = 4, kVsock = 19 };
 
 inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
 inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;
@@ -92,6 +96,14 @@ class VirtioDevice {
   // Device-specific state for a snapshot, encoded by the device (empty when
   // the transport and queues say everything).
   virtual std::vector<uint8_t> save_specific() const { return {}; }
+  // Its counterpart, before the transport's state is loaded: a record the
+  // device cannot read is refused (snapshots are untrusted). A device that
+  // saves nothing takes nothing.
+  virtual Status restore_specific(std::span<const uint8_t> saved) {
+    if (saved.empty()) return {};
+    return make_error(ErrorCode::kDataLoss, "virtio device type {}: {} bytes of device state, and it keeps none",
+                      device_id(), saved.size());
+  }
   // What the device is waiting for, in words, for `snapvm info` when a guest
   // stops answering (empty when the transport's view says it all).
   virtual std::string describe() const { return {}; }

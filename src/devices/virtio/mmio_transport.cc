@@ -276,6 +276,16 @@ state::DeviceState MmioTransport::save_device(uint32_t slot) const {
   return d;
 }
 
+Status MmioTransport::restore_device(const state::DeviceState& saved) {
+  if (!saved.transport) return make_error(ErrorCode::kDataLoss, "device slot {} has no virtio transport state", saved.slot);
+  if (saved.transport->device_id != device_->device_id()) {
+    return make_error(ErrorCode::kDataLoss, "device slot {} holds virtio type {}, the snapshot says {}", saved.slot,
+                      device_->device_id(), saved.transport->device_id);
+  }
+  SNAPVM_CHECK_OK(device_->restore_specific(saved.device_specific));
+  return restore(*saved.transport);
+}
+
 Status MmioTransport::restore(const state::VirtioMmioState& saved) {
   std::lock_guard lock(mu_);
   if (saved.queues.size() != device_->queue_max_sizes().size()) {

@@ -45,6 +45,9 @@ class MmioTransport final : public MmioDevice, public Transport {
   Status restore(const state::VirtioMmioState& saved);
   // Transport, queues and the device's own record, as a snapshot stores it.
   state::DeviceState save_device(uint32_t slot) const;
+  // Its counterpart: the device's record (VirtioDevice::restore_specific),
+  // then the transport. The record's type must be this device's.
+  Status restore_device(const state::DeviceState& saved);
   uint32_t status() const;
   // Registers, each queue's indices (the device's and the driver's) and the
   // device's own account: where a stuck exchange with the driver stands.

@@ -306,6 +306,11 @@ std::vector<uint8_t> Net::save_specific() const {
   return w.take();
 }
 
+Status Net::restore_specific(std::span<const uint8_t> saved) {
+  SNAPVM_TRY(mac_of_saved(saved));
+  return {};
+}
+
 Result<MacAddress> Net::mac_of_saved(std::span<const uint8_t> saved) {
   ByteReader r(saved, 0, "virtio-net state");
   uint32_t version = r.u32();

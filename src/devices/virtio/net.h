@@ -76,6 +76,9 @@ class Net final : public VirtioDevice, private DeviceWorker::Client {
   // The MAC (a restored device keeps the one its guest knows unless the
   // restore gives another).
   std::vector<uint8_t> save_specific() const override;
+  // The record is checked; the MAC this device was made with stands (a
+  // clone may be given another; see mac_of_saved).
+  Status restore_specific(std::span<const uint8_t> saved) override;
   static Result<MacAddress> mac_of_saved(std::span<const uint8_t> saved);
 
   const MacAddress& mac() const { return mac_; }

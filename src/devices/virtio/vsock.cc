@@ -58,13 +58,37 @@ Vsock::~Vsock() { worker_->stop(); }
 
 std::vector<state::PortForward> Vsock::forwards() const { return forwards_; }
 
+// Bytes per connection in records of older versions, which saved the table.
+constexpr size_t kSavedConnectionBytes = 4 + 4 + 1 + 4 + 4 + 4 + 4;
+
 std::vector<uint8_t> Vsock::save_specific() const {
-  MutexLock lock(mu_);
   ByteWriter w;
   w.u64(guest_cid_);
-  w.u32(static_cast<uint32_t>(conns_.size()));
-  for (const auto& [key, c] : conns_) c->save(w);
+  w.u32(0);  // connections: none survive a restore, so none are saved
   return w.take();
+}
+
+Result<uint64_t> Vsock::guest_cid_of_saved(std::span<const uint8_t> saved) {
+  ByteReader r(saved, 0, "virtio-vsock state");
+  const uint64_t cid = r.u64();
+  if (!r.ok()) return make_error(ErrorCode::kDataLoss, "virtio-vsock state: {} bytes, too short for a guest CID", saved.size());
+  return cid;
+}
+
+Status Vsock::restore_specific(std::span<const uint8_t> saved) {
+  ByteReader r(saved, 0, "virtio-vsock state");
+  const uint64_t cid = r.u64();
+  const uint32_t connections = r.u32();
+  // Older snapshots list their connections; they are read past, never
+  // trusted to size anything.
+  if (!r.ok() || r.remaining() != uint64_t{connections} * kSavedConnectionBytes) {
+    return make_error(ErrorCode::kDataLoss, "virtio-vsock state: {} bytes do not hold a CID and {} connections",
+                      saved.size(), connections);
+  }
+  if (cid != guest_cid_) {
+    return make_error(ErrorCode::kDataLoss, "virtio-vsock state: guest CID {}, this device has {}", cid, guest_cid_);
+  }
+  return {};
 }
 
 std::string Vsock::describe() const {

@@ -53,9 +53,16 @@ class Vsock final : public VirtioDevice, private DeviceWorker::Client {
   // so its sockets fail fast and services reconnect.
   void restored() override;
 
-  // The connection table: per connection its ports, state and credit
-  // counters (restore resets them with a transport-reset event).
+  // The guest CID, and a count of connections that is always 0: none
+  // survives a restore (their host sockets are gone; restored() tells the
+  // guest with a transport-reset event), so none is saved.
   std::vector<uint8_t> save_specific() const override;
+  // The record's guest CID must be this device's (restore plans read it
+  // with guest_cid_of_saved). Older records' connection tables are checked
+  // for size and passed over.
+  Status restore_specific(std::span<const uint8_t> saved) override;
+  static Result<uint64_t> guest_cid_of_saved(std::span<const uint8_t> saved);
+
   // Header-only packets (replies, resets, credit updates) waiting for guest
   // rx buffers at most; past it the device stops taking tx packets.
   static constexpr size_t kMaxQueuedControlPackets = vsock::kMaxQueuedControlPackets;

@@ -151,14 +151,4 @@ uint32_t Connection::wanted_events() const {
   return want;
 }
 
-void Connection::save(ByteWriter& w) const {
-  w.u32(local_port_);
-  w.u32(peer_port_);
-  w.u8(established_ ? 1 : 0);
-  w.u32(peer_buf_alloc_);
-  w.u32(peer_fwd_cnt_);
-  w.u32(tx_cnt_);
-  w.u32(fwd_cnt_);
-}
-
 }  // namespace snapvm::virtio::vsock

@@ -122,8 +122,6 @@ class Connection {
   uint32_t registered_events() const { return registered_events_; }
   void set_registered_events(uint32_t events) { registered_events_ = events; }
 
-  // Ports, state and credit counters, as save_specific() records them.
-  void save(ByteWriter& w) const;
 
  private:
   Connection(UniqueFd fd, uint32_t local, uint32_t peer) : fd_(std::move(fd)), local_port_(local), peer_port_(peer) {}

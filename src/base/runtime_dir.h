@@ -1,0 +1,17 @@
+// Where named VMs and pools keep their sockets: one folder, spelled once.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace snapvm {
+
+inline constexpr std::string_view kRuntimeDir = "/run/snapvm";
+
+// kRuntimeDir/`name`.
+std::string runtime_path(std::string_view name);
+// Creates kRuntimeDir (mode 0755) if missing; whoever binds a socket in it
+// reports the error that matters if it cannot be made.
+void make_runtime_dir();
+
+}  // namespace snapvm
