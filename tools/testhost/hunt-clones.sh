@@ -15,16 +15,15 @@ now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 started=$(now_ms)
 cd /tmp
 
-# Waits (up to SECONDS) until the agent behind VSOCK runs a command while PID
-# lives; prints the command's output.
+# Waits (up to SECONDS of wall time, whatever each try costs) until the
+# agent behind VSOCK runs a command while PID lives; prints its output.
 agent() {  # vsock pid seconds command...
-  local vsock=$1 pid=$2 limit=$3 i=0 out
+  local vsock=$1 pid=$2 deadline=$(( $(now_ms) + $3 * 1000 )) out
   shift 3
   while :; do
     if out=$($S exec "$vsock" -t 30 -- "$@" 2>/tmp/agent.err); then echo "$out"; return 0; fi
     kill -0 "$pid" 2>/dev/null || return 2
-    i=$((i + 1))
-    [ $i -lt "$limit" ] || return 1
+    [ "$(now_ms)" -lt "$deadline" ] || return 1
     sleep 1
   done
 }
