@@ -162,11 +162,7 @@ HttpResponse Api::put_drive(std::string_view id, const json& body) {
   // A PUT of a known id replaces it in place (Firecracker's rule), so the
   // order the guest sees stays the order drives were first put.
   auto& drives = config_.drives;
-  for (const auto& other : drives) {
-    if (other.drive_id != d->drive_id && other.is_root_device && d->is_root_device) {
-      return fault(fmt::format("drive: `{}` is already the root device", other.drive_id));
-    }
-  }
+  if (auto ok = check_joins(drives, *d); !ok) return fault(ok.error());
   bool replaced = false;
   for (auto& other : drives) {
     if (other.drive_id == d->drive_id) {
@@ -188,11 +184,7 @@ HttpResponse Api::put_network_interface(std::string_view id, const json& body) {
   if (!n) return fault(n.error());
   if (n->iface_id != id) return fault("network-interfaces: the id in the path does not match `iface_id` in the body");
   auto& list = config_.network_interfaces;
-  for (const auto& other : list) {
-    if (other.iface_id != n->iface_id && other.host_dev_name == n->host_dev_name) {
-      return fault(fmt::format("network-interfaces: tap {} is already `{}`'s", n->host_dev_name, other.iface_id));
-    }
-  }
+  if (auto ok = check_joins(list, *n); !ok) return fault(ok.error());
   bool replaced = false;
   for (auto& other : list) {
     if (other.iface_id == n->iface_id) {

@@ -403,6 +403,25 @@ Result<SnapshotLoadBody> parse_snapshot_load(const json& body) {
   return s;
 }
 
+Status check_joins(const std::vector<DriveBody>& drives, const DriveBody& drive) {
+  for (const auto& other : drives) {
+    if (other.drive_id != drive.drive_id && other.is_root_device && drive.is_root_device) {
+      return make_error(ErrorCode::kInvalidArgument, "drive: `{}` is already the root device", other.drive_id);
+    }
+  }
+  return {};
+}
+
+Status check_joins(const std::vector<NetworkInterfaceBody>& interfaces, const NetworkInterfaceBody& interface) {
+  for (const auto& other : interfaces) {
+    if (other.iface_id != interface.iface_id && other.host_dev_name == interface.host_dev_name) {
+      return make_error(ErrorCode::kInvalidArgument, "network-interfaces: tap {} is already `{}`'s",
+                        interface.host_dev_name, other.iface_id);
+    }
+  }
+  return {};
+}
+
 Result<VmConfig> parse_config_file(const json& doc) {
   if (!doc.is_object()) return make_error(ErrorCode::kInvalidArgument, "config file: expected a JSON object");
   VmConfig c;
@@ -420,10 +439,8 @@ Result<VmConfig> parse_config_file(const json& doc) {
           if (other.drive_id == drive.drive_id) {
             return make_error(ErrorCode::kInvalidArgument, "config file: drive `{}` is given twice", drive.drive_id);
           }
-          if (other.is_root_device && drive.is_root_device) {
-            return make_error(ErrorCode::kInvalidArgument, "config file: more than one root drive");
-          }
         }
+        if (auto ok = check_joins(c.drives, drive); !ok) return tl::unexpected(std::move(ok.error()).context("config file"));
         c.drives.push_back(std::move(drive));
       }
     } else if (key == "vsock") {
@@ -444,6 +461,9 @@ Result<VmConfig> parse_config_file(const json& doc) {
             return make_error(ErrorCode::kInvalidArgument, "config file: network interface `{}` is given twice",
                               n.iface_id);
           }
+        }
+        if (auto ok = check_joins(c.network_interfaces, n); !ok) {
+          return tl::unexpected(std::move(ok.error()).context("config file"));
         }
         c.network_interfaces.push_back(std::move(n));
       }

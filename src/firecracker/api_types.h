@@ -137,6 +137,13 @@ Result<VmStateChange> parse_vm_state(const nlohmann::json& body);
 Result<SnapshotCreateBody> parse_snapshot_create(const nlohmann::json& body);
 Result<SnapshotLoadBody> parse_snapshot_load(const nlohmann::json& body);
 
+// Firecracker's rules for a drive or a network interface joining those
+// already configured, the same for the config file and the API: one root
+// drive; a tap serves one interface. An entry of the same id is the one it
+// would replace, never a conflict.
+Status check_joins(const std::vector<DriveBody>& drives, const DriveBody& drive);
+Status check_joins(const std::vector<NetworkInterfaceBody>& interfaces, const NetworkInterfaceBody& interface);
+
 // A body as JSON: an object, within kMaxBodyBytes, or a fault.
 Result<nlohmann::json> parse_body(std::string_view text);
 

@@ -240,6 +240,15 @@ TEST(FirecrackerConfigFile, ReadsFirecrackersSectionsAndRefusesWhatSnapvmLacks) 
   doc["balloon"] = {{"amount_mib", 0}};
   EXPECT_FALSE(parse_config_file(doc));
   doc.erase("balloon");
+  {
+    json two_roots = doc;
+    two_roots["drives"].push_back({{"drive_id", "data"}, {"path_on_host", "data.ext4"}, {"is_root_device", true},
+                                   {"is_read_only", false}});
+    auto refused = parse_config_file(two_roots);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().describe().find("`rootfs` is already the root device"), std::string::npos)
+        << refused.error().describe();
+  }
   doc["network-interfaces"] = json::array({{{"iface_id", "eth0"}, {"host_dev_name", "tap0"},
                                              {"guest_mac", "AA:FC:00:00:00:01"}}});
   auto net = parse_config_file(doc);
@@ -247,8 +256,10 @@ TEST(FirecrackerConfigFile, ReadsFirecrackersSectionsAndRefusesWhatSnapvmLacks) 
   ASSERT_EQ(net->network_interfaces.size(), 1u);
   EXPECT_EQ(net->network_interfaces[0].host_dev_name, "tap0");
   EXPECT_EQ(net->network_interfaces[0].guest_mac, "AA:FC:00:00:00:01");
-  // Twice the same id, a bad MAC, a rate limiter, a tap name no kernel takes.
+  // Twice the same id, a tap that serves another interface (refused by
+  // PUT too), a bad MAC, a rate limiter, a tap name no kernel takes.
   for (json bad : {json{{"iface_id", "eth0"}, {"host_dev_name", "tap1"}},
+                   json{{"iface_id", "eth1"}, {"host_dev_name", "tap0"}},
                    json{{"iface_id", "eth1"}, {"host_dev_name", "tap1"}, {"guest_mac", "AA:FC:00:00:00"}},
                    json{{"iface_id", "eth1"}, {"host_dev_name", "tap1"}, {"rx_rate_limiter", json::object()}},
                    json{{"iface_id", "eth1"}, {"host_dev_name", "a-name-longer-than-15"}}}) {
