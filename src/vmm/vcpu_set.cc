@@ -196,7 +196,11 @@ Status VcpuSet::pause(std::chrono::milliseconds timeout) {
     ::pthread_kill(handles_[i], kick_signal());
   }
   const size_t running = handles_.size();
-  bool all = cv_.wait_for(lock, timeout, [&]() REQUIRES(mu_) { return parked_ == running || stopping_.load(); });
+  auto done = [&]() REQUIRES(mu_) { return parked_ == running || stopping_.load(); };
+  // No budget, no wait: a vCPU parks only under mu_, held here since the
+  // kick, so a 0 ms pause always rolls back (a wait_for(0) would let go of
+  // mu_ for a moment, and then fast vCPUs could all park in it).
+  bool all = timeout.count() <= 0 ? done() : cv_.wait_for(lock, timeout, done);
   if (!all) {
     // Roll back rather than leave some vCPUs parked and the rest running:
     // the VM is as it was before the request.
