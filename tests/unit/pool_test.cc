@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <future>
+#include <memory>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -235,14 +236,19 @@ TEST_F(LineServerTest, IdleConnectionsAtTheLimitMakeWayForARealRequest) {
 TEST_F(LineServerTest, ANewcomerIsRefusedOnlyWhenEveryConnectionIsBeingAnswered) {
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
-  start({4096, 2, 30s}, [released](std::string_view line, bool&) {
+  auto answering = std::make_shared<std::atomic<int>>(0);
+  start({4096, 2, 30s}, [released, answering](std::string_view line, bool&) {
+    ++*answering;
     released.wait();
     return "ok:" + std::string(line);
   });
   UniqueFd a = connect(), b = connect();
   send_text(a.get(), "take\n");
   send_text(b.get(), "take\n");
-  std::this_thread::sleep_for(200ms);
+  // Both connections are being answered once both handlers have begun (a
+  // fixed sleep was too short on a loaded machine).
+  for (int i = 0; i < 1000 && answering->load() < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(answering->load(), 2) << "the server never began answering both lines";
   UniqueFd c = connect();
   EXPECT_EQ(read_all(c.get(), 2s), "refused:busy: every connection is being answered (too many requests at once)\n");
   release.set_value();
