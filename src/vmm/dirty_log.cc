@@ -10,15 +10,12 @@
 namespace snapvm {
 
 Result<DirtyLog> DirtyLog::enable(const kvm::Vm& vm, std::span<const MappedRegion> ram) {
-  if (::sysconf(_SC_PAGESIZE) % GuestMemory::kDirtyPageBytes != 0) {
+  bool whole_pages = ::sysconf(_SC_PAGESIZE) % GuestMemory::kDirtyPageBytes == 0;
+  for (const auto& r : ram) whole_pages = whole_pages && r.size() % GuestMemory::kDirtyPageBytes == 0;
+  if (!whole_pages) {
     return make_error(ErrorCode::kUnsupported, "dirty tracking needs RAM and host pages in multiples of 4 KiB");
   }
   DirtyLog d;
-  for (const auto& r : ram) {
-    if (r.size() % GuestMemory::kDirtyPageBytes != 0) {
-      return make_error(ErrorCode::kUnsupported, "dirty tracking needs RAM and host pages in multiples of 4 KiB");
-    }
-  }
   d.manual_protect_ = SNAPVM_TRY(vm.enable_manual_dirty_protect());
   for (const auto& r : ram) {
     d.vmm_.push_back(std::make_unique<AtomicBitmap>(r.size() / GuestMemory::kDirtyPageBytes));

@@ -71,13 +71,6 @@ std::vector<uint8_t> Vsock::save_specific() const {
 Result<uint64_t> Vsock::guest_cid_of_saved(std::span<const uint8_t> saved) {
   ByteReader r(saved, 0, "virtio-vsock state");
   const uint64_t cid = r.u64();
-  if (!r.ok()) return make_error(ErrorCode::kDataLoss, "virtio-vsock state: {} bytes, too short for a guest CID", saved.size());
-  return cid;
-}
-
-Status Vsock::restore_specific(std::span<const uint8_t> saved) {
-  ByteReader r(saved, 0, "virtio-vsock state");
-  const uint64_t cid = r.u64();
   const uint32_t connections = r.u32();
   // Older snapshots list their connections; they are read past, never
   // trusted to size anything.
@@ -85,6 +78,11 @@ Status Vsock::restore_specific(std::span<const uint8_t> saved) {
     return make_error(ErrorCode::kDataLoss, "virtio-vsock state: {} bytes do not hold a CID and {} connections",
                       saved.size(), connections);
   }
+  return cid;
+}
+
+Status Vsock::restore_specific(std::span<const uint8_t> saved) {
+  const uint64_t cid = SNAPVM_TRY(guest_cid_of_saved(saved));
   if (cid != guest_cid_) {
     return make_error(ErrorCode::kDataLoss, "virtio-vsock state: guest CID {}, this device has {}", cid, guest_cid_);
   }
