@@ -104,7 +104,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         t.mmio_write(off % 0x200, {reinterpret_cast<uint8_t*>(&v), 1u + (op >> 2) % 4});
         break;
       }
-      case 1: {  // register read
+      case 1: {  // register read, or (high bit) a saved device record to load
+        if (op & 0x80) {
+          uint8_t len;
+          if (!in.take(&len, 1)) return 0;
+          const size_t n = std::min<size_t>(len, in.left);
+          (void)t.device().restore_specific({in.p, n});
+          in.p += n;
+          in.left -= n;
+          break;
+        }
         uint16_t off;
         uint32_t v = 0;
         if (!in.take(&off, 2)) return 0;
