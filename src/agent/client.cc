@@ -364,7 +364,8 @@ Result<int> start_once(const std::string& uds_path, const StartRequest& req) {
 
 }  // namespace
 
-Result<int> start_program(const std::string& uds_path, const StartRequest& req, std::chrono::milliseconds wait) {
+Result<int> start_program(const std::string& uds_path, const StartRequest& req, std::chrono::milliseconds wait,
+                          std::stop_token stop) {
   if (req.argv.empty()) return make_error(ErrorCode::kInvalidArgument, "start: no command given (the image names none)");
   auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
@@ -372,19 +373,23 @@ Result<int> start_program(const std::string& uds_path, const StartRequest& req, 
     // Only "not up yet" is worth another try; the agent's refusals are final.
     bool agent_refused = !r && r.error().code() == ErrorCode::kFailedPrecondition &&
                          r.error().describe().find("nothing listens") == std::string::npos;
-    if (r || agent_refused || std::chrono::steady_clock::now() >= deadline) return r;
+    if (r || agent_refused || std::chrono::steady_clock::now() >= deadline || stop.stop_requested()) return r;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
 
 Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout,
-                              const std::vector<std::string>& macs) {
+                              const std::vector<std::string>& macs, std::stop_token stop) {
   // Right after a restore the guest may still be processing the vsock
   // transport reset, which drops connections made before it: retry.
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto r = sync_once(uds_path, macs);
-    if (r || std::chrono::steady_clock::now() >= deadline) return r;
+    if (r && (!r->clock_set || !r->reseeded)) {
+      return make_error(ErrorCode::kFailedPrecondition, "the guest agent did not {}",
+                        !r->clock_set ? "set its clock" : "reseed its random generator");
+    }
+    if (r || std::chrono::steady_clock::now() >= deadline || stop.stop_requested()) return r;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,8 +56,10 @@ struct StartRequest {
   bool poweroff_on_exit = false;
 };
 // The program's pid in the guest. Retries while the agent is not up yet,
-// for up to `wait`.
-Result<int> start_program(const std::string& uds_path, const StartRequest& request, std::chrono::milliseconds wait);
+// for up to `wait`, or until `stop` is requested (one try takes at most
+// 12 s).
+Result<int> start_program(const std::string& uds_path, const StartRequest& request, std::chrono::milliseconds wait,
+                          std::stop_token stop = {});
 
 // Copies a host file into the guest; returns the bytes written there.
 Result<uint64_t> put_file(const std::string& uds_path, const std::string& host_path, const std::string& guest_path);
@@ -85,9 +88,12 @@ struct SyncResult {
 // After a restore: sets the guest's wall clock to the host's, reseeds its
 // random generator with fresh host entropy, gives eth<i> the MAC macs[i]
 // (empty: unchanged) and has the guest announce its interfaces. Waits up
-// to `timeout` for the agent to answer.
+// to `timeout` for the agent to answer, or until `stop` is requested (one
+// try takes at most 7 s). An agent that answers without having set the
+// clock and reseeded is an error: clones of one snapshot would share
+// their random numbers.
 Result<SyncResult> sync_guest(const std::string& uds_path, std::chrono::milliseconds timeout,
-                              const std::vector<std::string>& macs = {});
+                              const std::vector<std::string>& macs = {}, std::stop_token stop = {});
 
 // A VM named on the command line: a socket path as given, or a name under
 // /run/snapvm (NAME.vsock).

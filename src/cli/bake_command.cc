@@ -3,12 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <memory>
-#include <thread>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -19,6 +17,7 @@
 #include "cli/image_vm.h"
 #include "sandbox/seccomp.h"
 #include "vmm/machine.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm::cli {
 namespace {
@@ -129,11 +128,17 @@ int run_bake(BakeOptions o) {
     fmt::print(stderr, "snapvm bake: {}\n", machine.error().describe());
     return 1;
   }
-  Machine& vm = **machine;
+  RunnerOptions run_options;
+  run_options.on_started = [] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); };
+  auto runner = VmRunner::start(std::move(*machine), std::move(run_options));
+  if (!runner) {
+    fmt::print(stderr, "snapvm bake: {}\n", runner.error().describe());
+    return 1;
+  }
+  Machine& vm = (*runner)->machine();
   const char* began = from_base ? "the base's restore began" : "boot began";
-  std::atomic<bool> ended{false};
-  int rc = 1;
-  std::thread baker([&] {
+  int rc = 1;  // the baker's; read once wait() has joined it
+  (*runner)->add_companion([&](std::stop_token ended) {
     sandbox::enter_or_die(sandbox::ThreadKind::kControl);
     auto stop = [&](const std::string& why) {
       fmt::print(stderr, "snapvm bake: {}\n", why);
@@ -141,19 +146,19 @@ int run_bake(BakeOptions o) {
     };
     if (from_base) {
       // A clone of the base: its own clock and entropy before the program starts.
-      auto sync = agent::sync_guest(c.vsock_path, std::chrono::seconds(60));
+      auto sync = agent::sync_guest(c.vsock_path, std::chrono::seconds(60), {}, ended);
       if (!sync) return stop("the base's agent: " + sync.error().describe());
     } else if (!o.base.empty()) {
       // The booted image before its program runs, for later bakes to start from.
       auto up = wait_until_ready(c.vsock_path, Readiness{std::nullopt, "true", false}, prepared->image,
-                                 std::chrono::seconds(120), [&] { return ended.load(); });
+                                 std::chrono::seconds(120), [&] { return ended.stop_requested(); });
       if (!up) return stop(up.error().describe());
       auto base = vm.snapshot_live(o.base, "", true);
       if (!base) return stop("base snapshot: " + base.error().describe());
       fmt::print(stderr, "snapvm bake: base {} (the booted image) written {:.0f} ms after boot began\n", o.base,
                  ms_since(t0));
     }
-    auto pid = agent::start_program(c.vsock_path, prepared->start, std::chrono::seconds(60));
+    auto pid = agent::start_program(c.vsock_path, prepared->start, std::chrono::seconds(60), ended);
     if (!pid) return stop(pid.error().describe());
     const double started_ms = ms_since(t0);
     fmt::print(stderr, "snapvm bake: {} started (guest pid {}) {:.0f} ms after {}\n",
@@ -161,7 +166,7 @@ int run_bake(BakeOptions o) {
     Readiness ready{o.ready_port, o.ready_cmd};
     auto ok = wait_until_ready(c.vsock_path, ready, prepared->image,
                                std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)),
-                               [&] { return ended.load(); });
+                               [&] { return ended.stop_requested(); });
     if (!ok) return stop(ok.error().describe());
     const double ready_ms = ms_since(t0);
     // Over the base, only the pages the program's start wrote are new.
@@ -180,9 +185,7 @@ int run_bake(BakeOptions o) {
     rc = 0;
     vm.request_stop();
   });
-  auto exit = vm.run([] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); });
-  ended = true;
-  baker.join();
+  auto exit = (*runner)->wait();
   if (!exit) {
     fmt::print(stderr, "snapvm bake: {}\n", exit.error().describe());
     return 1;

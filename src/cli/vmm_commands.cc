@@ -5,7 +5,6 @@
 
 #include <charconv>
 #include <chrono>
-#include <thread>
 #include <optional>
 
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <memory>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/client.h"
 #include "agent/protocol.h"
@@ -25,8 +25,8 @@
 #include "cli/image_vm.h"
 #include "cli/pool_command.h"
 #include "sandbox/seccomp.h"
-#include "vmm/control_server.h"
 #include "vmm/machine.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm::cli {
 namespace {
@@ -96,23 +96,44 @@ std::optional<Console> open_console(const std::string& path, const char* mode) {
   return c;
 }
 
-// Runs the VM with its control socket (when asked for) until it ends.
-int run_until_exit(Machine& machine, const std::string& api, FILE* console) {
-  std::unique_ptr<ControlServer> control;
-  if (!api.empty()) {
-    auto server = ControlServer::start(api, machine);
-    if (!server) {
-      fmt::print(stderr, "snapvm: {}\n", server.error().describe());
-      return 1;
-    }
-    control = std::move(*server);
+// Runs the machine with its control socket (when asked for) and the
+// companions' guest work until it ends; the exit line and status are
+// every front door's (vmm/exit_reason.h).
+int run_until_exit(std::unique_ptr<Machine> machine, const std::string& control_socket, FILE* console,
+                   const std::function<void(VmRunner&)>& add_companions = {}) {
+  RunnerOptions options;
+  options.control_socket = control_socket;
+  options.on_started = [] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); };
+  auto runner = VmRunner::start(std::move(machine), std::move(options));
+  if (!runner) {
+    fmt::print(stderr, "snapvm: {}\n", runner.error().describe());
+    return 1;
   }
-  auto exit = machine.run([] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); });
-  control.reset();
+  if (add_companions) add_companions(**runner);
+  const ExitReport report = (*runner)->wait_report();
   std::fflush(console);
-  const ExitReport report = report_exit(exit, exit ? machine.exit_detail() : std::string());
   if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
   return report.status;
+}
+
+// The guest of a restore wakes with the snapshot's wall clock and random
+// state: both are fixed through the agent as soon as it answers. A clone
+// given its own MAC takes it here (its driver read the old one at boot),
+// and announces itself.
+void sync_restored_guest(const std::string& vsock, const std::vector<std::string>& macs, std::stop_token stop) {
+  sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
+  auto start = std::chrono::steady_clock::now();
+  auto r = agent::sync_guest(vsock, std::chrono::seconds(30), macs, stop);
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  if (stop.stop_requested()) return;  // the VM ended first: nothing to say of its clock
+  if (!r) {
+    fmt::print(stderr, "snapvm: warning: could not set the guest clock and reseed its entropy: {}\n",
+               r.error().describe());
+    return;
+  }
+  if (!r->network_error.empty()) fmt::print(stderr, "snapvm: warning: the guest's network: {}\n", r->network_error);
+  fmt::print(stderr, "snapvm: guest clock set, entropy reseeded and {} interface(s) announced {:.0f} ms after restore\n",
+             r->announced, ms);
 }
 
 // [ADDR:]HOSTPORT:GUESTPORT, as docker -p and podman write it.
@@ -260,17 +281,20 @@ int run_vm(const RunOptions& o) {
       fmt::print(stderr, "snapvm: {}:{} -> port {} of {}\n", f.host_address, f.host_port,
                  f.guest_port - agent::kTcpRelayBase, image->image.name);
     }
-    Machine* vm = machine->get();
-    std::thread([vm, start = image->start, vsock = c.vsock_path] {
-      sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
-      auto pid = agent::start_program(vsock, start, std::chrono::seconds(60));
-      if (!pid) {
-        fmt::print(stderr, "snapvm: {}\n", pid.error().describe());
-        vm->request_stop();
-      }
-    }).detach();
   }
-  int rc = run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
+  auto start_program = [&](VmRunner& runner) {
+    if (!image) return;
+    runner.add_companion([&runner, start = image->start, vsock = c.vsock_path](std::stop_token stop) {
+      sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
+      auto pid = agent::start_program(vsock, start, std::chrono::seconds(60), stop);
+      if (!pid && !stop.stop_requested()) {
+        fmt::print(stderr, "snapvm: {}\n", pid.error().describe());
+        runner.request_stop();
+      }
+    });
+  };
+  int rc = run_until_exit(std::move(*machine), o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api,
+                          console->out, start_program);
   if (image_console && rc == 0) {
     // Like `docker run`: the program's status is the command's.
     if (auto status = image_console->exit_status()) return *status;
@@ -285,6 +309,7 @@ struct RestoreCliOptions {
   bool paused = false;
   bool no_sync = false;
   bool track_dirty = false;
+  bool json_timings = false;
 };
 
 int restore_vm(const RestoreCliOptions& o) {
@@ -308,38 +333,30 @@ int restore_vm(const RestoreCliOptions& o) {
     fmt::print(stderr, "snapvm: {}\n", machine.error().describe());
     return 1;
   }
-  fmt::print(stderr,
-             "snapvm: restored {} in {:.2f} ms (open and validate {:.2f}, map RAM {:.3f}, VM and vCPUs {:.2f}, "
-             "interrupt controller {:.2f}, devices {:.2f})\n",
-             o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000, t.arch_vm_us / 1000,
-             t.devices_us / 1000);
+  if (o.json_timings) {
+    // For tools (the benchmarks): one JSON object on one line, in milliseconds.
+    nlohmann::ordered_json line{{"restored", o.file},         {"total_ms", t.total_us / 1000},
+                        {"open_ms", t.open_us / 1000}, {"map_ram_ms", t.map_ram_us / 1000},
+                        {"vcpus_ms", t.vcpus_us / 1000}, {"interrupt_controller_ms", t.arch_vm_us / 1000},
+                        {"devices_ms", t.devices_us / 1000}};
+    fmt::print(stderr, "{}\n", line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  } else {
+    fmt::print(stderr,
+               "snapvm: restored {} in {:.2f} ms (open and validate {:.2f}, map RAM {:.3f}, VM and vCPUs {:.2f}, "
+               "interrupt controller {:.2f}, devices {:.2f})\n",
+               o.file, t.total_us / 1000, t.open_us / 1000, t.map_ram_us / 1000, t.vcpus_us / 1000,
+               t.arch_vm_us / 1000, t.devices_us / 1000);
+  }
   if (o.paused) (*machine)->start_paused();
   std::string vsock = ro.vsock_path.empty() ? (*machine)->vsock_path() : ro.vsock_path;
-  if (!o.paused && !o.no_sync && !vsock.empty()) {
-    // The guest wakes with the snapshot's wall clock and random state: fix
-    // both through the agent as soon as it answers.
-    // A clone given its own MAC takes it here (its driver read the old one
-    // at boot), and announces itself.
-    std::vector<std::string> macs;
-    for (const auto& n : ro.nets) macs.push_back(n.mac ? virtio::format_mac(*n.mac) : "");
-    std::thread([vsock, macs] {
-      sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
-      auto start = std::chrono::steady_clock::now();
-      auto r = agent::sync_guest(vsock, std::chrono::seconds(30), macs);
-      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-      if (r && !r->network_error.empty()) {
-        fmt::print(stderr, "snapvm: warning: the guest's network: {}\n", r->network_error);
-      }
-      if (r && r->clock_set && r->reseeded) {
-        fmt::print(stderr, "snapvm: guest clock set, entropy reseeded and {} interface(s) announced {:.0f} ms after "
-                   "restore\n", r->announced, ms);
-      } else {
-        fmt::print(stderr, "snapvm: warning: could not set the guest clock and reseed its entropy: {}\n",
-                   r ? "the agent refused" : r.error().describe());
-      }
-    }).detach();
-  }
-  return run_until_exit(**machine, o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api, console->out);
+  std::vector<std::string> macs;
+  for (const auto& n : ro.nets) macs.push_back(n.mac ? virtio::format_mac(*n.mac) : "");
+  auto sync = [&](VmRunner& runner) {
+    if (o.paused || o.no_sync || vsock.empty()) return;
+    runner.add_companion([vsock, macs](std::stop_token stop) { sync_restored_guest(vsock, macs, stop); });
+  };
+  return run_until_exit(std::move(*machine), o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api,
+                        console->out, sync);
 }
 
 }  // namespace
@@ -371,6 +388,9 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
                     "track the pages the guest and devices write from now on, so `snapvm snapshot --diff-from FILE` "
                     "can write only what changed since this snapshot");
 
+  restore->add_flag("--json-timings", ro->json_timings,
+                    "print the restore's timings as one JSON line on stderr (total_ms, open_ms, map_ram_ms, "
+                    "vcpus_ms, interrupt_controller_ms, devices_ms) instead of the sentence, for tools");
   add_seccomp_option(restore, ro->seccomp);
 
   auto o = std::make_shared<RunOptions>();

@@ -74,7 +74,7 @@ Result<MachineConfig> machine_config_of(const VmConfig& config) {
 Status MachineBackend::on_vmm_thread(std::function<Status()> build) {
   MutexLock lock(mu_);
   if (stopping_) return make_error(ErrorCode::kFailedPrecondition, "the VMM is shutting down");
-  if (machine_ || job_) return make_error(ErrorCode::kFailedPrecondition, "the microVM is already built");
+  if (handed_over_ || built_ || job_) return make_error(ErrorCode::kFailedPrecondition, "the microVM is already built");
   job_ = std::move(build);
   cv_.notify_all();
   cv_.wait(mu_, [&]() REQUIRES(mu_) { return job_result_.has_value() || stopping_; });
@@ -88,7 +88,7 @@ int MachineBackend::run_vmm_thread() {
   // The machine is built from API input (and a snapshot's contents) here:
   // filtered before the first job, and every thread it starts inherits it.
   sandbox::enter_or_die(sandbox::ThreadKind::kBuild);
-  Machine* m = nullptr;
+  std::unique_ptr<Machine> built;
   for (;;) {
     std::function<Status()> job;
     {
@@ -98,33 +98,44 @@ int MachineBackend::run_vmm_thread() {
       job = std::move(job_);
       job_ = nullptr;
     }
-    Status built = job();  // sets machine_ on success
+    Status status = job();  // sets built_ on success
     MutexLock lock(mu_);
-    m = machine_.get();
-    if (m != nullptr) break;
-    job_result_ = std::move(built);
+    built = std::move(built_);
+    handed_over_ = built != nullptr;
+    if (built) break;
+    job_result_ = std::move(status);
     cv_.notify_all();
   }
   // The start is answered once the vCPUs run, so a pause right after it
-  // finds them.
-  bool started = false;  // only the VMM thread touches it
-  auto exit = m->run([this, &started] {
+  // finds them; the API sees the machine from then on.
+  Machine* m = built.get();
+  RunnerOptions options;
+  options.on_started = [this, m] {
     sandbox::enter_or_die(sandbox::ThreadKind::kMain);
-    started = true;
     MutexLock lock(mu_);
+    machine_ = m;
+    if (stopping_) m->request_stop();  // stop() came while it started
     job_result_ = Status{};
     cv_.notify_all();
-  });
-  if (!started) {
+  };
+  auto runner = VmRunner::start(std::move(built), std::move(options));
+  if (!runner) {
     MutexLock lock(mu_);
-    {
-      // run() failed before its threads started: the waiting request hears why.
-      job_result_ = exit ? Status{} : Status(tl::unexpected(exit.error()));
+    job_result_ = Status(tl::unexpected(runner.error()));
+    cv_.notify_all();
+    return 1;
+  }
+  runner_ = std::move(*runner);
+  ExitReport report = runner_->wait_report();
+  {
+    MutexLock lock(mu_);
+    if (machine_ == nullptr) {
+      // The run failed before its threads started: the waiting request hears why.
+      job_result_ = report.status == 0 ? Status{} : make_error(ErrorCode::kIo, "{}", report.line);
       cv_.notify_all();
     }
   }
   std::fflush(stdout);
-  const ExitReport report = report_exit(exit, exit ? m->exit_detail() : std::string());
   if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
   return report.status;
 }
@@ -132,13 +143,13 @@ int MachineBackend::run_vmm_thread() {
 void MachineBackend::stop() {
   MutexLock lock(mu_);
   stopping_ = true;
-  if (machine_) machine_->request_stop();
+  if (machine_ != nullptr) machine_->request_stop();
   cv_.notify_all();
 }
 
 Machine* MachineBackend::machine() {
   MutexLock lock(mu_);
-  return machine_.get();
+  return machine_;
 }
 
 Status MachineBackend::start(const VmConfig& config) {
@@ -150,7 +161,7 @@ Status MachineBackend::start(const VmConfig& config) {
     auto m = Machine::create(c);
     if (!m) return tl::unexpected(std::move(m.error()).context("InstanceStart"));
     MutexLock lock(mu_);
-    machine_ = std::move(*m);
+    built_ = std::move(*m);
     return {};
   });
 }
@@ -176,7 +187,7 @@ Status MachineBackend::load_snapshot(const SnapshotLoadBody& body) {
     if (!m) return tl::unexpected(std::move(m.error()).context("snapshot/load"));
     if (!resume) (*m)->start_paused();
     MutexLock lock(mu_);
-    machine_ = std::move(*m);
+    built_ = std::move(*m);
     return {};
   }));
   // The snapshot's disks keep their order: drive i is disk i.

@@ -15,6 +15,7 @@
 #include "base/thread_annotations.h"
 #include "firecracker/api.h"
 #include "vmm/machine.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm::firecracker {
 
@@ -65,8 +66,13 @@ class MachineBackend final : public VmBackend {
   std::function<Status()> job_ GUARDED_BY(mu_);
   std::optional<Status> job_result_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
-  // Set once by the VMM thread; lives until the backend does.
-  std::unique_ptr<Machine> machine_ GUARDED_BY(mu_);
+  // Built by a job, until the VMM thread hands it to runner_.
+  std::unique_ptr<Machine> built_ GUARDED_BY(mu_);
+  bool handed_over_ GUARDED_BY(mu_) = false;  // a machine was built: no second one
+  // The machine the API sees: set once it runs, and it lives (in runner_)
+  // until the backend does.
+  Machine* machine_ GUARDED_BY(mu_) = nullptr;
+  std::unique_ptr<VmRunner> runner_;  // the VMM thread's only
 };
 
 }  // namespace snapvm::firecracker

@@ -10,14 +10,17 @@ namespace snapvm::test {
 using namespace std::chrono_literals;
 
 BackgroundVm::BackgroundVm(const std::string& vsock, const VmOptions& o) : vsock_(vsock) {
-  if (!start(o, vsock)) return;
-  runner_ = std::thread([this] {
-    (void)machine_->run();
-    exited_ = true;
-  });
+  auto machine = build(o, vsock);
+  if (!machine) return;
+  auto runner = VmRunner::start(std::move(machine));
+  if (!runner) {
+    error_ = runner.error().describe();
+    return;
+  }
+  runner_ = std::move(*runner);
 }
 
-bool BackgroundVm::start(const VmOptions& o, const std::string& vsock) {
+std::unique_ptr<Machine> BackgroundVm::build(const VmOptions& o, const std::string& vsock) {
   auto sink = [this](std::string_view s) {
     std::lock_guard lock(mu_);
     console_.append(s);
@@ -26,7 +29,7 @@ bool BackgroundVm::start(const VmOptions& o, const std::string& vsock) {
     auto snap = warm_snapshot(o);
     if (!snap) {
       error_ = "warm start: " + snap.error();
-      return false;
+      return nullptr;
     }
     RestoreOptions r;
     r.vsock_path = vsock;
@@ -37,11 +40,10 @@ bool BackgroundVm::start(const VmOptions& o, const std::string& vsock) {
     auto m = Machine::restore(*snap, r);
     if (!m) {
       error_ = "warm start: restoring " + *snap + ": " + m.error().describe();
-      return false;
+      return nullptr;
     }
-    machine_ = std::move(*m);
     restored_ = true;
-    return true;
+    return std::move(*m);
   }
   MachineConfig c;
   c.kernel_path = guest_kernel();
@@ -57,32 +59,27 @@ bool BackgroundVm::start(const VmOptions& o, const std::string& vsock) {
   auto m = Machine::create(c);
   if (!m) {
     error_ = m.error().describe();
-    return false;
+    return nullptr;
   }
-  machine_ = std::move(*m);
-  return true;
+  return std::move(*m);
 }
 
-BackgroundVm::~BackgroundVm() {
-  if (machine_) machine_->request_stop();
-  if (runner_.joinable()) runner_.join();
-}
+BackgroundVm::~BackgroundVm() = default;  // the runner stops and joins the VM
 
 bool BackgroundVm::wait_ready(std::chrono::seconds timeout) {
-  if (!machine_) return false;
+  if (!runner_) return false;
   if (restored_) {
     auto synced = agent::sync_guest(vsock_, timeout);
-    if (!synced || !synced->clock_set) {
-      error_ = "warm start: the restored guest's agent did not sync: " +
-               (synced ? std::string("it refused") : synced.error().describe());
+    if (!synced) {
+      error_ = "warm start: the restored guest's agent did not sync: " + synced.error().describe();
       return false;
     }
-    return !exited_;
+    return !exited();
   }
   auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
     if (console().find("SNAPVM-GUEST-READY") != std::string::npos) return true;
-    if (exited_) return false;
+    if (exited()) return false;
     std::this_thread::sleep_for(50ms);
   }
   return false;

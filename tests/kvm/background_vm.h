@@ -2,16 +2,15 @@
 // and a helper that runs a command in it through the agent.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "agent/client.h"
 #include "vmm/machine.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm::test {
 
@@ -46,8 +45,8 @@ class BackgroundVm {
   bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(600));
   bool restored() const { return restored_; }
   const std::string& error() const { return error_; }
-  bool exited() const { return exited_; }
-  Machine& machine() { return *machine_; }
+  bool exited() const { return runner_ && runner_->ended(); }
+  Machine& machine() { return runner_->machine(); }
   std::string console();
 
  private:
@@ -57,15 +56,14 @@ class BackgroundVm {
     o.publish = std::move(publish);
     return o;
   }
-  bool start(const VmOptions& options, const std::string& vsock);
-  std::unique_ptr<Machine> machine_;
+  // Builds the machine (booted or restored); null after a failure, said in error_.
+  std::unique_ptr<Machine> build(const VmOptions& options, const std::string& vsock);
   bool restored_ = false;
   std::string vsock_;
-  std::thread runner_;
-  std::atomic<bool> exited_{false};
   std::mutex mu_;
   std::string console_;  // guarded by mu_: the vCPU threads append, the test reads
   std::string error_;    // the test's thread only
+  std::unique_ptr<VmRunner> runner_;  // last: it stops and joins the VM before the console goes
 };
 
 struct Output {

@@ -18,6 +18,7 @@
 
 #include <fmt/format.h>
 #include "arch/platform.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm::test {
 
@@ -101,23 +102,23 @@ BootResult boot_guest(uint32_t vcpus, uint64_t mem_bytes, std::chrono::seconds t
   }
   result.created = true;
 
-  std::mutex wd_mu;
-  std::condition_variable wd_cv;
-  bool done = false;
-  std::thread watchdog([&] {
-    std::unique_lock lock(wd_mu);
-    if (!wd_cv.wait_for(lock, timeout, [&] { return done; })) {
-      result.timed_out = true;
-      (*machine)->request_stop();
+  auto runner = VmRunner::start(std::move(*machine));
+  if (!runner) {
+    result.run_error = runner.error().describe();
+    return result;
+  }
+  // The watchdog: a guest that neither powers off nor fails in `timeout` is stopped.
+  (*runner)->add_companion([&result, timeout, vm = runner->get()](std::stop_token ended) {
+    std::mutex mu;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, ended, timeout, [] { return false; });
+    if (!ended.stop_requested()) {
+      result.timed_out = true;  // read once wait() has joined this thread
+      vm->request_stop();
     }
   });
-  auto exit = (*machine)->run();
-  {
-    std::lock_guard lock(wd_mu);
-    done = true;
-  }
-  wd_cv.notify_all();
-  watchdog.join();
+  auto exit = (*runner)->wait();
   if (exit) {
     result.ran = true;
     result.exit = *exit;

@@ -2,6 +2,7 @@
 // left it, its timers fire, and bad snapshots are refused with one line.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,13 +78,26 @@ TEST(Restore, ClonesGetTheHostClockAndTheirOwnRandomNumbers) {
   // a guest clock left as saved would now be behind.
   std::this_thread::sleep_for(3s);
   RestoredVm a("/tmp/restore.snap", "/tmp/clone-a.vsock", "/tmp/clone-a.log");
-  RestoredVm b("/tmp/restore.snap", "/tmp/clone-b.vsock", "/tmp/clone-b.log");
+  RestoredVm b("/tmp/restore.snap", "/tmp/clone-b.vsock", "/tmp/clone-b.log", {"--json-timings"});
   auto rand_a = run_when_up("/tmp/clone-a.vsock", {"true"});
   auto rand_b = run_when_up("/tmp/clone-b.vsock", {"true"});
   ASSERT_TRUE(rand_a.error.empty() && rand_b.error.empty()) << rand_a.error << rand_b.error;
   // The sync runs right after restore; wait until both clones report it.
   ASSERT_TRUE(a.wait_log("guest clock set, entropy reseeded")) << a.log();
   ASSERT_TRUE(b.wait_log("guest clock set, entropy reseeded")) << b.log();
+  // b was asked for its timings as tools read them: one JSON object on one
+  // line, in place of the sentence.
+  const std::string b_log = slurp("/tmp/clone-b.log");
+  const size_t at = b_log.find("{\"restored\":");
+  ASSERT_NE(at, std::string::npos) << b_log;
+  auto timings = nlohmann::json::parse(b_log.substr(at, b_log.find('\n', at) - at), nullptr, false);
+  ASSERT_TRUE(timings.is_object()) << b_log;
+  EXPECT_EQ(timings.value("restored", ""), "/tmp/restore.snap");
+  const double total = timings.value("total_ms", 0.0);
+  EXPECT_GT(total, 0.0) << b_log;
+  EXPECT_LE(timings.value("open_ms", 1e9) + timings.value("map_ram_ms", 1e9) + timings.value("devices_ms", 1e9),
+            total) << b_log;
+  EXPECT_EQ(b_log.find("snapvm: restored"), std::string::npos) << b_log;
   auto ra = test::run("/tmp/clone-a.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
   auto rb = test::run("/tmp/clone-b.vsock", {"sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
   ASSERT_TRUE(ra.error.empty() && rb.error.empty());

@@ -61,36 +61,35 @@ std::string BenchGuest::boot(const MachineConfig& c) {
   {
     std::lock_guard lock(mu_);
     console_.clear();
-    ended_.reset();
   }
   auto m = Machine::create(c);
   if (!m) die("bench", m.error().describe());
-  machine_ = std::move(*m);
-  runner_ = std::thread([this] {
-    auto r = machine_->run();
-    std::string how = r ? fmt::format("exited ({})", to_string(*r)) : "failed: " + r.error().describe();
-    if (std::string detail = machine_->exit_detail(); !detail.empty()) how += ": " + detail;
-    std::lock_guard lock(mu_);
-    ended_ = std::move(how);
-  });
+  auto runner = VmRunner::start(std::move(*m));
+  if (!runner) die("bench", runner.error().describe());
+  runner_ = std::move(*runner);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
   for (;;) {
     {
       std::lock_guard lock(mu_);
       if (console_.find("SNAPVM-GUEST-READY") != std::string::npos) return {};
-      if (ended_) die("bench", fmt::format("the VM {} while booting; its console ends:\n{}", *ended_, console_tail()));
+    }
+    if (runner_->ended()) {
+      // A guest that powers off or fails while booting is reported at once.
+      auto exit = runner_->wait();
+      std::string how = exit ? fmt::format("exited ({})", to_string(*exit)) : "failed: " + exit.error().describe();
+      if (std::string detail = runner_->machine().exit_detail(); !detail.empty()) how += ": " + detail;
+      std::lock_guard lock(mu_);
+      die("bench", fmt::format("the VM {} while booting; its console ends:\n{}", how, console_tail()));
     }
     if (std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   std::string where = "vCPUs: could not pause the VM to read them";
-  if (machine_->pause()) {
-    auto described = machine_->describe_vcpus();
+  if (runner_->machine().pause()) {
+    auto described = runner_->machine().describe_vcpus();
     if (described) where = fmt::format("{}", fmt::join(*described, "; "));
   }
-  machine_->request_stop();
-  runner_.join();
-  machine_.reset();
+  runner_.reset();  // stops and joins it
   std::lock_guard lock(mu_);
   return fmt::format("the guest did not boot within 3 minutes ({}); its console ends:\n{}", where, console_tail());
 }
@@ -100,10 +99,7 @@ std::string BenchGuest::console_tail() const {
   return console_.size() > kTail ? console_.substr(console_.size() - kTail) : console_;
 }
 
-BenchGuest::~BenchGuest() {
-  machine_->request_stop();
-  runner_.join();
-}
+BenchGuest::~BenchGuest() = default;  // the runner stops and joins the VM
 
 double BenchGuest::run(const std::string& script) {
   agent::ExecRequest req;

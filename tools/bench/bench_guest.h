@@ -7,13 +7,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
-#include <thread>
 
 #include "tools/bench/child_process.h"
 #include "tools/bench/harness.h"
 #include "vmm/machine.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm::bench {
 
@@ -35,7 +34,7 @@ class BenchGuest {
   BenchGuest(const std::string& kernel, const std::string& initrd, uint64_t mem, uint32_t cpus,
              const std::string& vsock, bool track_dirty = false);
   ~BenchGuest();
-  Machine& machine() { return *machine_; }
+  Machine& machine() { return runner_->machine(); }
   const std::string& vsock() const { return vsock_; }
   // Runs `sh -c script` through the agent; returns the host seconds it took.
   double run(const std::string& script);
@@ -48,12 +47,8 @@ class BenchGuest {
 
   std::string vsock_;
   std::mutex mu_;
-  std::string console_;
-  std::unique_ptr<Machine> machine_;
-  std::thread runner_;
-  // How run() ended, set once by the runner thread (guarded by mu_): a
-  // guest that powers off or fails while booting is reported at once.
-  std::optional<std::string> ended_;
+  std::string console_;  // guarded by mu_: the vCPU threads append
+  std::unique_ptr<VmRunner> runner_;  // last: stops and joins the VM before the console goes
 };
 
 // The preamble of the benchmarks that restore one snapshot again and again:

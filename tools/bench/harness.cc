@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace snapvm::bench {
 
@@ -146,13 +147,13 @@ void Table::row(const std::vector<std::string>& cells, const std::string& tail) 
 std::string fixed(double value, int decimals) { return fmt::format("{:.{}f}", value, decimals); }
 
 std::optional<double> restored_in_ms(const std::string& output) {
-  // TODO(cli): `snapvm restore` has no machine-readable form of its
-  // timings yet; this reads its human line until it prints one (a JSON line
-  // or an option for it), which should then be read here instead.
-  auto line = output.find(kRestoredLine);
-  auto at = line == std::string::npos ? std::string::npos : output.find(" in ", line);
-  if (at == std::string::npos) return std::nullopt;
-  return std::strtod(output.c_str() + at + 4, nullptr);
+  auto start = output.find(kRestoredLine);
+  if (start == std::string::npos) return std::nullopt;
+  auto end = output.find('\n', start);
+  auto line = nlohmann::json::parse(output.substr(start, end == std::string::npos ? end : end - start), nullptr, false);
+  auto total = line.is_object() ? line.find("total_ms") : line.end();
+  if (total == line.end() || !total->is_number()) return std::nullopt;
+  return total->get<double>();
 }
 
 }  // namespace snapvm::bench

@@ -120,11 +120,12 @@ class Table {
 // `value` with `decimals` digits after the point, for a Table cell.
 std::string fixed(double value, int decimals);
 
-// The restore time `snapvm restore` reports on stderr in its human line
-// "snapvm: restored FILE in X ms (...)", found in `output`; nullopt if the
-// line is not there. The one place a benchmark reads that line.
+// The restore time `snapvm restore --json-timings` reports on stderr in
+// its JSON line ({"restored": FILE, "total_ms": X, ...}), found in
+// `output`; nullopt if the line is not there or is not such an object.
 std::optional<double> restored_in_ms(const std::string& output);
-// The start of that line: `snapvm restore` prints it once the vCPUs start.
-inline constexpr const char* kRestoredLine = "snapvm: restored";
+// The start of that line: `snapvm restore --json-timings` prints it once
+// the machine is restored, before its vCPUs start.
+inline constexpr const char* kRestoredLine = "{\"restored\":";
 
 }  // namespace snapvm::bench

@@ -24,6 +24,7 @@
 #include "base/units.h"
 #include "tools/bench/bench_guest.h"
 #include "vmm/machine.h"
+#include "vmm/vm_runner.h"
 
 namespace snapvm {
 namespace {
@@ -83,15 +84,14 @@ Sample restore_once(const Options& o, const std::string& path) {
   s.vcpus_ms = t.vcpus_us / 1000;
   s.irqchip_ms = t.arch_vm_us / 1000;
   s.devices_ms = t.devices_us / 1000;
-  std::thread runner([&] { (void)(*m)->run(); });
+  auto runner = VmRunner::start(std::move(*m));
+  if (!runner) die(runner.error().describe());
   if (!bench::wait_for_agent(ro.vsock_path, std::chrono::milliseconds(5))) {
     die("the restored guest's agent did not answer within 2 minutes");
   }
   s.first_exec_ms = bench::ms_since(t0);
   s.touched_kb = resident_kb(path);
-  (*m)->request_stop();
-  runner.join();
-  return s;
+  return s;  // the runner stops and joins the VM
 }
 
 }  // namespace

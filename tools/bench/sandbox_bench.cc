@@ -80,10 +80,11 @@ Sample restore_once(const Options& o, const std::string& mode, const std::string
     vsock = o.dir + "/jails/bench/root/r.vsock";
     args = {o.snapvm, "jail", "--id", "bench", "--uid", "1000", "--gid", "1000", "--root", o.dir + "/jails",
             "--file", snap + ":/vm.snap", "--", "restore", "/vm.snap", "--vsock", "/r.vsock", "--console",
-            "/dev/null", "--no-sync"};
+            "/dev/null", "--no-sync", "--json-timings"};
   } else {
     vsock = o.dir + "/r.vsock";
-    args = {o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync", "--seccomp", mode};
+    args = {o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync", "--json-timings",
+            "--seccomp", mode};
   }
   auto t0 = Clock::now();
   bench::ChildProcess vmm(args, o.dir + "/restore.log");

@@ -90,7 +90,8 @@ SnapvmRestore snapvm_restore(const Options& o, const std::string& snap) {
   std::string vsock = o.dir + "/vsq-restore.vsock";
   std::string log = o.dir + "/vsq-restore.log";
   auto t0 = Clock::now();
-  bench::ChildProcess vm({o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync"}, log);
+  bench::ChildProcess vm(
+      {o.snapvm, "restore", snap, "--vsock", vsock, "--console", "/dev/null", "--no-sync", "--json-timings"}, log);
   if (!vm.wait_for_output(bench::kRestoredLine, minutes(2))) die("snapvm restore did not start: " + vm.output());
   r.running_ms = bench::ms_since(t0);
   r.bytes_read = bench::bytes_read_by(vm.pid());
