@@ -15,11 +15,11 @@
 
 #include "api/control_client.h"
 #include "base/json_fields.h"
+#include "base/line_server.h"
 #include "base/runtime_dir.h"
 #include "base/units.h"
 #include "base/unix_socket.h"
 #include "image/catalog.h"
-#include "pool/line_server.h"
 #include "pool/pool.h"
 #include "sandbox/seccomp.h"
 
@@ -40,45 +40,58 @@ struct PoolCliOptions {
 
 // Requests on the pool socket are a line of JSON each, as on a VM's control
 // socket; a client is the pool's owner (0600), but a bad or slow request is
-// still one error line, never a crash or a held server (pool/line_server.h).
+// still one error line, never a crash or a held server (base/line_server.h).
 constexpr size_t kMaxRequestBytes = 4096;
 constexpr size_t kMaxConnections = 64;
 constexpr std::chrono::milliseconds kRequestDeadline{5000};
 
-json handle(pool::Pool& pool, const std::string& line, bool& stop) {
+// Answers are dumped with bad UTF-8 replaced: a clone id echoed from a
+// request may hold any bytes, and a throwing dump would end the pool.
+std::string dump(const json& reply) { return reply.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+json take_reply(const Result<pool::TakenClone>& c) {
+  if (!c) return {{"ok", false}, {"error", c.error().describe()}};
+  json addresses = json::object();
+  for (const auto& [port, address] : c->addresses) addresses[std::to_string(port)] = address;
+  return {{"ok", true},         {"id", c->id},           {"pid", c->pid},
+          {"control", c->control}, {"vsock", c->vsock}, {"console", c->console},
+          {"addresses", addresses}, {"resume_ms", c->resume_ms}, {"prepare_ms", c->prepare_ms}};
+}
+
+// Answers one request on the server's thread, except a take: the pool
+// answers it from its hand-out thread once a clone is resumed or the wait
+// is over, and the server serves others meanwhile.
+void handle(pool::Pool& pool, LineServer& server, std::string_view line, const LineServer::Reply& reply) {
+  auto answer = [&](const json& j) { reply.send(dump(j)); };
   json req = json::parse(line, nullptr, false);
-  if (!req.is_object()) return {{"ok", false}, {"error", "a request is one JSON object per line"}};
+  if (!req.is_object()) return answer({{"ok", false}, {"error", "a request is one JSON object per line"}});
   const std::string op = json_field_or(req, "op", std::string());
   if (op == "take") {
     std::optional<std::chrono::milliseconds> wait;
     if (int64_t ms = json_field_or(req, "wait_ms", int64_t{-1}); ms >= 0) {
       wait = std::chrono::milliseconds(std::min<int64_t>(ms, 3'600'000));
     }
-    auto c = pool.take(wait);
-    if (!c) return {{"ok", false}, {"error", c.error().describe()}};
-    json addresses = json::object();
-    for (const auto& [port, address] : c->addresses) addresses[std::to_string(port)] = address;
-    return {{"ok", true},         {"id", c->id},           {"pid", c->pid},
-            {"control", c->control}, {"vsock", c->vsock}, {"console", c->console},
-            {"addresses", addresses}, {"resume_ms", c->resume_ms}, {"prepare_ms", c->prepare_ms}};
+    pool.take_async(wait, [reply](Result<pool::TakenClone> c) { reply.send(dump(take_reply(c))); });
+    return;
   }
   if (op == "release") {
     auto r = pool.release(json_field_or(req, "id", std::string()));
-    return r ? json{{"ok", true}} : json{{"ok", false}, {"error", r.error().describe()}};
+    return answer(r ? json{{"ok", true}} : json{{"ok", false}, {"error", r.error().describe()}});
   }
   if (op == "status") {
     auto s = pool.stats();
     json clones = json::array();
     for (const auto& c : s.clones) clones.push_back({{"id", c.id}, {"phase", c.phase}, {"pid", c.pid}});
-    return {{"ok", true},       {"ready", s.ready},         {"starting", s.starting},
-            {"taken", s.taken}, {"started", s.started},     {"replaced", s.replaced},
-            {"failed_starts", s.failed_starts}, {"clones", clones}};
+    return answer({{"ok", true},       {"ready", s.ready},         {"starting", s.starting},
+                   {"taken", s.taken}, {"started", s.started},     {"replaced", s.replaced},
+                   {"failed_starts", s.failed_starts}, {"clones", clones}});
   }
   if (op == "stop") {
-    stop = true;
-    return {{"ok", true}};
+    answer({{"ok", true}});  // sent before serve() returns
+    server.stop();
+    return;
   }
-  return {{"ok", false}, {"error", "unknown op (take, release, status, stop)"}};
+  answer({{"ok", false}, {"error", "unknown op (take, release, status, stop)"}});
 }
 
 int serve(const PoolCliOptions& o) {
@@ -116,6 +129,7 @@ int serve(const PoolCliOptions& o) {
   }
   po.take_wait = std::chrono::milliseconds(static_cast<int64_t>(o.take_wait_s * 1000));
   po.seccomp = o.seccomp;
+  po.enter_handout_thread = [] { sandbox::enter_or_die(sandbox::ThreadKind::kPool); };
   auto listener = listen_unix(o.socket, 128, 0600, "pool socket");
   if (!listener) {
     fmt::print(stderr, "snapvm pool: {}\n", listener.error().describe());
@@ -134,19 +148,26 @@ int serve(const PoolCliOptions& o) {
   // thread, which starts clones (fork and exec), began before it.
   sandbox::enter_or_die(sandbox::ThreadKind::kPool);
 
-  // Answers are dumped with bad UTF-8 replaced: a clone id echoed from a
-  // request may hold any bytes, and a throwing dump would end the pool.
-  auto answer = [](const json& reply) { return reply.dump(-1, ' ', false, json::error_handler_t::replace); };
   {
-    pool::LineServer server(
+    LineServerOptions options;
+    options.max_request_bytes = kMaxRequestBytes;
+    options.max_connections = kMaxConnections;
+    options.request_deadline = kRequestDeadline;
+    options.send_deadline = kRequestDeadline;
+    options.one_request_per_connection = true;
+    options.evict_idle_at_limit = true;
+    // The handler refers to the server it is given to (a `stop` request
+    // stops it); it runs only inside serve().
+    LineServer server(
         std::move(*listener),
-        [&](std::string_view line, bool& stop_serving) { return answer(handle(*pool, std::string(line), stop_serving)); },
-        [&](std::string_view why) { return answer({{"ok", false}, {"error", std::string(why)}}); },
-        {kMaxRequestBytes, kMaxConnections, kRequestDeadline});
+        [&](std::string_view line, const LineServer::Reply& reply) { handle(*pool, server, line, reply); },
+        [](std::string_view why) { return dump({{"ok", false}, {"error", std::string(why)}}); }, options);
     server.serve(sigfd.get());
-    fmt::print(stderr, "snapvm pool: stopping every clone\n");
-    pool->shutdown();  // waiting takes fail now, so every connection ends
-  }  // the server waits for its connections here, before the pool goes
+    pool->refuse_takes();  // waiting takes fail now, each with its line,
+    server.close_all();    // which reaches its client here
+  }
+  fmt::print(stderr, "snapvm pool: stopping every clone\n");
+  pool->shutdown();
   pool.reset();
   ::unlink(o.socket.c_str());
   std::error_code ec;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -58,6 +59,7 @@ Result<std::unique_ptr<Pool>> Pool::start(PoolOptions o) {
   std::unique_ptr<Pool> pool(new Pool(std::move(o)));
   pool->reaper_ = std::thread([p = pool.get()] { p->reap_loop(); });
   pool->refill_ = std::thread([p = pool.get()] { p->refill_loop(); });
+  pool->handout_ = std::thread([p = pool.get()] { p->handout_loop(); });
   return pool;
 }
 
@@ -95,7 +97,11 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
   c.pid = pid;
   {
     MutexLock lock(mu_);
-    clones_[id].pid = pid;  // the reaper can tell it ended from here on
+    if (exited_unclaimed_.erase(pid)) {
+      clones_.erase(id);  // it ended before this line (the refill thread was slow): reported below
+    } else {
+      clones_[id].pid = pid;  // the reaper can tell it ended from here on
+    }
   }
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::seconds(60);
@@ -210,8 +216,12 @@ void Pool::reap_loop() {
       // A starting clone's files are launch()'s to report and remove.
       if (c.phase != Clone::Phase::kStarting) remove_files({&c.control, &c.vsock, &c.console, &c.log});
       clones_.erase(it);
+      pid = 0;
       break;
     }
+    // A clone that ended before launch() wrote its pid down: launch() finds
+    // it here (else its entry would stay, counted as starting, forever).
+    if (pid != 0) exited_unclaimed_.insert(pid);
     changed_.notify_all();
   }
 }
@@ -234,36 +244,89 @@ size_t Pool::clone_limit() const {
   return std::clamp<size_t>(o_.max_memory / clone_memory_, 1, o_.max_clones);
 }
 
-Result<TakenClone> Pool::take(std::optional<std::chrono::milliseconds> wait) {
-  const auto t0 = Clock::now();
-  std::unique_lock lock(mu_);
-  const auto deadline = t0 + wait.value_or(o_.take_wait);
-  while (ready_.empty()) {
-    if (stopping_) return make_error(ErrorCode::kFailedPrecondition, "the pool is shutting down");
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && ready_.empty()) {
-      if (clones_.size() >= clone_limit() && starting_ == 0) {
-        return make_error(ErrorCode::kFailedPrecondition, "no clone free: all {} clones the pool may run are taken "
-                          "({}); release one", clone_limit(),
-                          clone_limit() < o_.max_clones ? "--max-memory" : "--max");
-      }
-      return make_error(ErrorCode::kFailedPrecondition, "no clone became ready within {} ms{}",
-                        wait.value_or(o_.take_wait).count(),
-                        last_error_.empty() ? std::string() : " (last start: " + last_error_ + ")");
+void Pool::take_async(std::optional<std::chrono::milliseconds> wait, TakeDone done) {
+  const auto w = wait.value_or(o_.take_wait);
+  {
+    MutexLock lock(mu_);
+    if (!refusing_takes_) {
+      waiters_.push_back({Clock::now() + w, w, std::move(done)});
+      changed_.notify_all();
+      return;
     }
   }
-  Clone& c = clones_.at(ready_.front());
-  ready_.pop_front();
-  c.phase = Clone::Phase::kTaken;
-  TakenClone t{c.id, c.pid, c.control, c.vsock, c.console, c.addresses, 0, c.prepare_ms};
-  changed_.notify_all();  // the refill starts the next one now
-  lock.unlock();
+  done(make_error(ErrorCode::kFailedPrecondition, "the pool is shutting down"));
+}
 
-  auto fail = [&](const Error& e) -> Result<TakenClone> {
-    stop_clone(t.pid);
-    return make_error(ErrorCode::kIo, "clone {}: {}", t.id, e.describe());
-  };
+Result<TakenClone> Pool::take(std::optional<std::chrono::milliseconds> wait) {
+  // Shared with the callback: the hand-out thread may still be inside
+  // set_value() when this thread has its answer and returns.
+  auto taken = std::make_shared<std::promise<Result<TakenClone>>>();
+  auto answer = taken->get_future();
+  take_async(wait, [taken](Result<TakenClone> r) { taken->set_value(std::move(r)); });
+  return answer.get();
+}
+
+void Pool::handout_loop() {
+  if (o_.enter_handout_thread) o_.enter_handout_thread();
+  std::unique_lock lock(mu_);
+  for (;;) {
+    if (stopping_) return;  // refuse_takes() has answered every waiting take
+    // A ready clone goes to the oldest waiting take, even one whose wait has
+    // just run out (a wait of 0 takes a clone that is ready).
+    if (!waiters_.empty() && !ready_.empty()) {
+      Waiter w = std::move(waiters_.front());
+      waiters_.pop_front();
+      Clone& c = clones_.at(ready_.front());
+      ready_.pop_front();
+      c.phase = Clone::Phase::kTaken;
+      TakenClone t{c.id, c.pid, c.control, c.vsock, c.console, c.addresses, 0, c.prepare_ms};
+      changed_.notify_all();  // the refill starts the next one now
+      lock.unlock();
+      w.done(resume(std::move(t)));
+      lock.lock();
+      continue;
+    }
+    const auto now = Clock::now();
+    std::vector<std::pair<TakeDone, std::string>> expired;
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->deadline > now) {
+        ++it;
+        continue;
+      }
+      expired.emplace_back(std::move(it->done), no_clone_reason(it->wait));
+      it = waiters_.erase(it);
+    }
+    if (!expired.empty()) {
+      lock.unlock();
+      for (auto& [done, why] : expired) done(make_error(ErrorCode::kFailedPrecondition, std::move(why)));
+      lock.lock();
+      continue;
+    }
+    if (waiters_.empty()) {
+      changed_.wait(lock);
+    } else {
+      auto next = std::min_element(waiters_.begin(), waiters_.end(),
+                                   [](const Waiter& a, const Waiter& b) { return a.deadline < b.deadline; });
+      changed_.wait_until(lock, next->deadline);
+    }
+  }
+}
+
+std::string Pool::no_clone_reason(std::chrono::milliseconds wait) const {
+  if (clones_.size() >= clone_limit() && starting_ == 0) {
+    return fmt::format("no clone free: all {} clones the pool may run are taken ({}); release one", clone_limit(),
+                       clone_limit() < o_.max_clones ? "--max-memory" : "--max");
+  }
+  return fmt::format("no clone became ready within {} ms{}", wait.count(),
+                     last_error_.empty() ? std::string() : " (last start: " + last_error_ + ")");
+}
+
+Result<TakenClone> Pool::resume(TakenClone t) {
   auto t1 = Clock::now();
-  if (auto r = control_request(t.control, {{"op", "resume"}}); !r) return fail(r.error());
+  if (auto r = control_request(t.control, {{"op", "resume"}}); !r) {
+    stop_clone(t.pid);
+    return make_error(ErrorCode::kIo, "clone {}: {}", t.id, r.error().describe());
+  }
   t.resume_ms = ms_since(t1);
   return t;
 }
@@ -292,7 +355,18 @@ PoolStats Pool::stats() const {
   return s;
 }
 
+void Pool::refuse_takes() {
+  std::deque<Waiter> failed;
+  {
+    MutexLock lock(mu_);
+    refusing_takes_ = true;  // none join from now on
+    failed.swap(waiters_);
+  }
+  for (auto& w : failed) w.done(make_error(ErrorCode::kFailedPrecondition, "the pool is shutting down"));
+}
+
 void Pool::shutdown() {
+  refuse_takes();
   {
     MutexLock lock(mu_);
     if (stopping_ && !refill_.joinable()) return;
@@ -300,6 +374,7 @@ void Pool::shutdown() {
     changed_.notify_all();
   }
   if (refill_.joinable()) refill_.join();  // a launch in progress finishes first
+  if (handout_.joinable()) handout_.join();  // a resume in progress finishes first
   {
     MutexLock lock(mu_);
     for (const auto& [id, c] : clones_) {

@@ -1,15 +1,8 @@
 #include "vmm/control_server.h"
 
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstring>
-#include <vector>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -30,82 +23,33 @@ json error_reply(const std::string& message) { return {{"ok", false}, {"error", 
 
 Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& path, Machine& machine) {
   std::unique_ptr<ControlServer> s(new ControlServer(path, machine));
-  s->listener_ = SNAPVM_TRY(listen_unix(path, 16, 0600, "control socket"));  // the VM's owner only
-  int stop = ::eventfd(0, EFD_CLOEXEC);
-  if (stop < 0) return errno_error("eventfd");
-  s->stop_fd_.reset(stop);
+  auto listener = SNAPVM_TRY(listen_unix(path, 16, 0600, "control socket"));  // the VM's owner only
+  LineServerOptions options;
+  options.max_request_bytes = kMaxControlRequestBytes;
+  options.max_connections = kMaxControlClients;
+  options.busy_reason = "too many control clients";
+  // No request deadline: a client may keep its connection open and idle
+  // (a session of requests); one that never reads is dropped after the
+  // send deadline. Requests run one at a time, in arrival order, on the
+  // server's thread: a snapshot holds the others back, as it must.
   ControlServer* raw = s.get();
-  s->thread_ = std::thread([raw] { raw->serve(); });
+  s->server_ = std::make_unique<LineServer>(
+      std::move(listener),
+      [raw](std::string_view line, const LineServer::Reply& reply) { reply.send(raw->handle(std::string(line))); },
+      [](std::string_view why) { return error_reply(std::string(why)).dump(); }, options);
+  s->thread_ = std::thread([raw] {
+    sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+    raw->server_->serve(-1);
+  });
   return s;
 }
 
 ControlServer::~ControlServer() {
-  uint64_t one = 1;
-  (void)!::write(stop_fd_.get(), &one, sizeof one);
+  if (!server_) return;
+  server_->stop();
   if (thread_.joinable()) thread_.join();
-  if (listener_.valid()) ::unlink(path_.c_str());  // never a path this server did not take
-}
-
-void ControlServer::serve() {
-  sandbox::enter_or_die(sandbox::ThreadKind::kControl);
-  // Every client is served from this one thread, each with its own buffer:
-  // a client that connects and says nothing (or never reads) holds up no
-  // other. Requests run one at a time, in arrival order.
-  struct Client {
-    UniqueFd fd;
-    std::string buf;
-  };
-  std::vector<Client> clients;
-  char chunk[4096];
-  for (;;) {
-    std::vector<pollfd> fds = {{stop_fd_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
-    for (const auto& c : clients) fds.push_back({c.fd.get(), POLLIN, 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) continue;
-    if (fds[0].revents) return;
-    std::vector<bool> drop(clients.size(), false);
-    for (size_t i = 0; i < clients.size(); ++i) {
-      if (!fds[i + 2].revents) continue;
-      Client& c = clients[i];
-      ssize_t n = ::recv(c.fd.get(), chunk, sizeof chunk, MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      if (n <= 0) {
-        drop[i] = true;
-        continue;
-      }
-      c.buf.append(chunk, static_cast<size_t>(n));
-      size_t nl;
-      while (!drop[i] && (nl = c.buf.find('\n')) != std::string::npos) {
-        std::string reply = handle(c.buf.substr(0, nl)) + "\n";
-        c.buf.erase(0, nl + 1);
-        // Replies are small; a client that does not read them is dropped
-        // rather than allowed to block the server.
-        if (::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
-            static_cast<ssize_t>(reply.size())) {
-          drop[i] = true;
-        }
-      }
-      if (!drop[i] && c.buf.size() > kMaxControlRequestBytes) {
-        std::string reply = error_reply(fmt::format("request over {} bytes", kMaxControlRequestBytes)).dump() + "\n";
-        (void)!::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        drop[i] = true;
-      }
-    }
-    for (size_t i = clients.size(); i-- > 0;) {
-      if (drop[i]) clients.erase(clients.begin() + static_cast<ptrdiff_t>(i));
-    }
-    if (fds[1].revents) {
-      int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (c >= 0) {
-        UniqueFd conn(c);
-        if (clients.size() < kMaxControlClients) {
-          clients.push_back({std::move(conn), {}});
-        } else {
-          std::string reply = error_reply("too many control clients").dump() + "\n";
-          (void)!::send(c, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        }
-      }
-    }
-  }
+  server_.reset();
+  ::unlink(path_.c_str());  // never a path this server did not take
 }
 
 std::string ControlServer::handle(const std::string& line) {

@@ -1,14 +1,15 @@
 // The per-VM control socket: newline-delimited JSON requests and replies on
 // a Unix socket (docs/control-api.md). Serves pause, resume, snapshot and
-// info from its own thread while the VM runs.
+// info from its own thread while the VM runs, on the shared line server
+// (base/line_server.h), answering each request before the next.
 #pragma once
 
-#include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 
+#include "base/line_server.h"
 #include "base/result.h"
-#include "base/unique_fd.h"
 #include "vmm/machine.h"
 
 namespace snapvm {
@@ -24,13 +25,11 @@ class ControlServer {
 
  private:
   ControlServer(std::string path, Machine& machine) : path_(std::move(path)), machine_(machine) {}
-  void serve();
   std::string handle_request(const std::string& request_line);
 
   std::string path_;
   Machine& machine_;
-  UniqueFd listener_;
-  UniqueFd stop_fd_;
+  std::unique_ptr<LineServer> server_;  // set once the socket is bound
   std::thread thread_;
 };
 

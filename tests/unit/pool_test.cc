@@ -2,26 +2,25 @@
 // control socket and the agent's sync as a restored VM would): it fills
 // to its size, hands clones out, refills, replaces a clone that dies,
 // refuses takes beyond --max with one line, serves a burst of concurrent
-// takes, reports a snapshot that cannot be restored, and stops every
-// clone. Real clones on KVM: Image.* in the KVM suite.
+// takes and queued takes oldest first, reports a snapshot that cannot be
+// restored, and stops every clone, failing the takes still waiting. Real
+// clones on KVM: Image.* in the KVM suite. The pool socket's server:
+// line_server_test.cc.
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
-#include <future>
-#include <memory>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <thread>
 
-#include "base/unix_socket.h"
-#include "pool/line_server.h"
 #include "pool/pool.h"
 #include "test_util.h"
 
@@ -144,116 +143,58 @@ TEST_F(PoolTest, ASnapshotThatCannotBeRestoredFailsTakesWithTheReason) {
   EXPECT_NE(bad.error().describe().find("--max must be at least --size"), std::string::npos);
 }
 
-// The pool socket's server (pool serve) with a stand-in handler.
-class LineServerTest : public ::testing::Test {
- protected:
-  void start(pool::LineServerLimits limits, pool::LineServer::Handler handler = nullptr) {
-    if (!handler) handler = [](std::string_view line, bool&) { return "ok:" + std::string(line); };
-    auto listener = listen_unix(path_, 128, 0600, "pool socket");
-    ASSERT_TRUE(listener) << listener.error().describe();
-    server_ = std::make_unique<pool::LineServer>(
-        std::move(*listener), handler, [](std::string_view why) { return "refused:" + std::string(why); }, limits);
-    thread_ = std::thread([this] { server_->serve(-1); });
+// Takes wait in the pool's queue, not on their callers' threads: the caller
+// returns at once, the oldest waiting take gets the next clone, and a
+// shutdown fails every waiting take with one line (the pool socket's server
+// answers from `done`).
+TEST_F(PoolTest, WaitingTakesAreServedOldestFirstWithoutHoldingTheirCallers) {
+  auto p = pool::Pool::start(options(1, 3));
+  ASSERT_TRUE(p) << p.error().describe();
+  auto& pool = **p;
+  std::mutex mu;
+  std::vector<std::pair<int, Result<pool::TakenClone>>> answers;
+  std::condition_variable answered;
+  const auto asked = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) {
+    pool.take_async(20s, [&, i](Result<pool::TakenClone> c) {
+      std::lock_guard lock(mu);
+      answers.emplace_back(i, std::move(c));
+      answered.notify_all();
+    });
   }
-  void TearDown() override {
-    if (server_) server_->stop();
-    if (thread_.joinable()) thread_.join();
-    server_.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 1s) << "take_async waited for a clone";
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(answered.wait_for(lock, 30s, [&] { return answers.size() == 3; }));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(answers[i].first, i) << "takes were served out of order";
+    ASSERT_TRUE(answers[i].second) << answers[i].second.error().describe();
   }
-  UniqueFd connect() {
-    auto c = connect_unix(path_);
-    EXPECT_TRUE(c) << c.error().describe();
-    return c ? std::move(*c) : UniqueFd();
-  }
-  // Everything the server sends until it closes (or `limit` passes).
-  static std::string read_all(int fd, std::chrono::milliseconds limit = 10s) {
-    std::string out;
-    const auto until = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-      pollfd p{fd, POLLIN, 0};
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return out + "<still open>";
-      char buf[256];
-      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) return out;
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  static void send_text(int fd, const std::string& s) {
-    ASSERT_EQ(::send(fd, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
-  }
+  EXPECT_NE(answers[0].second->id, answers[1].second->id);
+  EXPECT_NE(answers[1].second->id, answers[2].second->id);
+}
 
-  test::TempDir dir_;
-  std::string path_ = dir_.file("pool.sock");
-  std::unique_ptr<pool::LineServer> server_;
-  std::thread thread_;
-};
-
-// The old server's 5 s limit applied to each recv: a byte every 100 ms kept
-// a connection (and its slot) for as long as the client liked.
-TEST_F(LineServerTest, AClientTricklingItsRequestIsCutAtTheDeadline) {
-  start({4096, 64, 500ms});
-  UniqueFd c = connect();
-  std::atomic<bool> done{false};
-  std::thread trickle([&] {
-    for (int i = 0; i < 100 && !done; ++i) {
-      if (::send(c.get(), "x", 1, MSG_NOSIGNAL) != 1) return;
-      std::this_thread::sleep_for(100ms);
-    }
-  });
+TEST_F(PoolTest, ShutdownFailsWaitingTakesWithOneLine) {
+  auto p = pool::Pool::start(options(1, 1));
+  ASSERT_TRUE(p) << p.error().describe();
+  auto& pool = **p;
+  ASSERT_TRUE(pool.take());  // the only clone the pool may run
+  std::atomic<int> failed{0};
+  std::atomic<int> calls{0};
+  for (int i = 0; i < 4; ++i) {
+    pool.take_async(60s, [&](Result<pool::TakenClone> c) {
+      ++calls;
+      if (!c && c.error().describe().find("the pool is shutting down") != std::string::npos) ++failed;
+    });
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  std::string reply = read_all(c.get());
-  const auto took = std::chrono::steady_clock::now() - t0;
-  done = true;
-  trickle.join();
-  EXPECT_EQ(reply, "refused:no complete request line within 500 ms\n");
-  EXPECT_GE(took, 400ms);
-  EXPECT_LT(took, 2s) << "the trickle kept the connection open";
-}
-
-// Idle connections at the limit locked everyone out ("busy"); now the one
-// that has waited longest for its request makes way for the newcomer.
-TEST_F(LineServerTest, IdleConnectionsAtTheLimitMakeWayForARealRequest) {
-  start({4096, 4, 30s});
-  std::vector<UniqueFd> idle;
-  for (int i = 0; i < 4; ++i) idle.push_back(connect());
-  send_text(idle[3].get(), "{\"op\":");  // one sent half a request
-  std::this_thread::sleep_for(100ms);     // all four accepted
-  for (int round = 0; round < 3; ++round) {
-    UniqueFd c = connect();
-    send_text(c.get(), "status\n");
-    EXPECT_EQ(read_all(c.get(), 2s), "ok:status\n") << "round " << round;
-  }
-  // The oldest idle connection was closed with a reason; the others wait on.
-  EXPECT_EQ(read_all(idle[0].get(), 1s), "refused:closed to make way for a newer connection: no complete request came "
-                                          "on this one\n");
-  send_text(idle[3].get(), "\"status\"}\n");
-  EXPECT_EQ(read_all(idle[3].get(), 2s), "ok:{\"op\":\"status\"}\n");
-}
-
-// Connections being answered (a take waiting for a clone) are never cut:
-// only then is a newcomer refused, with one line.
-TEST_F(LineServerTest, ANewcomerIsRefusedOnlyWhenEveryConnectionIsBeingAnswered) {
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  auto answering = std::make_shared<std::atomic<int>>(0);
-  start({4096, 2, 30s}, [released, answering](std::string_view line, bool&) {
-    ++*answering;
-    released.wait();
-    return "ok:" + std::string(line);
-  });
-  UniqueFd a = connect(), b = connect();
-  send_text(a.get(), "take\n");
-  send_text(b.get(), "take\n");
-  // Both connections are being answered once both handlers have begun (a
-  // fixed sleep was too short on a loaded machine).
-  for (int i = 0; i < 1000 && answering->load() < 2; ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(answering->load(), 2) << "the server never began answering both lines";
-  UniqueFd c = connect();
-  EXPECT_EQ(read_all(c.get(), 2s), "refused:busy: every connection is being answered (too many requests at once)\n");
-  release.set_value();
-  EXPECT_EQ(read_all(a.get(), 2s), "ok:take\n");
-  EXPECT_EQ(read_all(b.get(), 2s), "ok:take\n");
+  pool.shutdown();  // answers every waiting take before it returns
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  EXPECT_EQ(failed.load(), 4);
+  // From then on a take is answered at once, on the caller's thread.
+  bool answered = false;
+  pool.take_async(60s, [&](Result<pool::TakenClone> c) { answered = !c; });
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(calls.load(), 4) << "a waiting take was answered twice";
 }
 
 }  // namespace
