@@ -25,7 +25,7 @@
 #include "kvm/kvm.h"
 #include "snapshot/format.h"
 #include "state/host_state.h"
-#include "state/machine_config.h"
+#include "state/machine_shape.h"
 #include "state/snapshot_state.h"
 #include "state/vcpu_state.h"
 

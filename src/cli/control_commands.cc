@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "api/control_client.h"
+#include "control/control_client.h"
 #include "base/result.h"
 #include "base/runtime_dir.h"
 #include "base/unique_fd.h"

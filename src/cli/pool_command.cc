@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "api/control_client.h"
+#include "control/control_client.h"
 #include "base/json_fields.h"
 #include "base/line_server.h"
 #include "base/runtime_dir.h"

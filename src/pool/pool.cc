@@ -18,7 +18,7 @@
 
 #include "agent/client.h"
 #include "agent/protocol.h"
-#include "api/control_client.h"
+#include "control/control_client.h"
 #include "base/json_fields.h"
 
 namespace snapvm::pool {
@@ -26,6 +26,10 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+// A clone's control socket answers info, pause and resume at once (a
+// pause gives up after 10 s); one that says nothing for longer is hung,
+// and must not hold up the takes served after it.
+constexpr std::chrono::milliseconds kControlReplyWait{15000};
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
@@ -115,7 +119,8 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
         return make_error(ErrorCode::kFailedPrecondition, "clone {} ended while restoring: {}", id, why);
       }
     }
-    if (auto info = control_request(c.control, {{"op", "info"}}); info && json_field_or(*info, "state", std::string()) == "paused") {
+    auto info = control_request(c.control, {{"op", "info"}}, kControlReplyWait);
+    if (info && json_field_or(*info, "state", std::string()) == "paused") {
       {
         MutexLock lock(mu_);
         clone_memory_ = json_field_or(*info, "mem_bytes", uint64_t{0});
@@ -130,12 +135,9 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
       }
       // Unique before anyone can take it: clock and entropy, then paused again.
       auto unique = [&]() -> Status {
-        SNAPVM_TRY(control_request(c.control, {{"op", "resume"}}));
-        auto sync = SNAPVM_TRY(agent::sync_guest(c.vsock, std::chrono::seconds(30)));
-        if (!sync.clock_set || !sync.reseeded) {
-          return make_error(ErrorCode::kIo, "the guest could not take clock and entropy");
-        }
-        SNAPVM_TRY(control_request(c.control, {{"op", "pause"}}));
+        SNAPVM_TRY(control_request(c.control, {{"op", "resume"}}, kControlReplyWait));
+        SNAPVM_TRY(agent::sync_guest(c.vsock, std::chrono::seconds(30)));
+        SNAPVM_TRY(control_request(c.control, {{"op", "pause"}}, kControlReplyWait));
         return {};
       };
       if (auto made = unique(); !made) {
@@ -323,7 +325,7 @@ std::string Pool::no_clone_reason(std::chrono::milliseconds wait) const {
 
 Result<TakenClone> Pool::resume(TakenClone t) {
   auto t1 = Clock::now();
-  if (auto r = control_request(t.control, {{"op", "resume"}}); !r) {
+  if (auto r = control_request(t.control, {{"op", "resume"}}, kControlReplyWait); !r) {
     stop_clone(t.pid);
     return make_error(ErrorCode::kIo, "clone {}: {}", t.id, r.error().describe());
   }

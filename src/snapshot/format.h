@@ -52,7 +52,7 @@ inline constexpr uint32_t kSectionHeaderSize = 24;
 inline constexpr uint32_t kSectionRequired = 1u << 0;
 
 enum class Tag : uint32_t {
-  kMachineConfig = 1,
+  kMachineConfig = 1,  // state::MachineShape; its name in files and tools stays "machine-config"
   kRamLayout = 2,
   kVcpuState = 3,  // one per vCPU
   kGicV3State = 4,

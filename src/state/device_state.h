@@ -39,7 +39,7 @@ struct VirtioMmioState {
 };
 
 struct DeviceState {
-  uint32_t slot = 0;  // index into MachineConfig::devices
+  uint32_t slot = 0;  // index into MachineShape::devices
   std::optional<VirtioMmioState> transport;
   std::vector<uint8_t> device_specific;
   bool operator==(const DeviceState&) const = default;

@@ -125,7 +125,7 @@ Result<SnapshotState> load_state(const SnapshotFile& f) {
   SnapshotState s;
   const uint16_t minor = f.header().minor;
   s.arch = f.header().arch;
-  s.machine = SNAPVM_TRY(decode_section(*SNAPVM_TRY(exactly_one(f, Tag::kMachineConfig)), minor, decode_machine_config));
+  s.machine = SNAPVM_TRY(decode_section(*SNAPVM_TRY(exactly_one(f, Tag::kMachineConfig)), minor, decode_machine_shape));
   for (const Section* sec : f.find_all(Tag::kVcpuState)) {
     s.vcpus.push_back(SNAPVM_TRY(decode_section(*sec, minor, decode_vcpu_state)));
   }

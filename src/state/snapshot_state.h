@@ -12,11 +12,11 @@
 #include "snapshot/writer.h"
 #include "state/device_state.h"
 #include "state/external_ram.h"
-#include "state/gic_state.h"
+#include "state/arm64/gic_state.h"
 #include "state/host_state.h"
-#include "state/machine_config.h"
+#include "state/machine_shape.h"
 #include "state/vcpu_state.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm::state {
 
@@ -27,7 +27,7 @@ using ArchVmState = std::variant<std::monostate, GicV3State, x86::VmState>;
 
 struct SnapshotState {
   format::Arch arch{};  // no default: a writer that forgets it fails
-  MachineConfig machine;
+  MachineShape machine;
   std::vector<VcpuState> vcpus;
   ArchVmState arch_vm;
   std::vector<DeviceState> devices;

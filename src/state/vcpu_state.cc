@@ -3,7 +3,7 @@
 #include <bit>
 
 #include "snapshot/format.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm::state {
 
@@ -39,7 +39,7 @@ VcpuState decode_vcpu_state(ByteReader& r) {
     reg.id = r.u64();
     uint16_t size = r.u16();
     // x86 records are whole KVM structures, checked against their kind
-    // once the file's architecture is known (state/x86_state.h).
+    // once the file's architecture is known (state/x86_64/x86_state.h).
     bool x86 = (reg.id & x86::kIdSpaceMask) == x86::kIdSpace;
     if (r.ok() && (size == 0 || (!x86 && (size > format::kMaxRegisterBytes || !std::has_single_bit(size))))) {
       r.fail(fmt::format("register {:#x} has invalid width {} bytes", reg.id, size));

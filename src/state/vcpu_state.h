@@ -12,7 +12,7 @@ namespace snapvm::state {
 
 struct Register {
   // arm64: the KVM_GET_REG_LIST id (size encoded in it); x86_64: an id of
-  // state/x86_state.h naming a KVM structure or an MSR.
+  // state/x86_64/x86_state.h naming a KVM structure or an MSR.
   uint64_t id = 0;
   // arm64: little-endian, 1..256 bytes, a power of two; x86_64: the
   // structure's bytes (up to 64 KiB) or an MSR's 8.

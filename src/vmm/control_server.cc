@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/control_protocol.h"
+#include "control/control_protocol.h"
 #include "base/unix_socket.h"
 #include "sandbox/seccomp.h"
 

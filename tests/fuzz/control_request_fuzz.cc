@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "api/control_protocol.h"
+#include "control/control_protocol.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto r = snapvm::parse_control_request({reinterpret_cast<const char*>(data), size});

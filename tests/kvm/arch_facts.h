@@ -6,7 +6,7 @@
 #include <variant>
 
 #include "state/snapshot_state.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm::test::arch_facts {
 

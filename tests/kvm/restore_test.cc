@@ -24,8 +24,8 @@
 #include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
-#include "state/x86_state.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm {
 namespace {

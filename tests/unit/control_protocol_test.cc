@@ -1,7 +1,15 @@
 // Control-socket requests as an untrusted client writes them.
 #include <gtest/gtest.h>
 
-#include "api/control_protocol.h"
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "base/unix_socket.h"
+#include "control/control_client.h"
+#include "control/control_protocol.h"
 
 namespace snapvm {
 namespace {
@@ -59,6 +67,43 @@ TEST(ControlProtocol, BoundsLengths) {
   auto u = parse_control_request(R"({"op":")" + long_op + "\"}");
   ASSERT_FALSE(u);
   EXPECT_LT(u.error().describe().size(), 200u) << "the error echoes the whole op";
+}
+
+// A VMM that takes the request and never answers (hung, or stopped with
+// SIGSTOP) costs a client with a timeout that timeout, not forever; one
+// that answers late but within it is heard.
+TEST(ControlClient, AReplyThatNeverComesEndsAtTheTimeout) {
+  const std::string path = ::testing::TempDir() + "control-client-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  auto listener = listen_unix(path, 4, 0600, "test socket");
+  ASSERT_TRUE(listener) << listener.error().describe();
+  std::thread server([fd = listener->get()] {
+    for (int i = 0; i < 2; ++i) {
+      int c = ::accept(fd, nullptr, nullptr);
+      if (c < 0) return;
+      char buf[256];
+      (void)!::recv(c, buf, sizeof buf, 0);
+      if (i == 1) {  // the second answers after 100 ms
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const char reply[] = "{\"ok\":true,\"state\":\"paused\"}\n";
+        (void)!::send(c, reply, sizeof reply - 1, MSG_NOSIGNAL);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the client's timeout
+      }
+      ::close(c);
+    }
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto silent = control_request(path, {{"op", "info"}}, std::chrono::milliseconds(200));
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(silent);
+  EXPECT_NE(silent.error().describe().find("within 200 ms"), std::string::npos) << silent.error().describe();
+  EXPECT_LT(ms, 1400) << "the client waited for the server, not for its timeout";
+  auto late = control_request(path, {{"op", "info"}}, std::chrono::milliseconds(5000));
+  ASSERT_TRUE(late) << late.error().describe();
+  EXPECT_EQ(late->value("state", ""), "paused");
+  server.join();
+  ::unlink(path.c_str());
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 
 #include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot_params.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm::arch::x86 {
 namespace {

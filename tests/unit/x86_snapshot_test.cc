@@ -6,7 +6,7 @@
 #include "snapshot/reader.h"
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 #include "test_util.h"
 
 namespace snapvm {

@@ -32,7 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/protocol.h"
-#include "api/control_client.h"
+#include "control/control_client.h"
 #include "tools/bench/bench_guest.h"
 
 namespace snapvm {

@@ -10,10 +10,10 @@
 #include <thread>
 
 #include "arch/arm64/fdt.h"
-#include "arch/arm64/gic_state.h"
+#include "arch/arm64/gic_capture.h"
 #include "arch/arm64/kernel_image.h"
 #include "arch/arm64/layout.h"
-#include "arch/arm64/vcpu_state.h"
+#include "arch/arm64/vcpu_capture.h"
 #include "devices/pl011.h"
 #include "devices/pl061.h"
 #include "kvm/ioctl.h"

@@ -17,11 +17,11 @@
 #include "arch/x86_64/cpuid.h"
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/system_devices.h"
-#include "arch/x86_64/vcpu_state.h"
+#include "arch/x86_64/vcpu_capture.h"
 #include "devices/serial_8250.h"
 #include "arch/x86_64/kvm_ioctls.h"
 #include "kvm/ioctl.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm::arch {
 namespace {
@@ -439,7 +439,7 @@ Status Platform::check_host(const state::SnapshotState& saved, const kvm::Vcpu& 
   return {};
 }
 
-// The VM's PIT, kvmclock, PICs and IOAPIC before any vCPU (vcpu_state.h
+// The VM's PIT, kvmclock, PICs and IOAPIC before any vCPU (vcpu_capture.h
 // says why the vCPUs go in their order). The guest's clocks move on by the
 // time the snapshot spent on disk: kvmclock through KVM_CLOCK_REALTIME, and
 // every vCPU's TSC by the same amount, all to one value so KVM keeps them

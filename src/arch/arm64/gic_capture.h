@@ -8,7 +8,7 @@
 
 #include "base/result.h"
 #include "kvm/kvm.h"
-#include "state/gic_state.h"
+#include "state/arm64/gic_state.h"
 
 namespace snapvm::arch {
 

@@ -34,15 +34,15 @@ struct DeviceConfig {
   bool operator==(const DeviceConfig&) const = default;
 };
 
-struct MachineConfig {
+struct MachineShape {
   uint32_t vcpu_count = 0;
   std::vector<MemoryRegionConfig> memory;
   std::vector<DeviceConfig> devices;
   std::string kernel_cmdline;
-  bool operator==(const MachineConfig&) const = default;
+  bool operator==(const MachineShape&) const = default;
 };
 
-void encode(ByteWriter& w, const MachineConfig& m);
-MachineConfig decode_machine_config(ByteReader& r);
+void encode(ByteWriter& w, const MachineShape& m);
+MachineShape decode_machine_shape(ByteReader& r);
 
 }  // namespace snapvm::state

@@ -1,4 +1,4 @@
-#include "arch/x86_64/vcpu_state.h"
+#include "arch/x86_64/vcpu_capture.h"
 
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
@@ -9,7 +9,7 @@
 
 #include "arch/x86_64/kvm_ioctls.h"
 #include "kvm/ioctl.h"
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 namespace snapvm::arch::x86 {
 namespace {

@@ -1,4 +1,4 @@
-#include "api/control_protocol.h"
+#include "control/control_protocol.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include "state/gic_state.h"
+#include "state/arm64/gic_state.h"
 
 #include "snapshot/format.h"
 

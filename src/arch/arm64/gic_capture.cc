@@ -1,4 +1,4 @@
-#include "arch/arm64/gic_state.h"
+#include "arch/arm64/gic_capture.h"
 
 #include <linux/kvm.h>
 

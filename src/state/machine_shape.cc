@@ -1,10 +1,10 @@
-#include "state/machine_config.h"
+#include "state/machine_shape.h"
 
 #include "snapshot/format.h"
 
 namespace snapvm::state {
 
-void encode(ByteWriter& w, const MachineConfig& m) {
+void encode(ByteWriter& w, const MachineShape& m) {
   w.u32(m.vcpu_count);
   w.u32(static_cast<uint32_t>(m.memory.size()));
   for (const auto& r : m.memory) {
@@ -24,8 +24,8 @@ void encode(ByteWriter& w, const MachineConfig& m) {
   w.str(m.kernel_cmdline);
 }
 
-MachineConfig decode_machine_config(ByteReader& r) {
-  MachineConfig m;
+MachineShape decode_machine_shape(ByteReader& r) {
+  MachineShape m;
   m.vcpu_count = r.u32();
   if (r.ok() && (m.vcpu_count == 0 || m.vcpu_count > format::kMaxVcpus)) {
     r.fail(fmt::format("vCPU count {} is outside 1..{}", m.vcpu_count, format::kMaxVcpus));

@@ -1,4 +1,4 @@
-#include "state/x86_state.h"
+#include "state/x86_64/x86_state.h"
 
 #include <set>
 

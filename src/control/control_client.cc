@@ -1,9 +1,12 @@
-#include "api/control_client.h"
+#include "control/control_client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "base/json_fields.h"
@@ -13,7 +16,7 @@ namespace snapvm {
 
 using nlohmann::json;
 
-Result<json> control_request(const std::string& path, const json& req) {
+Result<json> control_request(const std::string& path, const json& req, std::chrono::milliseconds timeout) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno_error("socket(AF_UNIX)");
   UniqueFd s(fd);
@@ -30,8 +33,18 @@ Result<json> control_request(const std::string& path, const json& req) {
   }
   std::string reply;
   char buf[4096];
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (reply.find('\n') == std::string::npos) {
     if (reply.size() > (1 << 20)) return make_error(ErrorCode::kDataLoss, "control socket reply over 1 MiB");
+    if (timeout.count() > 0) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      pollfd p{fd, POLLIN, 0};
+      int ready = left > 0 ? ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, INT32_MAX))) : 0;
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready == 0) {
+        return make_error(ErrorCode::kIo, "no reply on the control socket {} within {} ms", path, timeout.count());
+      }
+    }
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return make_error(ErrorCode::kIo, "the VM closed the control socket without replying");

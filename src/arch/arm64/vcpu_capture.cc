@@ -1,4 +1,4 @@
-#include "arch/arm64/vcpu_state.h"
+#include "arch/arm64/vcpu_capture.h"
 
 #include <linux/kvm.h>
 
