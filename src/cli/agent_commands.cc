@@ -83,10 +83,10 @@ int run_cp(const CpOptions& o) {
   }
   if (from_guest) {
     agent::GetOptions get;
-    auto max = parse_size(o.max_size);
+    auto max = parse_size_flag("--max-size", o.max_size);
     if (!max) {
-      fmt::print(stderr, "snapvm: cp: --max-size: {}\n", max.error().describe());
-      return 1;
+      fmt::print(stderr, "snapvm: {}\n", max.error().describe());
+      return 2;
     }
     if (!(o.timeout_s > 0 && o.timeout_s <= 86400)) {
       fmt::print(stderr, "snapvm: cp: --timeout: 0 < SECONDS <= 86400\n");

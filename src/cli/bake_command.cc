@@ -72,10 +72,21 @@ int run_bake(BakeOptions o) {
     fmt::print(stderr, "snapvm bake: --ready-port and --ready-cmd exclude each other\n");
     return 1;
   }
-  auto mem = parse_size(o.mem);
+  auto mem = parse_size_flag("--mem", o.mem, 2 << 20);
   if (!mem) {
-    fmt::print(stderr, "snapvm bake: --mem: {}\n", mem.error().describe());
-    return 1;
+    fmt::print(stderr, "snapvm: {}\n", mem.error().describe());
+    return 2;
+  }
+  // The snapshot (and the socket the bake uses beside it) go into OUT's
+  // directory, and --base's: say so at once if one does not exist.
+  for (const auto& [flag, file] : {std::pair<const char*, const std::string&>{"OUT", o.out}, {"--base", o.base}}) {
+    if (file.empty()) continue;
+    const std::filesystem::path dir = std::filesystem::path(file).parent_path();
+    std::error_code ec;
+    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+      fmt::print(stderr, "snapvm: bake: {} {}: directory {} does not exist\n", flag, file, dir.string());
+      return 1;
+    }
   }
   if (o.seccomp != "off") {
     auto s = sandbox::enable(o.seccomp == "log" ? sandbox::Mode::kLog : sandbox::Mode::kEnforce);
@@ -214,7 +225,7 @@ std::function<int()> register_bake_command(CLI::App& app) {
   bake->add_option("IMAGE", o->image.name, "image in the store (snapvm image import)")->required();
   bake->add_option("OUT", o->out, "snapshot file to write")->required();
   bake->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
-  bake->add_option("-i,--initrd", o->initrd, "snapvm's guest initramfs")->required();
+  bake->add_option("--initrd", o->initrd, "snapvm's guest initramfs")->required();
   bake->add_option("-m,--mem", o->mem, "guest RAM")->capture_default_str();
   bake->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
   bake->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "cli/describe.h"
 #include "snapshot/raw_memory.h"
@@ -17,10 +18,7 @@
 namespace snapvm::cli {
 namespace {
 
-int fail(const Error& e) {
-  fmt::print(stderr, "snapvm: {}\n", e.describe());
-  return 1;
-}
+int fail(const Error& e, bool json = false) { return report_error(e.describe(), json); }
 
 // A one-line progress meter on a terminal; silent when stderr is a file.
 ProgressFn terminal_progress(std::string label) {
@@ -35,11 +33,22 @@ ProgressFn terminal_progress(std::string label) {
 
 }  // namespace
 
+int report_error(const std::string& message, bool json, int exit_code) {
+  if (json) {
+    nlohmann::ordered_json j{{"error", message}, {"exit_code", exit_code}};
+    fmt::print("{}\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    std::fflush(stdout);
+  } else {
+    fmt::print(stderr, "snapvm: {}\n", message);
+  }
+  return exit_code;
+}
+
 int run_inspect(const std::string& path, bool json) {
   auto file = SnapshotFile::open(path);
-  if (!file) return fail(file.error());
+  if (!file) return fail(file.error(), json);
   auto st = state::load_state(*file);
-  if (!st) return fail(std::move(st.error()).context(path));
+  if (!st) return fail(std::move(st.error()).context(path), json);
   if (json) {
     fmt::print("{}\n", describe_json(*file, *st).dump(2));
   } else {
@@ -48,16 +57,38 @@ int run_inspect(const std::string& path, bool json) {
   return 0;
 }
 
-int run_verify(const std::string& path, bool quiet) {
+int run_verify(const std::string& path, bool quiet, bool json) {
   auto start = std::chrono::steady_clock::now();
   auto file = SnapshotFile::open(path);
-  if (!file) return fail(file.error());
+  if (!file) return fail(file.error(), json);
   // Decoding the state checks every record, not just its checksum.
   auto st = state::load_state(*file);
-  if (!st) return fail(std::move(st.error()).context(path));
-  auto report = verify_ram(*file, quiet ? ProgressFn{} : terminal_progress("verify"));
-  if (!report) return fail(std::move(report.error()).context(path));
+  if (!st) return fail(std::move(st.error()).context(path), json);
+  auto report = verify_ram(*file, quiet || json ? ProgressFn{} : terminal_progress("verify"));
+  if (!report) return fail(report.error(), json);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (json) {
+    nlohmann::ordered_json bad = nlohmann::ordered_json::array();
+    for (const auto& b : report->bad_pages) {
+      bad.push_back({{"region", b.region}, {"page", b.page}, {"guest_address", b.gpa}, {"file_offset", b.file_offset}});
+    }
+    nlohmann::ordered_json j{{"file", path},
+                             {"ok", report->ok()},
+                             {"sections", file->sections().size() + 1},
+                             {"ram_regions", file->ram_regions().size()},
+                             {"pages_checked", report->pages_checked},
+                             {"data_pages", report->data_pages},
+                             {"hole_pages", report->pages_checked - report->data_pages},
+                             {"bad_page_count", report->bad_page_count},
+                             {"bad_pages", bad},
+                             {"seconds", secs}};
+    if (!report->ok()) {
+      j["error"] = fmt::format("{}: {} page(s) fail their checksum", path, report->bad_page_count);
+      j["exit_code"] = 1;
+    }
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    return report->ok() ? 0 : 1;
+  }
   if (!report->ok()) {
     for (const auto& b : report->bad_pages) {
       fmt::print(stderr, "snapvm: {}: RAM region {} page {:#x} (guest address {:#x}, file offset {:#x}): checksum mismatch\n",

@@ -9,7 +9,10 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "base/units.h"
+#include "cli/commands.h"
 #include "image/interrupt.h"
 #include "image/store.h"
 #include "sandbox/seccomp.h"
@@ -23,14 +26,12 @@ namespace {
 struct ImageOptions {
   std::string source, name, store = image::default_store(), max_size = "8G";
   bool shared = false;
+  bool json = false;
 };
 
 int run_import(const ImageOptions& o) {
-  auto max = parse_size(o.max_size);
-  if (!max) {
-    fmt::print(stderr, "snapvm image import: --max-size: {}\n", max.error().describe());
-    return 1;
-  }
+  auto max = parse_size_flag("--max-size", o.max_size);
+  if (!max) return report_error(max.error().describe(), false, 2);
   image::ImportOptions io;
   io.store = o.store;
   io.max_bytes = *max;
@@ -78,9 +79,24 @@ int run_import(const ImageOptions& o) {
 
 int run_list(const ImageOptions& o) {
   auto images = image::list_images(o.store);
-  if (!images) {
-    fmt::print(stderr, "snapvm image list: {}\n", images.error().describe());
-    return 1;
+  if (!images) return report_error("image list: " + images.error().describe(), o.json);
+  if (o.json) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const auto& i : *images) {
+      list.push_back({{"name", i.name},
+                      {"architecture", i.architecture},
+                      {"digest", i.digest},
+                      {"rootfs", i.rootfs},
+                      {"rootfs_bytes", i.rootfs_bytes},
+                      {"entrypoint", i.config.entrypoint},
+                      {"cmd", i.config.cmd},
+                      {"env", i.config.env},
+                      {"working_dir", i.config.working_dir},
+                      {"user", i.config.user},
+                      {"exposed_tcp_ports", i.config.exposed_tcp_ports}});
+    }
+    fmt::print("{}\n", list.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    return 0;
   }
   fmt::print("{:<24} {:<8} {:>10}  {:<19}  {}\n", "NAME", "ARCH", "ROOTFS", "DIGEST", "COMMAND");
   for (const auto& i : *images) {
@@ -111,6 +127,7 @@ std::function<int()> register_image_commands(CLI::App& app) {
   import->add_flag("--shared", o->shared,
                    "let every user read the stored image (directory 0755, files 0644; default 0700 and 0600)");
   auto* list = image->add_subcommand("list", "List the images in the store");
+  list->add_flag("--json", o->json, "the images (or the error) as JSON on stdout");
   for (auto* c : {import, list}) {
     c->add_option("--store", o->store, "the image store (SNAPVM_IMAGE_STORE)")->capture_default_str();
   }

@@ -37,6 +37,16 @@ Result<sandbox::JailFile> parse_file(std::string spec) {
   return f;
 }
 
+// The usage line says what follows the jailer's options.
+class JailFormatter : public CLI::Formatter {
+ public:
+  std::string make_usage(const CLI::App* app, std::string name) const override {
+    std::string usage = CLI::Formatter::make_usage(app, std::move(name));
+    while (!usage.empty() && usage.back() == '\n') usage.pop_back();
+    return usage + " -- run|restore|firecracker [ARGS...]\n";
+  }
+};
+
 }  // namespace
 
 int split_jail_args(int argc, char** argv, std::vector<std::string>& vmm_args) {
@@ -55,6 +65,7 @@ std::function<int()> register_jail_command(CLI::App& app, const std::vector<std:
   auto* jail = app.add_subcommand(
       "jail", "Run `snapvm run|restore|firecracker ...` confined: own mount, PID, network, IPC and UTS namespaces, "
               "pivot_root into ROOT/ID/root, an unprivileged uid/gid, cgroup v2 limits, no core dumps");
+  jail->formatter(std::make_shared<JailFormatter>());
   jail->footer(
       "Paths after -- are inside the jail; its sockets appear on the host under ROOT/ID/root.\n"
       "Under firecracker, so do the paths in API bodies (give the files with --file), and the API\n"
@@ -92,10 +103,10 @@ std::function<int()> register_jail_command(CLI::App& app, const std::vector<std:
       o->config.files.push_back(*f);
     }
     if (!o->memory.empty()) {
-      auto m = parse_size(o->memory);
+      auto m = parse_size_flag("--memory", o->memory);
       if (!m) {
-        fmt::print(stderr, "snapvm: --memory: {}\n", m.error().describe());
-        return 1;
+        fmt::print(stderr, "snapvm: {}\n", m.error().describe());
+        return 2;
       }
       o->config.memory_max = *m;
     }

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/commands.h"
 #include "control/control_client.h"
 #include "base/json_fields.h"
 #include "base/line_server.h"
@@ -120,11 +121,8 @@ int serve(const PoolCliOptions& o) {
   po.ready = o.size;
   po.max_clones = o.max;
   if (!o.max_memory.empty()) {
-    auto bytes = parse_size(o.max_memory);
-    if (!bytes) {
-      fmt::print(stderr, "snapvm pool: --max-memory: {}\n", bytes.error().describe());
-      return 1;
-    }
+    auto bytes = parse_size_flag("--max-memory", o.max_memory);
+    if (!bytes) return report_error(bytes.error().describe(), false, 2);
     po.max_memory = *bytes;
   }
   po.take_wait = std::chrono::milliseconds(static_cast<int64_t>(o.take_wait_s * 1000));
@@ -175,14 +173,32 @@ int serve(const PoolCliOptions& o) {
   return 0;
 }
 
+// One request on the pool's socket; `print` shows the reply, or with --json
+// the reply is printed whole (errors as report_error's object).
 int client(const PoolCliOptions& o, const json& req, const std::function<void(const json&)>& print) {
-  auto r = control_request(o.socket, req);
-  if (!r) {
-    fmt::print(stderr, "snapvm pool: {}\n", r.error().describe());
-    return 1;
+  auto r = control_request(o.socket, req, std::chrono::milliseconds(0), ControlPeer{"the pool socket", "the pool"});
+  if (!r) return report_error("pool: " + r.error().describe(), o.json_out);
+  if (o.json_out) {
+    fmt::print("{}\n", dump(*r));
+  } else {
+    print(*r);
   }
-  print(*r);
   return 0;
+}
+
+// `snapvm pool status`'s human text.
+void print_status(const json& j) {
+  auto n = [&](const char* key) { return json_field_or(j, key, uint64_t{0}); };
+  fmt::print("ready {}, starting {}, taken {} (started {}, replaced {}, failed starts {})\n", n("ready"), n("starting"),
+             n("taken"), n("started"), n("replaced"), n("failed_starts"));
+  auto it = j.find("clones");
+  if (it == j.end() || !it->is_array() || it->empty()) return;
+  fmt::print("{:<16} {:<10} {}\n", "ID", "PHASE", "PID");
+  for (const auto& c : *it) {
+    if (!c.is_object()) continue;
+    fmt::print("{:<16} {:<10} {}\n", json_field_or(c, "id", std::string()), json_field_or(c, "phase", std::string()),
+               json_field_or(c, "pid", int64_t{0}));
+  }
 }
 
 }  // namespace
@@ -208,11 +224,12 @@ std::function<int()> register_pool_command(CLI::App& app) {
       ->check(CLI::IsMember({"enforce", "log", "off"}))
       ->capture_default_str();
   auto* take = pool->add_subcommand("take", "Take a ready clone: prints its id and its published addresses");
-  take->add_flag("--json", o->json_out, "print the whole reply as JSON");
+  take->add_flag("--json", o->json_out, "print the whole reply (or the error) as one JSON object");
   take->add_option("--wait", o->wait_s, "seconds to wait for a ready clone (default: the pool's --take-wait)");
   auto* release = pool->add_subcommand("release", "Stop a taken clone");
   release->add_option("ID", o->id, "the clone's id (from take)")->required();
-  auto* status = pool->add_subcommand("status", "Show the pool's counts");
+  auto* status = pool->add_subcommand("status", "Show the pool's counts and clones");
+  status->add_flag("--json", o->json_out, "print the whole reply (or the error) as one JSON object");
   auto* stop = pool->add_subcommand("stop", "Stop the pool and every clone");
   for (auto* c : {take, release, status, stop}) {
     c->add_option("--socket", o->socket, "the pool's Unix socket")->required();
@@ -223,7 +240,6 @@ std::function<int()> register_pool_command(CLI::App& app) {
       json req = {{"op", "take"}};
       if (o->wait_s) req["wait_ms"] = static_cast<int64_t>(*o->wait_s * 1000);
       return client(*o, req, [&](const json& j) {
-        if (o->json_out) return fmt::print("{}\n", j.dump());
         std::string addresses;
         if (auto it = j.find("addresses"); it != j.end() && it->is_object()) {
           for (const auto& [port, address] : it->items()) {
@@ -236,7 +252,7 @@ std::function<int()> register_pool_command(CLI::App& app) {
       });
     }
     if (release->parsed()) return client(*o, {{"op", "release"}, {"id", o->id}}, [](const json&) {});
-    if (status->parsed()) return client(*o, {{"op", "status"}}, [](const json& j) { fmt::print("{}\n", j.dump()); });
+    if (status->parsed()) return client(*o, {{"op", "status"}}, print_status);
     if (stop->parsed()) return client(*o, {{"op", "stop"}}, [](const json&) {});
     return -1;
   };

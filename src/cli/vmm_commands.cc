@@ -214,10 +214,10 @@ bool parse_nets(const std::vector<std::string>& specs, std::vector<MachineConfig
 
 int run_vm(const RunOptions& o) {
   if (!start_sandbox(o.seccomp)) return 1;
-  auto mem = parse_size(o.mem);
+  auto mem = parse_size_flag("--mem", o.mem, 2 << 20);
   if (!mem) {
-    fmt::print(stderr, "snapvm: --mem: {}\n", mem.error().describe());
-    return 1;
+    fmt::print(stderr, "snapvm: {}\n", mem.error().describe());
+    return 2;
   }
   auto console = open_console(o.console, "w");
   if (!console) return 1;
@@ -403,8 +403,8 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
       "  snapvm run --kernel " + std::string(arch::kernel_file_example()) +
       " --initrd initrd.cpio --mem 512M --cpus 4");
   run->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
-  run->add_option("-i,--initrd", o->initrd, "initial ramdisk (cpio archive)");
-  run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M or 2G (multiple of 2 MiB)")->capture_default_str();
+  run->add_option("--initrd", o->initrd, "initial ramdisk (cpio archive)");
+  run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M, 512MiB or 2g (a multiple of 2 MiB)")->capture_default_str();
   run->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
   run->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();
   run->add_option("--console", o->console, "write the guest console to this file instead of stdout");
