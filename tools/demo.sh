@@ -90,7 +90,7 @@ echo "\$ snapvm pool serve web.snap --size 2 --max 4 --port 8080 &"
   2>"$dir/pool.log" &
 pool=$!
 i=0
-until "$snapvm" pool status --socket "$dir/web.pool" 2>/dev/null | grep -q '"ready":2'; do
+until "$snapvm" pool status --json --socket "$dir/web.pool" 2>/dev/null | grep -q '"ready":2'; do
   i=$((i + 1)); [ $i -lt 1200 ] || { echo "the pool did not fill"; cat "$dir/pool.log"; kill $pool; exit 1; }; sleep 0.1
 done
 for n in 1 2; do

@@ -31,6 +31,7 @@ constexpr const char* kExitStatusHelp =
     "  70   the VMM lost guest RAM: its snapshot file was truncated or its filesystem filled\n"
     "  125  exec: the command could not run in the guest; jail: the jail could not be built\n"
     "  159  a VMM thread made a system call its seccomp filter forbids (--seccomp)\n"
+    "  129, 130, 143  run and restore: SIGHUP, SIGINT or SIGTERM stopped the VM (128+N; its sockets removed)\n"
     "  exec: the command's status (128+N if signal N ended it); run --image: the program's status\n"
     "  (1 if the VM ended before it); jail: the jailed command's status (128+N after signal N)\n\n"
     "Run 'snapvm help COMMAND' or 'snapvm COMMAND --help' for a command's options.";

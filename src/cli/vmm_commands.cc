@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <optional>
@@ -25,7 +26,9 @@
 #include "cli/image_vm.h"
 #include "cli/pool_command.h"
 #include "sandbox/seccomp.h"
+#include "vmm/boot_watchdog.h"
 #include "vmm/machine.h"
+#include "vmm/shutdown_signals.h"
 #include "vmm/vm_runner.h"
 
 namespace snapvm::cli {
@@ -45,6 +48,7 @@ struct RunOptions {
   std::vector<std::string> publish, nets;
   uint32_t cpus = 1;
   bool track_dirty = false;
+  double silent_boot_s = 60;  // --silent-boot-report
   std::string seccomp = default_seccomp();
   ImageRunOptions image;
 };
@@ -100,6 +104,7 @@ std::optional<Console> open_console(const std::string& path, const char* mode) {
 // companions' guest work until it ends; the exit line and status are
 // every front door's (vmm/exit_reason.h).
 int run_until_exit(std::unique_ptr<Machine> machine, const std::string& control_socket, FILE* console,
+                   const ShutdownSignals& shutdown_signals,
                    const std::function<void(VmRunner&)>& add_companions = {}) {
   RunnerOptions options;
   options.control_socket = control_socket;
@@ -109,9 +114,19 @@ int run_until_exit(std::unique_ptr<Machine> machine, const std::string& control_
     fmt::print(stderr, "snapvm: {}\n", runner.error().describe());
     return 1;
   }
+  std::atomic<int> stopped_by{0};  // the signal that stopped the VM
+  (*runner)->add_companion([&runner = **runner, &shutdown_signals, &stopped_by](std::stop_token stop) {
+    sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+    stopped_by = stop_on_signal(runner, shutdown_signals, stop);
+  });
   if (add_companions) add_companions(**runner);
   const ExitReport report = (*runner)->wait_report();
   std::fflush(console);
+  if (int sig = stopped_by.load(); sig != 0) {
+    // As a shell reports a command a signal ended: 128 + its number.
+    fmt::print(stderr, "snapvm: SIG{}: the VM has stopped\n", ::sigabbrev_np(sig));
+    return report.status != 0 ? report.status : 128 + sig;
+  }
   if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
   return report.status;
 }
@@ -213,6 +228,12 @@ bool parse_nets(const std::vector<std::string>& specs, std::vector<MachineConfig
 }
 
 int run_vm(const RunOptions& o) {
+  // Before any thread: every thread the VM starts inherits the blocked set.
+  auto signals = take_shutdown_signals();
+  if (!signals) {
+    fmt::print(stderr, "snapvm: {}\n", signals.error().describe());
+    return 1;
+  }
   if (!start_sandbox(o.seccomp)) return 1;
   auto mem = parse_size_flag("--mem", o.mem, 2 << 20);
   if (!mem) {
@@ -238,7 +259,12 @@ int run_vm(const RunOptions& o) {
     }
     c.disks.push_back({path, opts == "ro" || opts == "readonly"});
   }
-  c.console = console->sink();
+  // Whether the guest has said anything, for the report of a silent boot.
+  auto console_spoke = std::make_shared<std::atomic<bool>>(false);
+  c.console = [sink = console->sink(), console_spoke](std::string_view s) {
+    console_spoke->store(true, std::memory_order_relaxed);
+    sink(s);
+  };
   c.guest_cid = o.cid;
   c.vsock_path = o.vsock;
   if (c.vsock_path.empty() && !o.name.empty()) {
@@ -282,7 +308,15 @@ int run_vm(const RunOptions& o) {
                  f.guest_port - agent::kTcpRelayBase, image->image.name);
     }
   }
-  auto start_program = [&](VmRunner& runner) {
+  auto companions = [&](VmRunner& runner) {
+    if (o.silent_boot_s > 0) {
+      auto quiet_for = std::chrono::milliseconds(static_cast<int64_t>(o.silent_boot_s * 1000));
+      runner.add_companion([&runner, console_spoke, quiet_for](std::stop_token stop) {
+        sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+        report_silent_boot(runner, *console_spoke, quiet_for, stop,
+                           [](const std::string& line) { fmt::print(stderr, "snapvm: warning: {}\n", line); });
+      });
+    }
     if (!image) return;
     runner.add_companion([&runner, start = image->start, vsock = c.vsock_path](std::stop_token stop) {
       sandbox::enter_or_die(sandbox::ThreadKind::kDevice);
@@ -294,7 +328,7 @@ int run_vm(const RunOptions& o) {
     });
   };
   int rc = run_until_exit(std::move(*machine), o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api,
-                          console->out, start_program);
+                          console->out, *signals, companions);
   if (image_console && rc == 0) {
     // Like `docker run`: the program's status is the command's.
     if (auto status = image_console->exit_status()) return *status;
@@ -313,6 +347,11 @@ struct RestoreCliOptions {
 };
 
 int restore_vm(const RestoreCliOptions& o) {
+  auto signals = take_shutdown_signals();  // before any thread, as in run_vm
+  if (!signals) {
+    fmt::print(stderr, "snapvm: {}\n", signals.error().describe());
+    return 1;
+  }
   if (!start_sandbox(o.seccomp)) return 1;
   auto console = open_console(o.console, "a");
   if (!console) return 1;
@@ -356,7 +395,7 @@ int restore_vm(const RestoreCliOptions& o) {
     runner.add_companion([vsock, macs](std::stop_token stop) { sync_restored_guest(vsock, macs, stop); });
   };
   return run_until_exit(std::move(*machine), o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api,
-                        console->out, sync);
+                        console->out, *signals, sync);
 }
 
 }  // namespace
@@ -418,6 +457,10 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
                   "init configures it from ip=ADDR::GATEWAY:NETMASK::eth0:off on the command line");
   run->add_option("-p,--publish", o->publish, "[ADDR:]HOSTPORT:GUESTPORT: a host TCP listener (127.0.0.1 by default) "
                   "forwarded to a guest vsock port; repeatable");
+  run->add_option("--silent-boot-report", o->silent_boot_s,
+                  "seconds after which a guest that has printed nothing on its console is reported once, with where "
+                  "its vCPUs are (0: never)")
+      ->capture_default_str();
   run->add_flag("--track-dirty", o->track_dirty,
                 "track the pages the guest and devices write from boot on, for diff snapshots after the first full one");
   run->add_option("--image", o->image.name,

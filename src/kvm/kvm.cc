@@ -7,11 +7,13 @@
 #include <cstring>
 
 #include "base/file_io.h"
+#include "kvm/host_support.h"
 #include "kvm/ioctl.h"
 
 namespace snapvm::kvm {
 
 Result<Kvm> Kvm::open(const std::string& path) {
+  if (std::string why = unusable_reason_here(); !why.empty()) return make_error(ErrorCode::kUnsupported, "{}", why);
   Kvm k;
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {

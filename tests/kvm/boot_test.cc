@@ -150,6 +150,22 @@ TEST(Boot, GuestResetEndsTheVmmAndSaysHow) {
   EXPECT_EQ(err.find("seccomp"), std::string::npos) << err;
 }
 
+// A guest that prints nothing is reported once, with where its vCPUs are,
+// instead of leaving its user with silence (a host whose KVM cannot run
+// the guest looks like this). Here the guest is alive and silent: its init
+// is `sleep`, and the kernel prints nothing at loglevel 0.
+TEST(Boot, ASilentGuestIsReportedWithWhereItsVcpusAre) {
+  auto [rc, err] = test::snapvm_cli("run --kernel " + test::guest_kernel() + " --initrd " + test::guest_initrd() +
+                                        " --mem 256M --silent-boot-report 2 --cmdline '" +
+                                        std::string(arch::default_cmdline()) +
+                                        " loglevel=0 rdinit=/bin/busybox -- sleep 600'",
+                                    true, 45);
+  EXPECT_EQ(rc, 143) << "the VM runs on after the report: " << err;
+  const std::string said = "snapvm: warning: no console output 2 s after the boot began (vCPU 0: ";
+  EXPECT_NE(err.find(said), std::string::npos) << err;
+  EXPECT_EQ(err.find(said), err.rfind(said)) << "reported once: " << err;
+}
+
 size_t count_entries(const char* dir) {
   size_t n = 0;
   if (DIR* d = ::opendir(dir)) {

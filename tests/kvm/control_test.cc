@@ -43,14 +43,14 @@ TEST(Control, PauseSnapshotInspectVerifyResumeFromTheCommandLine) {
   }
   ASSERT_NE(slurp(console).find("SNAPVM-GUEST-READY"), std::string::npos) << slurp(console);
 
-  auto info = sh("info " + api);
+  auto info = sh("info --json " + api);
   EXPECT_EQ(info.rc, 0) << info.out;
   EXPECT_NE(info.out.find("\"state\": \"running\""), std::string::npos) << info.out;
   EXPECT_NE(info.out.find("\"guest_port\": 1024"), std::string::npos) << info.out;
 
   auto pause = sh("pause " + api);
   EXPECT_EQ(pause.rc, 0) << pause.out;
-  auto paused = sh("info " + api).out;
+  auto paused = sh("info --json " + api).out;
   EXPECT_NE(paused.find("\"state\": \"paused\""), std::string::npos) << paused;
   // What a report of a hung guest needs: where both vCPUs are (readable only
   // paused) and how each virtio device stands with its driver.

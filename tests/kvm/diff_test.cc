@@ -214,7 +214,7 @@ TEST(DiffSnapshots, RestoredVmDiffsAgainstItsSnapshotThroughTheCli) {
   EXPECT_NE(snap.out.find("diff,"), std::string::npos) << snap.out;
   EXPECT_NE(snap.out.find("now running"), std::string::npos) << snap.out;
   std::printf("FIGURE %s", snap.out.c_str());
-  auto info = test::snapvm_cli("info /tmp/diff-c.sock");
+  auto info = test::snapvm_cli("info --json /tmp/diff-c.sock");
   EXPECT_NE(info.out.find("\"dirty_base\": \"/tmp/diff-s3.snap\""), std::string::npos) << info.out;
 
   test::RestoredVm next("/tmp/diff-s3.snap", "/tmp/diff-d.vsock", "/tmp/diff-d.log", {"--disk", "/tmp/zero-disk.img"});

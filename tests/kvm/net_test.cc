@@ -132,7 +132,7 @@ TEST(Net, GuestGetsItsAddressPingsAndServesHttpBothWays) {
   ASSERT_TRUE(ns.ok()) << "cannot make a network namespace (needs root)";
   const std::string vsock = "/tmp/net.vsock", console = "/tmp/net-console.log", errors = "/tmp/net-errors.log";
   ::unlink(vsock.c_str());
-  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "-i", test::guest_initrd(),
+  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "--initrd", test::guest_initrd(),
                                   "-m", "256M", "-c", "2", "--vsock", vsock, "--console", console, "--net",
                                   "tap=snapnet0,mac=02:fc:00:00:00:02", "--cmdline",
                                   std::string(arch::default_cmdline()) + kIpArg},
@@ -166,7 +166,7 @@ TEST(Net, TwoClonesOfOneSnapshotServeAtOnceOnTwoTapsWithTwoMacs) {
   ASSERT_TRUE(base_ns.ok());
   const std::string vsock = "/tmp/net-base.vsock", api = "/tmp/net-base.sock", snap = "/tmp/net.snap";
   ::unlink(vsock.c_str());
-  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "-i", test::guest_initrd(),
+  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "--initrd", test::guest_initrd(),
                                   "-m", "256M", "-c", "2", "--vsock", vsock, "--api", api, "--console",
                                   "/tmp/net-base-console.log", "--net", "tap=snapbase0", "--cmdline",
                                   std::string(arch::default_cmdline()) + kIpArg},
@@ -255,7 +255,7 @@ TEST(Net, DiffSnapshotsCarryWhatTheDeviceWroteAndALostTapOnlyDownsTheLink) {
   const std::string vsock = "/tmp/net-diff.vsock", api = "/tmp/net-diff.sock", errors = "/tmp/net-diff-errors.log";
   const std::string full = "/tmp/net-full.snap", diff = "/tmp/net-diff.snap";
   ::unlink(vsock.c_str());
-  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "-i", test::guest_initrd(),
+  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "-k", test::guest_kernel(), "--initrd", test::guest_initrd(),
                                   "-m", "256M", "-c", "2", "--vsock", vsock, "--api", api, "--track-dirty",
                                   "--console", "/tmp/net-diff-console.log", "--net", "tap=snapdiff0", "--cmdline",
                                   std::string(arch::default_cmdline()) + kIpArg},
@@ -308,7 +308,7 @@ TEST(Net, DiffSnapshotsCarryWhatTheDeviceWroteAndALostTapOnlyDownsTheLink) {
     std::this_thread::sleep_for(2s);  // a VMM on its way out has printed why
     std::cerr << "the clone's VMM is " << test::process_state(clone) << "; its console:\n"
               << test::read_text("/tmp/net-diffclone-console.log") << "\n"
-              << test::snapvm_cli("info " + clone_api, false, 10).out;
+              << test::snapvm_cli("info --json " + clone_api, false, 10).out;
     auto guest = test::run(clone_vsock, {"sh", "-c", "ls -l /tmp; netstat -tn; dmesg | tail -n 30"}, -1, 20s);
     std::cerr << guest.out << guest.err << guest.error << "\n";
   }

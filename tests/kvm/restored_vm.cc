@@ -45,12 +45,12 @@ std::string RestoredVm::log() const {
 
 std::string RestoredVm::vm_state() const {
   if (pid_ <= 0 || ::kill(pid_, 0) != 0) return "";
-  auto info = snapvm_cli("info " + api_, false, 30);
+  auto info = snapvm_cli("info --json " + api_, false, 30);
   if (info.rc != 0) return "VM state: " + info.out;
   if (info.out.find("\"state\": \"running\"") == std::string::npos) return "VM state:\n" + info.out;
   // Paused just long enough to read where the vCPUs are.
   snapvm_cli("pause " + api_, false, 30);
-  info = snapvm_cli("info " + api_, false, 30);
+  info = snapvm_cli("info --json " + api_, false, 30);
   snapvm_cli("resume " + api_, false, 30);
   return "VM state (paused for it):\n" + info.out;
 }

@@ -8,6 +8,7 @@
 
 #include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot_params.h"
+#include "arch/x86_64/cpu_features.h"
 #include "state/x86_64/x86_state.h"
 
 namespace snapvm::arch::x86 {
@@ -300,6 +301,21 @@ TEST(X86Boot, ElfVmlinuxThatDoesNotFitIsRefusedWithOneLine) {
   auto neither = parse_kernel(std::vector<uint8_t>(4096, 0), "junk");
   ASSERT_FALSE(neither);
   EXPECT_NE(neither.error().describe().find("not an x86 bzImage or ELF vmlinux"), std::string::npos);
+}
+
+// A restore refused for missing CPU features names them as /proc/cpuinfo
+// does (a PVM host refused "leaf 0x1.0 ecx bits 0x76d81203" before).
+TEST(X86CpuFeatures, BitsAreNamedAsLinuxNamesThem) {
+  EXPECT_EQ(cpuid_feature_name(1, 0, CpuidReg::kEcx, 21), "x2apic");
+  EXPECT_EQ(cpuid_feature_name(7, 0, CpuidReg::kEbx, 5), "avx2");
+  EXPECT_EQ(cpuid_feature_name(0x80000001, 0, CpuidReg::kEdx, 29), "lm");
+  EXPECT_EQ(cpuid_feature_name(0xd, 1, CpuidReg::kEax, 3), "xsaves");
+  EXPECT_EQ(cpuid_feature_names(1, 0, CpuidReg::kEcx, 0x76d81203),
+            "sse3, pclmulqdq, ssse3, fma, sse4_1, sse4_2, movbe, popcnt, aes, xsave, avx, f16c, rdrand");
+  // No name here: the leaf, register and bit, never a blank.
+  EXPECT_EQ(cpuid_feature_name(7, 0, CpuidReg::kEcx, 15), "CPUID 0x7.0 ecx bit 15");
+  EXPECT_EQ(cpuid_feature_name(0x40000001, 0, CpuidReg::kEax, 3), "CPUID 0x40000001.0 eax bit 3");
+  EXPECT_EQ(cpuid_feature_names(7, 1, CpuidReg::kEax, 0), "");
 }
 
 TEST(X86Boot, PageTablesMapTheFirstFourGiBOneToOne) {

@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
 
   // The virtio-net path.
   const std::string vsock = o.dir + "/vm.vsock";
-  bench::ChildProcess vmm({o.snapvm, "run", "-k", o.kernel, "-i", o.initrd, "-m", "512M", "-c", "2", "--vsock", vsock,
+  bench::ChildProcess vmm({o.snapvm, "run", "-k", o.kernel, "--initrd", o.initrd, "-m", "512M", "-c", "2", "--vsock", vsock,
                            "--console", o.dir + "/console.log", "--net", "tap=bnet0", "--cmdline",
                            std::string(arch::default_cmdline()) + " ip=10.0.2.2::10.0.2.1:255.255.255.0::eth0:off"},
                           o.dir + "/vmm.log");

@@ -28,7 +28,7 @@ agent() {  # vsock pid seconds command...
   done
 }
 
-$S run -k /payload/guest/kernel -i /payload/guest/initrd.cpio --cpus "$vcpus" --mem "$mem" \
+$S run -k /payload/guest/kernel --initrd /payload/guest/initrd.cpio --cpus "$vcpus" --mem "$mem" \
   --vsock /tmp/base.vsock --api /tmp/base.api --console /tmp/base.console >/tmp/base.log 2>&1 &
 base=$!
 if ! agent /tmp/base.vsock $base 300 true >/dev/null; then

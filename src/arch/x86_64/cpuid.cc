@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "arch/x86_64/cpu_features.h"
 #include "arch/x86_64/kvm_ioctls.h"
 #include "kvm/ioctl.h"
 
@@ -127,26 +128,45 @@ std::string vendor_of(const CpuidEntries& entries) {
 std::string missing_features(const CpuidEntries& saved, const CpuidEntries& supported) {
   struct Check {
     uint32_t function, index;
-    int reg;  // 0 eax 1 ebx 2 ecx 3 edx
+    CpuidReg reg;
     uint32_t ignore;
   };
   static const Check kChecks[] = {
-      {1, 0, 2, kHypervisorBit | kTscDeadlineBit | kOsxsaveBit}, {1, 0, 3, kApicBit | kHttBit},
-      {7, 0, 1, 0}, {7, 0, 2, kOspkeBit}, {7, 0, 3, 0}, {0xd, 1, 0, 0}, {0x80000001, 0, 2, 0}, {0x80000001, 0, 3, 0},
+      {1, 0, CpuidReg::kEcx, kHypervisorBit | kTscDeadlineBit | kOsxsaveBit},
+      {1, 0, CpuidReg::kEdx, kApicBit | kHttBit},
+      {7, 0, CpuidReg::kEbx, 0},
+      {7, 0, CpuidReg::kEcx, kOspkeBit},
+      {7, 0, CpuidReg::kEdx, 0},
+      {0xd, 1, CpuidReg::kEax, 0},
+      {0x80000001, 0, CpuidReg::kEcx, 0},
+      {0x80000001, 0, CpuidReg::kEdx, 0},
   };
   static const char* kRegs[] = {"eax", "ebx", "ecx", "edx"};
-  auto reg = [](const kvm_cpuid_entry2& e, int r) { return r == 0 ? e.eax : r == 1 ? e.ebx : r == 2 ? e.ecx : e.edx; };
+  auto reg = [](const kvm_cpuid_entry2& e, CpuidReg r) {
+    switch (r) {
+      case CpuidReg::kEax: return e.eax;
+      case CpuidReg::kEbx: return e.ebx;
+      case CpuidReg::kEcx: return e.ecx;
+      case CpuidReg::kEdx: return e.edx;
+    }
+    return 0u;
+  };
+  // Every missing feature by name, then the masks for whoever compares
+  // them with a CPU's documentation.
+  std::string names, masks;
   for (const auto& c : kChecks) {
     const auto* s = find_leaf(saved, c.function, c.index);
     if (s == nullptr) continue;
     const auto* h = find_leaf(supported, c.function, c.index);
     uint32_t want = reg(*s, c.reg) & ~c.ignore;
     uint32_t have = h != nullptr ? reg(*h, c.reg) : 0;
-    if ((want & ~have) != 0) {
-      return fmt::format("CPUID leaf {:#x}.{} {} bits {:#x}", c.function, c.index, kRegs[c.reg], want & ~have);
+    if (uint32_t missing = want & ~have; missing != 0) {
+      names += (names.empty() ? "" : ", ") + cpuid_feature_names(c.function, c.index, c.reg, missing);
+      masks += fmt::format("{}CPUID leaf {:#x}.{} {} bits {:#x}", masks.empty() ? "" : "; ", c.function, c.index,
+                           kRegs[static_cast<int>(c.reg)], missing);
     }
   }
-  return {};
+  return names.empty() ? std::string() : fmt::format("{} ({})", names, masks);
 }
 
 }  // namespace snapvm::arch::x86

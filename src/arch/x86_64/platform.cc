@@ -433,8 +433,8 @@ Status Platform::check_host(const state::SnapshotState& saved, const kvm::Vcpu& 
   std::string missing = missing_features(cpuid, impl_->supported);
   if (!missing.empty()) {
     return make_error(ErrorCode::kFailedPrecondition,
-                      "the snapshot's guest uses CPU features this host's KVM does not offer ({}); it cannot be restored "
-                      "here", missing);
+                      "the snapshot's guest uses CPU features this host's KVM does not offer: {}; it cannot be "
+                      "restored here", missing);
   }
   return {};
 }
