@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <exception>
 #include <utility>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -25,6 +26,10 @@ struct LineServer::Mailbox {
   const UniqueFd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   Mutex mu;
   std::vector<std::pair<uint64_t, std::string>> answers GUARDED_BY(mu);  // ticket, line
+  // Tickets whose connection closed before its answer: a Reply can tell its
+  // answer is no longer wanted (the pool then keeps the clone it would have
+  // handed out). One per request whose answer has not come yet, so bounded.
+  std::unordered_set<uint64_t> abandoned GUARDED_BY(mu);
   bool stop GUARDED_BY(mu) = false;
 
   void ring() const {
@@ -49,6 +54,13 @@ constexpr std::chrono::milliseconds kAcceptBackoff{100};
 constexpr int kNoWakeFdPollMs = 50;
 
 }  // namespace
+
+bool LineServer::Reply::wanted() const {
+  auto mailbox = mailbox_.lock();
+  if (!mailbox) return false;  // the server is gone
+  MutexLock lock(mailbox->mu);
+  return !mailbox->abandoned.contains(ticket_);
+}
 
 void LineServer::Reply::send(std::string line) const {
   auto mailbox = mailbox_.lock();
@@ -130,6 +142,12 @@ void LineServer::serve(int stop_fd) {
       for (auto& [id, c] : conns_) dispatched |= advance(c);
     } while (dispatched);
     check_deadlines(Clock::now());
+    {
+      MutexLock lock(mailbox_->mu);
+      for (const auto& [id, c] : conns_) {
+        if (c.closed && c.state == Connection::State::kAnswering) mailbox_->abandoned.insert(c.ticket);
+      }
+    }
     std::erase_if(conns_, [](const auto& entry) { return entry.second.closed; });
     bool stopping = fds[1].revents != 0;
     {
@@ -258,6 +276,7 @@ void LineServer::deliver_answers() {
   {
     MutexLock lock(mailbox_->mu);
     answers.swap(mailbox_->answers);
+    for (const auto& a : answers) mailbox_->abandoned.erase(a.first);
   }
   for (auto& [ticket, line] : answers) {
     // Tickets are never reused: a second answer, or one for a connection

@@ -63,6 +63,9 @@ class LineServer {
   class Reply {
    public:
     void send(std::string line) const;  // one line, without its newline
+    // False once its connection has closed before the answer (or the server
+    // is gone): work done only for this answer can be left undone.
+    bool wanted() const;
 
    private:
     friend class LineServer;

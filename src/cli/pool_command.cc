@@ -72,7 +72,9 @@ void handle(pool::Pool& pool, LineServer& server, std::string_view line, const L
     if (int64_t ms = json_field_or(req, "wait_ms", int64_t{-1}); ms >= 0) {
       wait = std::chrono::milliseconds(std::min<int64_t>(ms, 3'600'000));
     }
-    pool.take_async(wait, [reply](Result<pool::TakenClone> c) { reply.send(dump(take_reply(c))); });
+    pool.take_async(
+        wait, [reply](Result<pool::TakenClone> c) { reply.send(dump(take_reply(c))); },
+        [reply] { return reply.wanted(); });
     return;
   }
   if (op == "release") {

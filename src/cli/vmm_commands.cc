@@ -122,12 +122,12 @@ int run_until_exit(std::unique_ptr<Machine> machine, const std::string& control_
   if (add_companions) add_companions(**runner);
   const ExitReport report = (*runner)->wait_report();
   std::fflush(console);
+  if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
   if (int sig = stopped_by.load(); sig != 0) {
     // As a shell reports a command a signal ended: 128 + its number.
     fmt::print(stderr, "snapvm: SIG{}: the VM has stopped\n", ::sigabbrev_np(sig));
     return report.status != 0 ? report.status : 128 + sig;
   }
-  if (!report.line.empty()) fmt::print(stderr, "{}\n", report.line);
   return report.status;
 }
 
@@ -255,24 +255,19 @@ int run_vm(const RunOptions& o) {
     std::string path = d.substr(0, comma), opts = comma == std::string::npos ? "" : d.substr(comma + 1);
     if (opts != "" && opts != "ro" && opts != "readonly" && opts != "rw") {
       fmt::print(stderr, "snapvm: --disk {}: unknown option '{}' (PATH, PATH,ro or PATH,rw)\n", d, opts);
-      return 1;
+      return 2;  // a usage error
     }
     c.disks.push_back({path, opts == "ro" || opts == "readonly"});
   }
-  // Whether the guest has said anything, for the report of a silent boot.
-  auto console_spoke = std::make_shared<std::atomic<bool>>(false);
-  c.console = [sink = console->sink(), console_spoke](std::string_view s) {
-    console_spoke->store(true, std::memory_order_relaxed);
-    sink(s);
-  };
+  c.console = console->sink();
   c.guest_cid = o.cid;
   c.vsock_path = o.vsock;
   if (c.vsock_path.empty() && !o.name.empty()) {
     make_runtime_dir();
     c.vsock_path = agent::vsock_path_for(o.name);
   }
-  if (!parse_publishes(o.publish, c.publish)) return 1;
-  if (!parse_nets(o.nets, c.nets)) return 1;
+  if (!parse_publishes(o.publish, c.publish)) return 2;  // usage errors
+  if (!parse_nets(o.nets, c.nets)) return 2;
   std::optional<ImageMachine> image;
   std::optional<image::ImageConsole> image_console;
   if (o.image.name.empty() && (!o.image.command.empty() || !o.image.env.empty() || !o.image.user.empty() ||
@@ -294,6 +289,13 @@ int run_vm(const RunOptions& o) {
     image_console.emplace(c.console);
     c.console = image_console->sink();
   }
+  // Whether the guest has said anything, for the report of a silent boot:
+  // the outermost sink, which sees what an image's console holds back too.
+  auto console_spoke = std::make_shared<std::atomic<bool>>(false);
+  c.console = [sink = c.console, console_spoke](std::string_view s) {
+    console_spoke->store(true, std::memory_order_relaxed);
+    sink(s);
+  };
   // The build (the kernel, initrd and disks parsed) and every thread it
   // starts run under the build filter from here on.
   sandbox::enter_or_die(sandbox::ThreadKind::kBuild);
@@ -361,8 +363,8 @@ int restore_vm(const RestoreCliOptions& o) {
   ro.disks = o.disks;
   ro.track_dirty = o.track_dirty;
   ro.allowed_dir = o.allow_dir;
-  if (!parse_publishes(o.publish, ro.publish)) return 1;
-  if (!parse_nets(o.nets, ro.nets)) return 1;
+  if (!parse_publishes(o.publish, ro.publish)) return 2;  // usage errors
+  if (!parse_nets(o.nets, ro.nets)) return 2;
   ro.console = console->sink();
   RestoreTimings t;
   // The snapshot is parsed, and every thread started, under the build filter.

@@ -25,6 +25,12 @@ Result<json> control_request(const std::string& path, const json& req, std::chro
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) return make_error(ErrorCode::kInvalidArgument, "path {} is too long", path);
   std::memcpy(addr.sun_path, path.data(), path.size());
+  if (timeout.count() > 0) {
+    // A Unix connect() blocks while the server's backlog is full (its
+    // thread stuck); SO_SNDTIMEO bounds that, and the request's send.
+    timeval limit{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  }
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return errno_error(fmt::format("connect to {} {} (is {} running?)", peer.socket, path, peer.server));
   }

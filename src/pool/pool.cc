@@ -26,10 +26,12 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-// A clone's control socket answers info, pause and resume at once (a
-// pause gives up after 10 s); one that says nothing for longer is hung,
-// and must not hold up the takes served after it.
-constexpr std::chrono::milliseconds kControlReplyWait{15000};
+// A clone's control socket answers info and resume at once, and a pause
+// within 10 s (its own budget); a clone that says nothing for longer is
+// hung. Takes are handed out one after another, so a take's resume gets
+// the short wait: one hung clone delays the takes behind it by that much.
+constexpr std::chrono::milliseconds kControlReplyWait{5000};
+constexpr std::chrono::milliseconds kPauseReplyWait{15000};
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
@@ -137,7 +139,7 @@ Result<Pool::Clone> Pool::launch(const std::string& id) {
       auto unique = [&]() -> Status {
         SNAPVM_TRY(control_request(c.control, {{"op", "resume"}}, kControlReplyWait));
         SNAPVM_TRY(agent::sync_guest(c.vsock, std::chrono::seconds(30)));
-        SNAPVM_TRY(control_request(c.control, {{"op", "pause"}}, kControlReplyWait));
+        SNAPVM_TRY(control_request(c.control, {{"op", "pause"}}, kPauseReplyWait));
         return {};
       };
       if (auto made = unique(); !made) {
@@ -246,12 +248,12 @@ size_t Pool::clone_limit() const {
   return std::clamp<size_t>(o_.max_memory / clone_memory_, 1, o_.max_clones);
 }
 
-void Pool::take_async(std::optional<std::chrono::milliseconds> wait, TakeDone done) {
+void Pool::take_async(std::optional<std::chrono::milliseconds> wait, TakeDone done, std::function<bool()> wanted) {
   const auto w = wait.value_or(o_.take_wait);
   {
     MutexLock lock(mu_);
     if (!refusing_takes_) {
-      waiters_.push_back({Clock::now() + w, w, std::move(done)});
+      waiters_.push_back({Clock::now() + w, w, std::move(done), std::move(wanted)});
       changed_.notify_all();
       return;
     }
@@ -278,6 +280,13 @@ void Pool::handout_loop() {
     if (!waiters_.empty() && !ready_.empty()) {
       Waiter w = std::move(waiters_.front());
       waiters_.pop_front();
+      if (w.wanted && !w.wanted()) {
+        // Its client has gone: a clone handed to nobody would stay taken.
+        lock.unlock();
+        w.done(make_error(ErrorCode::kFailedPrecondition, "the client left before a clone was ready"));
+        lock.lock();
+        continue;
+      }
       Clone& c = clones_.at(ready_.front());
       ready_.pop_front();
       c.phase = Clone::Phase::kTaken;

@@ -83,8 +83,12 @@ class Pool {
   // take_wait) without holding the caller: `done` is called exactly once,
   // never under the pool's lock, on the hand-out thread once a clone is
   // resumed or the wait runs out, or at once (or from shutdown()) if the
-  // pool is shutting down. Waiting takes are served oldest first.
-  void take_async(std::optional<std::chrono::milliseconds> wait, TakeDone done) EXCLUDES(mu_);
+  // pool is shutting down. Waiting takes are served oldest first. A take
+  // whose `wanted` says false when its clone is ready (its client has gone)
+  // gets no clone: `done` hears so, and the clone stays for the next.
+  // `wanted` runs under the pool's lock: it must not call the pool.
+  void take_async(std::optional<std::chrono::milliseconds> wait, TakeDone done,
+                  std::function<bool()> wanted = {}) EXCLUDES(mu_);
   // take_async, waited for.
   Result<TakenClone> take(std::optional<std::chrono::milliseconds> wait = std::nullopt) EXCLUDES(mu_);
   Status release(const std::string& id);  // stops a taken clone
@@ -111,6 +115,7 @@ class Pool {
     std::chrono::steady_clock::time_point deadline;
     std::chrono::milliseconds wait;
     TakeDone done;
+    std::function<bool()> wanted;  // empty: always
   };
   explicit Pool(PoolOptions options) : o_(std::move(options)) {}
   // (The functions that wait on changed_ hold mu_ through std::unique_lock,

@@ -19,7 +19,10 @@ void report_silent_boot(VmRunner& runner, const std::atomic<bool>& console_spoke
   if (stop.stop_requested() || console_spoke.load()) return;
   std::string where = "its vCPUs could not be paused to read where they are";
   Machine& m = runner.machine();
-  if (m.pause(std::chrono::seconds(1))) {
+  bool paused_here = false;
+  if (m.pause(std::chrono::seconds(1), &paused_here)) {
+    // Someone else's pause (the control socket's) is theirs to end.
+    if (!paused_here) return;
     if (auto vcpus = m.describe_vcpus()) where = fmt::format("{}", fmt::join(*vcpus, "; "));
     (void)m.resume();
   }

@@ -238,8 +238,8 @@ Result<ExitReason> Machine::run(const std::function<void()>& on_started) { retur
 std::string Machine::exit_detail() const { return p_->vcpus->exit_detail(); }
 void Machine::request_stop() { p_->vcpus->request_stop(); }
 
-Status Machine::pause(std::chrono::milliseconds timeout) {
-  SNAPVM_CHECK_OK(p_->vcpus->pause(timeout));
+Status Machine::pause(std::chrono::milliseconds timeout, bool* paused_here) {
+  SNAPVM_CHECK_OK(p_->vcpus->pause(timeout, paused_here));
   p_->devices->set_paused(true);
   return {};
 }

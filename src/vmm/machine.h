@@ -61,7 +61,9 @@ class Machine {
   // host sides), and lets them run again. Only while run() is running.
   // A pause that does not complete within `timeout` is rolled back: the VM
   // runs on and the error says so.
-  Status pause(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // `paused_here` (if given): whether this call paused it (false: it was
+  // paused already, and its pauser will resume it).
+  Status pause(std::chrono::milliseconds timeout = std::chrono::seconds(10), bool* paused_here = nullptr);
   Status resume();
   // Before run(): its vCPUs start parked, as if paused (restore --paused).
   void start_paused();

@@ -28,16 +28,19 @@ int stop_on_signal(VmRunner& runner, const ShutdownSignals& fds, std::stop_token
     uint64_t one = 1;
     (void)!::write(fds.wake.get(), &one, sizeof one);
   });
+  int first = 0;
   while (!stop.stop_requested()) {
     pollfd p[2] = {{fds.signals.get(), POLLIN, 0}, {fds.wake.get(), POLLIN, 0}};
     if (::poll(p, 2, -1) <= 0) continue;
     signalfd_siginfo info{};
     if (::read(fds.signals.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+      const int sig = static_cast<int>(info.ssi_signo);
+      if (first != 0) ::_exit(128 + sig);  // a second signal: the stop stalled, and the user has waited enough
+      first = sig;
       runner.request_stop();
-      return static_cast<int>(info.ssi_signo);
     }
   }
-  return 0;
+  return first;
 }
 
 }  // namespace snapvm

@@ -25,7 +25,9 @@ struct ShutdownSignals {
 Result<ShutdownSignals> take_shutdown_signals();
 
 // A runner's companion: sleeps until a signal or `stop`; on a signal,
-// stops the VM and returns the signal's number (0: none came).
+// stops the VM and returns, once the VM has ended, the signal's number (0:
+// none came). A second signal before then ends the process at once
+// (128 + its number): the stop has stalled.
 int stop_on_signal(VmRunner& runner, const ShutdownSignals& fds, std::stop_token stop);
 
 }  // namespace snapvm

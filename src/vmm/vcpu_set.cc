@@ -186,7 +186,8 @@ std::string VcpuSet::exit_detail() const {
   return exit_detail_;
 }
 
-Status VcpuSet::pause(std::chrono::milliseconds timeout) {
+Status VcpuSet::pause(std::chrono::milliseconds timeout, bool* paused_here) {
+  if (paused_here != nullptr) *paused_here = false;
   std::unique_lock<Mutex> lock(mu_);
   if (handles_.empty()) return make_error(ErrorCode::kFailedPrecondition, "the VM is not running");
   if (pausing_) return {};
@@ -212,6 +213,7 @@ Status VcpuSet::pause(std::chrono::milliseconds timeout) {
                       parked, running, timeout.count());
   }
   if (stopping_) return make_error(ErrorCode::kFailedPrecondition, "the VM stopped while pausing");
+  if (paused_here != nullptr) *paused_here = true;
   return {};
 }
 

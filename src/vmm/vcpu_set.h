@@ -56,7 +56,9 @@ class VcpuSet {
 
   // Every vCPU parked outside KVM_RUN within `timeout`, or none (rolled
   // back: the VM runs on and the error says so). Only while run() runs.
-  Status pause(std::chrono::milliseconds timeout) NO_THREAD_SAFETY_ANALYSIS;
+  // `paused_here` (if given) tells whether this call paused the VM, or
+  // found it paused already.
+  Status pause(std::chrono::milliseconds timeout, bool* paused_here = nullptr) NO_THREAD_SAFETY_ANALYSIS;
   void resume() EXCLUDES(mu_);
   // Before run(): the vCPUs start parked.
   void start_paused();

@@ -2,6 +2,8 @@
 
 #include <system_error>
 
+#include <fmt/format.h>
+
 #include "vmm/control_server.h"
 
 namespace snapvm {
@@ -13,7 +15,7 @@ Result<std::unique_ptr<VmRunner>> VmRunner::start(std::unique_ptr<Machine> machi
   std::unique_ptr<VmRunner> r(new VmRunner(std::move(machine), std::move(options)));
   if (!r->options_.control_socket.empty()) {
     auto control = SNAPVM_TRY(ControlServer::start(r->options_.control_socket, *r->machine_));
-    MutexLock lock(r->mu_);
+    MutexLock lock(r->join_mu_);
     r->control_ = std::move(control);
   }
   VmRunner* self = r.get();
@@ -38,7 +40,14 @@ VmRunner::~VmRunner() {
 
 void VmRunner::add_companion(Companion task) {
   MutexLock lock(mu_);
-  companions_.emplace_back([task = std::move(task), stop = companions_stop_.get_token()] { task(stop); });
+  try {
+    companions_.emplace_back([task = std::move(task), stop = companions_stop_.get_token()] { task(stop); });
+  } catch (const std::system_error& e) {
+    // Its work (the guest's sync, a program's start) will not happen: the
+    // VM must not run on as if it had.
+    if (!companion_error_) companion_error_ = Error(ErrorCode::kIo, fmt::format("start a VMM thread: {}", e.what()));
+    machine_->request_stop();
+  }
 }
 
 void VmRunner::join_companions() {
@@ -57,7 +66,7 @@ void VmRunner::join_companions() {
 
 Result<ExitReason> VmRunner::wait() {
   {
-    MutexLock lock(mu_);
+    MutexLock lock(join_mu_);
     if (!joined_) {
       if (thread_.joinable()) thread_.join();
       joined_ = true;
@@ -67,7 +76,10 @@ Result<ExitReason> VmRunner::wait() {
   }
   companions_stop_.request_stop();  // also when the thread never ran the machine
   join_companions();
-  return exit_.value_or(Result<ExitReason>(ExitReason::kStopped));
+  auto exit = exit_.value_or(Result<ExitReason>(ExitReason::kStopped));
+  MutexLock lock(mu_);
+  if (companion_error_ && exit && *exit == ExitReason::kStopped) return tl::unexpected(*companion_error_);
+  return exit;
 }
 
 ExitReport VmRunner::wait_report() {

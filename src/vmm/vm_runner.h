@@ -42,7 +42,7 @@ class VmRunner {
   using Companion = std::function<void(std::stop_token stop)>;
 
   // Starts `machine` on a thread of its own. Fails (and runs nothing)
-  // only when the control socket cannot be served.
+  // when the control socket cannot be served or the thread not made.
   static Result<std::unique_ptr<VmRunner>> start(std::unique_ptr<Machine> machine, RunnerOptions options = {});
   // Stops the machine if it still runs, then joins the companions and the
   // machine's thread before the machine goes.
@@ -53,7 +53,9 @@ class VmRunner {
   // Thread-safe for the calls Machine itself allows from any thread.
   Machine& machine() { return *machine_; }
 
-  // Runs `task` on a companion thread; thread-safe.
+  // Runs `task` on a companion thread; thread-safe, and never waits for
+  // the machine. A thread that cannot be made stops the VM, and wait()
+  // then tells why.
   void add_companion(Companion task) EXCLUDES(mu_);
 
   // Whether the machine's run has returned.
@@ -61,7 +63,7 @@ class VmRunner {
   // Waits until the machine's run returns and tells how it ended; the
   // companions are stopped and joined before this returns, so no more
   // guest work is under way. May be called more than once.
-  Result<ExitReason> wait() EXCLUDES(mu_);
+  Result<ExitReason> wait() EXCLUDES(mu_, join_mu_);
   // wait(), said as every front door says it (vmm/exit_reason.h).
   ExitReport wait_report();
   // Thread-safe: makes the machine's run return kStopped soon.
@@ -73,15 +75,19 @@ class VmRunner {
 
   std::unique_ptr<Machine> machine_;
   RunnerOptions options_;
-  Mutex mu_;
+  // One joiner of the machine's thread at a time. Not mu_: a companion may
+  // add another while wait() joins.
+  Mutex join_mu_;
   // Holds a reference to the machine: reset by wait(), before machine_ goes.
-  std::unique_ptr<ControlServer> control_ GUARDED_BY(mu_);
+  std::unique_ptr<ControlServer> control_ GUARDED_BY(join_mu_);
   std::optional<Result<ExitReason>> exit_;  // written by the machine's thread before ended_ is set
   std::atomic<bool> ended_{false};
-  std::thread thread_;           // the machine's run; joined by wait() (mu_) or the destructor
+  std::thread thread_;  // the machine's run; joined by wait() under join_mu_
+  bool joined_ GUARDED_BY(join_mu_) = false;
   std::stop_source companions_stop_;
+  Mutex mu_;
   std::vector<std::jthread> companions_ GUARDED_BY(mu_);
-  bool joined_ GUARDED_BY(mu_) = false;  // thread_ has been joined
+  std::optional<Error> companion_error_ GUARDED_BY(mu_);  // a companion thread that could not be made
 };
 
 }  // namespace snapvm

@@ -386,7 +386,11 @@ TEST_F(LineServerTest, AnAnswerAfterItsClientLeftIsDropped) {
     UniqueFd gone = connect();
     send_text(gone.get(), "later\n");
     ASSERT_TRUE(wait_for([&] { return pending.size() == 1; }));
+    EXPECT_TRUE(pending.at(0).wanted()) << "its client still waits";
   }
+  // Its work can be left undone (the pool keeps the clone it would have
+  // handed out) once the server has seen the hang-up.
+  EXPECT_TRUE(wait_for([&] { return !pending.at(0).wanted(); }));
   // The only slot is free again once the server saw the hang-up.
   UniqueFd next;
   ASSERT_TRUE(wait_for([&] {
@@ -410,6 +414,7 @@ TEST_F(LineServerTest, AnAnswerAfterTheServerIsGoneIsDropped) {
   stop_serving();
   server_.reset();
   EXPECT_EQ(read_all(c.get(), 2s), "");  // closed, unanswered
+  EXPECT_FALSE(pending.at(0).wanted());
   std::thread([r = pending.at(0)] { r.send("too late"); }).join();
   pending.at(0).send("much too late");
 }

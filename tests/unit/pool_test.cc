@@ -7,6 +7,8 @@
 // clones on KVM: Image.* in the KVM suite. The pool socket's server:
 // line_server_test.cc.
 #include <gtest/gtest.h>
+
+#include <future>
 #include <signal.h>
 #include <unistd.h>
 
@@ -171,6 +173,24 @@ TEST_F(PoolTest, WaitingTakesAreServedOldestFirstWithoutHoldingTheirCallers) {
   }
   EXPECT_NE(answers[0].second->id, answers[1].second->id);
   EXPECT_NE(answers[1].second->id, answers[2].second->id);
+}
+
+// A take whose client has gone (Ctrl-C on `pool take`) gets no clone: one
+// handed to nobody would stay taken for good and count against --max.
+TEST_F(PoolTest, ATakeNoLongerWantedLeavesItsCloneForTheNext) {
+  auto p = pool::Pool::start(options(1, 1));
+  ASSERT_TRUE(p) << p.error().describe();
+  auto& pool = **p;
+  std::promise<Result<pool::TakenClone>> abandoned;
+  pool.take_async(
+      30s, [&](Result<pool::TakenClone> c) { abandoned.set_value(std::move(c)); }, [] { return false; });
+  auto left = abandoned.get_future().get();
+  ASSERT_FALSE(left);
+  EXPECT_NE(left.error().describe().find("the client left"), std::string::npos) << left.error().describe();
+  // The pool may run one clone: the next take still gets it.
+  auto next = pool.take(30s);
+  ASSERT_TRUE(next) << next.error().describe();
+  EXPECT_EQ(pool.stats().taken, 1u);
 }
 
 TEST_F(PoolTest, ShutdownFailsWaitingTakesWithOneLine) {
