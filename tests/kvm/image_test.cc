@@ -61,7 +61,7 @@ std::string http_get(const std::string& address) {
 }
 
 json pool_request(const std::string& socket, const std::string& op) {
-  auto r = test::snapvm_cli("pool " + op + " --socket " + socket + (op == "take" ? " --json" : ""));
+  auto r = test::snapvm_cli("pool " + op + " --socket " + socket + (op == "take" || op == "status" ? " --json" : ""));
   if (op == "status" || op == "take") {
     json j = json::parse(r.out.substr(0, r.out.find('\n')), nullptr, false);
     if (r.rc == 0 && j.is_object()) return j;
