@@ -117,6 +117,18 @@ TEST(Image, BakedSnapshotServesHttpFromPooledClonesEachWithItsOwnEntropy) {
                                    "--max", "3", "--port", "8080", "--allow-dir", store(), "--dir", dir + "/clones",
                                    "--take-wait", "120"},
                                   dir + "/pool.log");
+  // A failed assertion returns early: the pool (and with it, by its death
+  // signal, every clone) must not outlive the test, or the test host waits
+  // for it until its timeout.
+  struct KillOnReturn {
+    pid_t pid;
+    ~KillOnReturn() {
+      if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } pool_guard{pool};
   auto wait_status = [&](const std::function<bool(const json&)>& done) {
     json s;
     for (auto deadline = std::chrono::steady_clock::now() + 180s; std::chrono::steady_clock::now() < deadline;) {
@@ -181,6 +193,7 @@ TEST(Image, BakedSnapshotServesHttpFromPooledClonesEachWithItsOwnEntropy) {
   EXPECT_EQ(test::snapvm_cli("pool stop --socket " + socket).rc, 0);
   int status = 0;
   EXPECT_EQ(::waitpid(pool, &status, 0), pool);
+  pool_guard.pid = 0;  // reaped
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_text(dir + "/pool.log");
   for (pid_t c : clones) EXPECT_NE(::kill(c, 0), 0) << "clone " << c << " outlived the pool";
   EXPECT_FALSE(fs::exists(socket));
