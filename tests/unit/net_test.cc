@@ -90,7 +90,8 @@ TEST_F(NetTest, TransmitNotifiedThroughItsEventfdIsSentByTheWorker) {
   char buf[512];
   ASSERT_EQ(::read(peer.get(), buf, sizeof buf), static_cast<ssize_t>(frame.size()));
   EXPECT_EQ(std::string(buf, frame.size()), frame);
-  EXPECT_GE(guest->irqs.load(), 1) << "the driver is told the chain is used";
+  // The interrupt follows the used ring's update (the same race as below).
+  EXPECT_TRUE(MmioGuest::wait_for([&] { return guest->irqs.load() >= 1; })) << "the driver is told the chain is used";
 }
 
 TEST_F(NetTest, AFrameSpansMergeableBuffersAndSaysHowMany) {
@@ -106,7 +107,9 @@ TEST_F(NetTest, AFrameSpansMergeableBuffersAndSaysHowMany) {
   std::memcpy(&num_buffers, got.data() + 10, 2);
   EXPECT_EQ(num_buffers, 3);
   EXPECT_EQ(got.substr(Net::kHeaderBytes), frame.substr(Net::kHeaderBytes));
-  EXPECT_GT(guest->irqs.load(), 0);
+  // The interrupt follows the used ring's update: on a loaded machine the
+  // test can read the ring before the device has raised it.
+  EXPECT_TRUE(MmioGuest::wait_for([&] { return guest->irqs.load() > 0; })) << "no interrupt for the frame";
 }
 
 // A snapshot of a paused VM must find the receive queue as the pause left
