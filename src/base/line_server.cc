@@ -142,13 +142,16 @@ void LineServer::serve(int stop_fd) {
       for (auto& [id, c] : conns_) dispatched |= advance(c);
     } while (dispatched);
     check_deadlines(Clock::now());
-    {
+    std::vector<uint64_t> abandoned;  // closed while their answer was being made
+    std::erase_if(conns_, [&abandoned](const auto& entry) {
+      const Connection& c = entry.second;
+      if (c.closed && c.state == Connection::State::kAnswering) abandoned.push_back(c.ticket);
+      return c.closed;
+    });
+    if (!abandoned.empty()) {
       MutexLock lock(mailbox_->mu);
-      for (const auto& [id, c] : conns_) {
-        if (c.closed && c.state == Connection::State::kAnswering) mailbox_->abandoned.insert(c.ticket);
-      }
+      mailbox_->abandoned.insert(abandoned.begin(), abandoned.end());
     }
-    std::erase_if(conns_, [](const auto& entry) { return entry.second.closed; });
     bool stopping = fds[1].revents != 0;
     {
       MutexLock lock(mailbox_->mu);

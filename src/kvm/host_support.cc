@@ -42,7 +42,9 @@ HostFacts read_host_facts(const std::string& root) {
   auto intel = module_loaded(root, "kvm_intel", sys_readable);
   auto amd = module_loaded(root, "kvm_amd", sys_readable);
   if (intel && amd) f.vendor_loaded = *intel || *amd;
-  f.cpu_has_vmx_svm = cpu_virtualization(root);
+  // cpuinfo is long on a large host and is needed only when no hardware
+  // backend is loaded: a host that has one is not read at all.
+  if (!f.vendor_loaded.value_or(false)) f.cpu_has_vmx_svm = cpu_virtualization(root);
   return f;
 }
 
@@ -67,7 +69,10 @@ std::string unusable_reason_here() {
 #if defined(__x86_64__)
   const char* allow = std::getenv("SNAPVM_ALLOW_ANY_KVM");
   if (allow != nullptr && std::string(allow) == "1") return {};
-  return x86_unusable_reason(read_host_facts());
+  // Once per process: the backend does not change under it, and a restore
+  // (whose time is the figure we chase) opens KVM again in every clone.
+  static const std::string reason = x86_unusable_reason(read_host_facts());
+  return reason;
 #else
   return {};
 #endif

@@ -15,7 +15,7 @@ namespace snapvm::kvm {
 struct HostFacts {
   std::optional<bool> pvm_loaded;       // /sys/module/kvm_pvm
   std::optional<bool> vendor_loaded;    // /sys/module/kvm_intel or kvm_amd
-  std::optional<bool> cpu_has_vmx_svm;  // a vmx or svm flag in /proc/cpuinfo
+  std::optional<bool> cpu_has_vmx_svm;  // a vmx or svm flag in /proc/cpuinfo (read only without a vendor module)
 };
 
 // Reads the facts under `root` ("/" on a real host; tests pass a tree of
