@@ -30,8 +30,11 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& p
   options.busy_reason = "too many control clients";
   // No request deadline: a client may keep its connection open and idle
   // (a session of requests); one that never reads is dropped after the
-  // send deadline. Requests run one at a time, in arrival order, on the
-  // server's thread: a snapshot holds the others back, as it must.
+  // send deadline. But 16 idle connections must not lock out the 17th
+  // (the VM's `snapvm snapshot` when it matters): at the limit the one
+  // idle longest makes way. Requests run one at a time, in arrival order,
+  // on the server's thread: a snapshot holds the others back, as it must.
+  options.evict_idle_at_limit = true;
   ControlServer* raw = s.get();
   s->server_ = std::make_unique<LineServer>(
       std::move(listener),
