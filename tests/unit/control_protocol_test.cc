@@ -1,6 +1,7 @@
 // Control-socket requests as an untrusted client writes them.
 #include <gtest/gtest.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,6 +80,8 @@ TEST(ControlClient, AReplyThatNeverComesEndsAtTheTimeout) {
   ASSERT_TRUE(listener) << listener.error().describe();
   std::thread server([fd = listener->get()] {
     for (int i = 0; i < 2; ++i) {
+      pollfd ready{fd, POLLIN, 0};  // the listener is non-blocking: wait for the client first
+      (void)::poll(&ready, 1, 10'000);
       int c = ::accept(fd, nullptr, nullptr);
       if (c < 0) return;
       char buf[256];
