@@ -316,9 +316,12 @@ void Pool::handout_loop() {
     if (waiters_.empty()) {
       changed_.wait(lock);
     } else {
-      auto next = std::min_element(waiters_.begin(), waiters_.end(),
-                                   [](const Waiter& a, const Waiter& b) { return a.deadline < b.deadline; });
-      changed_.wait_until(lock, next->deadline);
+      // A copy: the waiter may be gone (answered by refuse_takes) while this
+      // waits, and wait_until reads its deadline again on waking.
+      const auto next = std::min_element(waiters_.begin(), waiters_.end(), [](const Waiter& a, const Waiter& b) {
+                          return a.deadline < b.deadline;
+                        })->deadline;
+      changed_.wait_until(lock, next);
     }
   }
 }
