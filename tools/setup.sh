@@ -15,6 +15,7 @@ packages=(
   libarchive-dev e2fsprogs        # container image layers (tar, gzip, zstd) and root filesystems
   libssl-dev                      # sha256 of image blobs
   umoci                           # OCI images built by the image tests
+  cpio xz-utils                   # snapvm guest build packs the guest initramfs
 )
 
 missing=()

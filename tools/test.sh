@@ -37,6 +37,7 @@ suite "setup (Debian packages)" tools/setup.sh
 suite "build (release)" tools/build.sh release snapvm snapvm_unit_tests snapvm-test-fake-clone snapvm-mksample \
   snapvm-bench-format
 suite "native tests" ctest_in build
+suite "snapvm guest build from a clean cache (Debian's kernel through apt)" tests/guest/guest_build_test.sh build
 suite "build (ASan+UBSan, clang, with the fuzz targets)" tools/build.sh asan
 suite "native tests under ASan+UBSan" ctest_in build-asan
 suite "build (ThreadSanitizer)" tools/build.sh tsan

@@ -39,6 +39,7 @@ std::string_view default_cmdline();
 // For help texts: the console UART, and the kernel file a user boots.
 std::string_view console_description();  // "a PL011 UART"
 std::string_view kernel_file_example();  // "Image"
+std::string_view kernel_description();   // what --kernel takes, for help texts
 
 struct RamRegion {
   uint64_t gpa = 0;

@@ -14,6 +14,7 @@
 #include "agent/protocol.h"
 #include "arch/platform.h"
 #include "base/units.h"
+#include "cli/guest_files.h"
 #include "cli/image_vm.h"
 #include "sandbox/seccomp.h"
 #include "vmm/machine.h"
@@ -70,6 +71,10 @@ Result<std::unique_ptr<Machine>> start_machine(const BakeOptions& o, MachineConf
 int run_bake(BakeOptions o) {
   if (o.ready_port && !o.ready_cmd.empty()) {
     fmt::print(stderr, "snapvm bake: --ready-port and --ready-cmd exclude each other\n");
+    return 2;
+  }
+  if (auto s = default_to_built_guest(o.kernel, o.initrd); !s) {
+    fmt::print(stderr, "snapvm bake: {}\n", s.error().describe());
     return 1;
   }
   auto mem = parse_size_flag("--mem", o.mem, 2 << 20);
@@ -220,12 +225,13 @@ std::function<int()> register_bake_command(CLI::App& app) {
       "Readiness: --ready-port P (the program accepts on TCP port P in the guest), --ready-cmd CMD (sh -c CMD\n"
       "exits 0 in the image), else the image's first exposed port, else none.\n\n"
       "Example:\n"
-      "  snapvm bake web web.snap --kernel Image --initrd initrd.cpio --ready-port 8080\n"
+      "  snapvm bake web web.snap --ready-port 8080\n"
       "  snapvm pool serve web.snap --size 4 --socket /run/snapvm/web.pool");
   bake->add_option("IMAGE", o->image.name, "image in the store (snapvm image import)")->required();
   bake->add_option("OUT", o->out, "snapshot file to write")->required();
-  bake->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
-  bake->add_option("--initrd", o->initrd, "snapvm's guest initramfs")->required();
+  bake->add_option("-k,--kernel", o->kernel,
+                   std::string(arch::kernel_description()) + " (default: the one `snapvm guest build` made)");
+  bake->add_option("--initrd", o->initrd, "snapvm's guest initramfs (default: the one `snapvm guest build` made)");
   bake->add_option("-m,--mem", o->mem, "guest RAM")->capture_default_str();
   bake->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
   bake->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();

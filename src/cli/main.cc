@@ -17,6 +17,7 @@
 #include "cli/jail_command.h"
 #include "cli/usage.h"
 #ifdef SNAPVM_HAVE_IMAGE
+#include "cli/guest_command.h"
 #include "cli/image_commands.h"
 #endif
 #include "cli/vmm_commands.h"
@@ -73,7 +74,9 @@ int main(int argc, char** argv) {
   auto run_jail_command = snapvm::cli::register_jail_command(app, vmm_args);
 #ifdef SNAPVM_HAVE_IMAGE  // not in the static test-host builds: images are imported on the host
   auto run_image_command = snapvm::cli::register_image_commands(app);
+  auto run_guest_command = snapvm::cli::register_guest_command(app);
 #else
+  std::function<int()> run_guest_command = [] { return -1; };
   std::function<int()> run_image_command = [] { return -1; };
 #endif
 
@@ -103,5 +106,6 @@ int main(int argc, char** argv) {
   if (rc < 0) rc = run_control_command();
   if (rc < 0) rc = run_jail_command();
   if (rc < 0) rc = run_image_command();
+  if (rc < 0) rc = run_guest_command();
   return rc >= 0 ? rc : 1;
 }

@@ -23,6 +23,7 @@
 #include "cli/bake_command.h"
 #include "cli/control_commands.h"
 #include "cli/firecracker_command.h"
+#include "cli/guest_files.h"
 #include "cli/image_vm.h"
 #include "cli/pool_command.h"
 #include "sandbox/seccomp.h"
@@ -227,7 +228,11 @@ bool parse_nets(const std::vector<std::string>& specs, std::vector<MachineConfig
   return true;
 }
 
-int run_vm(const RunOptions& o) {
+int run_vm(RunOptions o) {
+  if (auto s = default_to_built_guest(o.kernel, o.initrd); !s) {
+    fmt::print(stderr, "snapvm: {}\n", s.error().describe());
+    return 1;
+  }
   // Before any thread: every thread the VM starts inherits the blocked set.
   auto signals = take_shutdown_signals();
   if (!signals) {
@@ -441,10 +446,14 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
       ") goes to stdout or --console FILE. The VM ends with exit status 0\n"
       "when the guest powers off.\n\n"
       "Example:\n"
+      "  snapvm guest build      # once: Debian's kernel and snapvm's initramfs\n"
+      "  snapvm run --mem 512M --cpus 4 --name demo\n"
       "  snapvm run --kernel " + std::string(arch::kernel_file_example()) +
       " --initrd initrd.cpio --mem 512M --cpus 4");
-  run->add_option("-k,--kernel", o->kernel, "kernel (arm64 Image; x86_64 bzImage or ELF vmlinux)")->required();
-  run->add_option("--initrd", o->initrd, "initial ramdisk (cpio archive)");
+  run->add_option("-k,--kernel", o->kernel,
+                  std::string(arch::kernel_description()) + " (default: the one `snapvm guest build` made)");
+  run->add_option("--initrd", o->initrd,
+                  "initial ramdisk (cpio archive; default with the default kernel: snapvm's, from `snapvm guest build`)");
   run->add_option("-m,--mem", o->mem, "guest RAM, e.g. 512M, 512MiB or 2g (a multiple of 2 MiB)")->capture_default_str();
   run->add_option("-c,--cpus", o->cpus, "vCPU count")->capture_default_str();
   run->add_option("--cmdline", o->cmdline, "kernel command line")->capture_default_str();

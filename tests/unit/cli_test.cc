@@ -361,5 +361,47 @@ TEST_F(Cli, JsonOutputsParseAsJson) {
   }
 }
 
+
+// A guest folder as `snapvm guest build` leaves it: the files, their
+// sha256sum lines and the manifest.
+void make_guest_dir(const test::TempDir& dir) {
+  std::string cmd = "cd " + dir.path() + " && head -c 100000 /dev/urandom > kernel && head -c 50000 /dev/urandom > "
+                    "initrd.cpio && sha256sum kernel initrd.cpio > SHA256SUMS && printf "
+                    "'kernel_package=linux-image-test\\nkernel_version=1\\nbuilt=now\\n' > manifest";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+}
+
+TEST(CliGuest, TheBuiltGuestIsShownAndCheckedBeforeRunBootsIt) {
+  if (!built_with("guest")) GTEST_SKIP() << "this build has no `snapvm guest`";
+  test::TempDir guest;
+  make_guest_dir(guest);
+  auto shown = run("guest show --json --dir " + guest.path(), "", Stream::kStdout);
+  ASSERT_EQ(shown.exit_code, 0) << shown.out;
+  auto j = nlohmann::json::parse(shown.out);
+  EXPECT_EQ(j["kernel"], guest.file("kernel"));
+  EXPECT_EQ(j["initrd"], guest.file("initrd.cpio"));
+  EXPECT_EQ(j["kernel_package"], "linux-image-test");
+  EXPECT_TRUE(j["verified"].get<bool>());
+
+  // One changed byte in the kernel: run without --kernel refuses to boot it.
+  ASSERT_EQ(std::system(("printf x | dd of=" + guest.file("kernel") + " bs=1 seek=500 conv=notrunc 2>/dev/null").c_str()), 0);
+  auto changed = run("run --mem 64M", "SNAPVM_GUEST_DIR=" + guest.path());
+  EXPECT_EQ(changed.exit_code, 1) << changed.out;
+  EXPECT_EQ(lines(changed.out), 1u) << changed.out;
+  EXPECT_TRUE(has(changed.out, guest.file("kernel") + " does not match the SHA-256")) << changed.out;
+  EXPECT_EQ(run("guest show --dir " + guest.path()).exit_code, 1);
+}
+
+TEST(CliGuest, WithoutABuiltGuestRunAndBakeSayWhatToDo) {
+  if (!built_with("guest")) GTEST_SKIP() << "this build has no `snapvm guest`";
+  test::TempDir empty;
+  for (const std::string cmd : {"run --mem 64M", "bake someimage out.snap"}) {
+    auto r = run(cmd, "SNAPVM_GUEST_DIR=" + empty.path() + "/none");
+    EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << r.out;
+    EXPECT_TRUE(has(r.out, "run `snapvm guest build` (or give --kernel and --initrd)")) << r.out;
+  }
+}
+
 }  // namespace
 }  // namespace snapvm

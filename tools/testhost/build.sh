@@ -30,7 +30,7 @@ else
 fi
 
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
-tools/testhost/pack-guest.sh "$build/bin/snapvm-guest-init" "$moddir" "$out/busybox/bin/busybox" "$out/guest-initrd.cpio"
+guest/tools/pack-guest.sh "$build/bin/snapvm-guest-init" "$moddir" "$out/busybox/bin/busybox" "$out/guest-initrd.cpio"
 
 payload="$out/payload"
 rm -rf "$payload"

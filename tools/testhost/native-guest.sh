@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 source tools/testhost/arch.sh "$(uname -m)"
 mkdir -p "$out/native-guest"
 moddir=$(ls -d "$out"/kernel/lib/modules/*/ | head -n 1)
-tools/testhost/pack-guest.sh build/bin/snapvm-guest-init "$moddir" "$out/busybox/bin/busybox" "$out/native-guest/initrd.cpio"
+guest/tools/pack-guest.sh build/bin/snapvm-guest-init "$moddir" "$out/busybox/bin/busybox" "$out/native-guest/initrd.cpio"
 cp "$(realpath "$out/kernel-image")" "$out/native-guest/kernel"
 if [ "$(uname -m)" = x86_64 ] && ! [ "$out/native-guest/vmlinux" -nt "$out/kernel-image" ]; then
   tools/testhost/extract-vmlinux.sh "$out/kernel-image" "$out/native-guest/vmlinux"

@@ -47,6 +47,7 @@ std::string_view name() { return "arm64"; }
 std::string_view default_cmdline() { return "console=ttyAMA0 quiet panic=-1"; }
 std::string_view console_description() { return "a PL011 UART"; }
 std::string_view kernel_file_example() { return "Image"; }
+std::string_view kernel_description() { return "kernel: an arm64 Image, uncompressed (Debian's vmlinuz is one)"; }
 
 Status check_ram_size(uint64_t bytes) {
   if (bytes == 0 || bytes % (2ull << 20) != 0 || bytes > kMaxRamBytes) {

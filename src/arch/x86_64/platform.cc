@@ -96,6 +96,7 @@ std::string_view name() { return "x86_64"; }
 std::string_view default_cmdline() { return "console=ttyS0 quiet panic=-1 reboot=k pci=off"; }
 std::string_view console_description() { return "COM1, an 8250 UART"; }
 std::string_view kernel_file_example() { return "bzImage"; }
+std::string_view kernel_description() { return "kernel: a bzImage or an ELF vmlinux"; }
 
 Status check_ram_size(uint64_t bytes) {
   if (bytes == 0 || bytes % (2ull << 20) != 0 || bytes > kMaxRamBytes) {
