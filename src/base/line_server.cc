@@ -25,7 +25,12 @@ namespace snapvm {
 struct LineServer::Mailbox {
   const UniqueFd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   Mutex mu;
-  std::vector<std::pair<uint64_t, std::string>> answers GUARDED_BY(mu);  // ticket, line
+  struct Line {
+    uint64_t ticket;
+    std::string text;
+    bool answer;  // false: a streamed line, the answer still to come
+  };
+  std::vector<Line> lines GUARDED_BY(mu);
   // Tickets whose connection closed before its answer: a Reply can tell its
   // answer is no longer wanted (the pool then keeps the clone it would have
   // handed out). One per request whose answer has not come yet, so bounded.
@@ -67,7 +72,17 @@ void LineServer::Reply::send(std::string line) const {
   if (!mailbox) return;  // the server is gone
   {
     MutexLock lock(mailbox->mu);
-    mailbox->answers.emplace_back(ticket_, std::move(line));
+    mailbox->lines.push_back({ticket_, std::move(line), true});
+  }
+  mailbox->ring();
+}
+
+void LineServer::Reply::stream(std::string line) const {
+  auto mailbox = mailbox_.lock();
+  if (!mailbox) return;
+  {
+    MutexLock lock(mailbox->mu);
+    mailbox->lines.push_back({ticket_, std::move(line), false});
   }
   mailbox->ring();
 }
@@ -275,31 +290,50 @@ void LineServer::dispatch(Connection& c, std::string line) {
 }
 
 void LineServer::deliver_answers() {
-  std::vector<std::pair<uint64_t, std::string>> answers;
+  std::vector<Mailbox::Line> lines;
   {
     MutexLock lock(mailbox_->mu);
-    answers.swap(mailbox_->answers);
-    for (const auto& a : answers) mailbox_->abandoned.erase(a.first);
+    lines.swap(mailbox_->lines);
+    // An answer settles its ticket; a streamed line does not.
+    for (const auto& l : lines) {
+      if (l.answer) mailbox_->abandoned.erase(l.ticket);
+    }
   }
-  for (auto& [ticket, line] : answers) {
+  for (auto& l : lines) {
     // Tickets are never reused: a second answer, or one for a connection
     // that has closed, finds no connection waiting for it.
     for (auto& [id, c] : conns_) {
-      if (!c.closed && c.state == Connection::State::kAnswering && c.ticket == ticket) {
-        answer(c, std::move(line));
+      if (!c.closed && c.state == Connection::State::kAnswering && c.ticket == l.ticket) {
+        if (l.answer) {
+          answer(c, std::move(l.text));
+        } else {
+          stream_to(c, std::move(l.text));
+        }
         break;
       }
     }
   }
 }
 
+void LineServer::stream_to(Connection& c, std::string line) {
+  if (c.out.size() + line.size() + 1 > kMaxStreamBacklog) {
+    c.closed = true;  // it reads far slower than the stream is written
+    return;
+  }
+  if (c.out.empty()) c.send_by = Clock::now() + o_.send_deadline;
+  c.out += line;
+  c.out += '\n';
+  flush(c);
+}
+
 void LineServer::answer(Connection& c, std::string line) {
   c.state = Connection::State::kReading;
   c.waiting_since = Clock::now();
   c.close_when_sent = o_.one_request_per_connection;
-  c.out = std::move(line);  // empty: nothing is pending while answering
+  // Streamed lines may still be waiting: the answer goes after them.
+  if (c.out.empty()) c.send_by = c.waiting_since + o_.send_deadline;
+  c.out += line;
   c.out += '\n';
-  c.send_by = c.waiting_since + o_.send_deadline;
   flush(c);
 }
 

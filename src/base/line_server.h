@@ -35,6 +35,9 @@
 
 namespace snapvm {
 
+// Bytes of streamed lines a connection may have waiting to be sent.
+inline constexpr size_t kMaxStreamBacklog = 256 * 1024;
+
 struct LineServerOptions {
   size_t max_request_bytes = 4096;
   size_t max_connections = 64;
@@ -63,6 +66,11 @@ class LineServer {
   class Reply {
    public:
     void send(std::string line) const;  // one line, without its newline
+    // A line sent before the answer, which stays to come (an event stream:
+    // the control socket's `events`). Lines are sent in the order given; a
+    // peer that lets kMaxStreamBacklog bytes pile up, or takes none within
+    // the send deadline, is dropped. An answer (send) ends the stream.
+    void stream(std::string line) const;
     // False once its connection has closed before the answer (or the server
     // is gone): work done only for this answer can be left undone.
     bool wanted() const;
@@ -120,6 +128,7 @@ class LineServer {
   void on_readable(Connection& c);
   void deliver_answers();
   void answer(Connection& c, std::string line);
+  void stream_to(Connection& c, std::string line);
   void flush(Connection& c);
   void refuse(Connection& c, std::string_view why);
   void check_deadlines(Clock::time_point now);

@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/control_commands.h"
 #include "cli/jail_command.h"
+#include "cli/lifecycle_commands.h"
 #include "cli/usage.h"
 #ifdef SNAPVM_HAVE_IMAGE
 #include "cli/guest_command.h"
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   auto run_vmm_command = snapvm::cli::register_vmm_commands(app);
   auto run_agent_command = snapvm::cli::register_agent_commands(app);
   auto run_control_command = snapvm::cli::register_control_commands(app);
+  auto run_lifecycle_command = snapvm::cli::register_lifecycle_commands(app);
   std::vector<std::string> vmm_args;
   argc = snapvm::cli::split_jail_args(argc, argv, vmm_args);
   auto run_jail_command = snapvm::cli::register_jail_command(app, vmm_args);
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
   int rc = run_vmm_command();
   if (rc < 0) rc = run_agent_command();
   if (rc < 0) rc = run_control_command();
+  if (rc < 0) rc = run_lifecycle_command();
   if (rc < 0) rc = run_jail_command();
   if (rc < 0) rc = run_image_command();
   if (rc < 0) rc = run_guest_command();

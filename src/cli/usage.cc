@@ -128,9 +128,11 @@ std::string prefix_of(const CLI::App* app) {
 // Every exit status the command gives, as --help and README.md list them.
 const char* const kExitStatusHelp =
     "Exit status:\n"
-    "  0    success; run and restore: the guest powered off or reset, or the VM was stopped\n"
+    "  0    success; run and restore: the guest powered off, or the VM was stopped (snapvm stop)\n"
     "  1    the command failed (one line on stderr, or a JSON object on stdout with --json)\n"
     "  2    usage error: unknown command or flag, a missing or malformed argument\n"
+    "  3    run and restore: the guest reset (rebooted, or triple-faulted); firecracker: 0, as Firecracker\n"
+    "  4    run and restore: the guest crashed (it panicked, with the pvpanic device its kernel drives)\n"
     "  70   the VMM lost guest RAM: its snapshot file was truncated or its filesystem filled\n"
     "  125  exec: the command could not run in the guest; jail: the jail could not be built\n"
     "  159  a VMM thread made a system call its seccomp filter forbids (--seccomp)\n"

@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include <fmt/format.h>
@@ -23,6 +24,7 @@
 #include "cli/bake_command.h"
 #include "cli/control_commands.h"
 #include "cli/firecracker_command.h"
+#include "cli/detach.h"
 #include "cli/guest_files.h"
 #include "cli/image_vm.h"
 #include "cli/pool_command.h"
@@ -52,7 +54,25 @@ struct RunOptions {
   double silent_boot_s = 60;  // --silent-boot-report
   std::string seccomp = default_seccomp();
   ImageRunOptions image;
+  bool detach = false;
 };
+
+// --name: a name for files in /run/snapvm (base/runtime_dir.h).
+CLI::Validator vm_name_check() {
+  return CLI::Validator(
+      [](std::string& name) {
+        return is_vm_name(name) ? std::string()
+                                : "'" + name + "' is no VM name: 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit";
+      },
+      "NAME");
+}
+
+// -d without --name: a usage error (exit 2).
+std::optional<int> detach_needs_name(bool detach, const std::string& name) {
+  if (!detach || !name.empty()) return std::nullopt;
+  fmt::print(stderr, "snapvm: -d needs --name: the VM is found by its name (snapvm ps, logs, stop)\n");
+  return 2;
+}
 
 // Turns on the per-thread seccomp filters (before any VMM thread starts).
 bool start_sandbox(const std::string& mode) {
@@ -104,11 +124,9 @@ std::optional<Console> open_console(const std::string& path, const char* mode) {
 // Runs the machine with its control socket (when asked for) and the
 // companions' guest work until it ends; the exit line and status are
 // every front door's (vmm/exit_reason.h).
-int run_until_exit(std::unique_ptr<Machine> machine, const std::string& control_socket, FILE* console,
+int run_until_exit(std::unique_ptr<Machine> machine, RunnerOptions options, FILE* console,
                    const ShutdownSignals& shutdown_signals,
                    const std::function<void(VmRunner&)>& add_companions = {}) {
-  RunnerOptions options;
-  options.control_socket = control_socket;
   options.on_started = [] { sandbox::enter_or_die(sandbox::ThreadKind::kMain); };
   auto runner = VmRunner::start(std::move(machine), std::move(options));
   if (!runner) {
@@ -233,6 +251,10 @@ int run_vm(RunOptions o) {
     fmt::print(stderr, "snapvm: {}\n", s.error().describe());
     return 1;
   }
+  if (auto usage = detach_needs_name(o.detach, o.name)) return *usage;
+  if (o.detach) {
+    if (auto parent_status = detach(o.name)) return *parent_status;
+  }
   // Before any thread: every thread the VM starts inherits the blocked set.
   auto signals = take_shutdown_signals();
   if (!signals) {
@@ -334,8 +356,11 @@ int run_vm(RunOptions o) {
       }
     });
   };
-  int rc = run_until_exit(std::move(*machine), o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api,
-                          console->out, *signals, companions);
+  RunnerOptions runner;
+  runner.control_socket = o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api;
+  runner.name = o.name;
+  runner.origin = o.image.name.empty() ? "kernel " + std::filesystem::absolute(o.kernel).string() : "image " + o.image.name;
+  int rc = run_until_exit(std::move(*machine), std::move(runner), console->out, *signals, companions);
   if (image_console && rc == 0) {
     // Like `docker run`: the program's status is the command's.
     if (auto status = image_console->exit_status()) return *status;
@@ -351,9 +376,14 @@ struct RestoreCliOptions {
   bool no_sync = false;
   bool track_dirty = false;
   bool json_timings = false;
+  bool detach = false;
 };
 
 int restore_vm(const RestoreCliOptions& o) {
+  if (auto usage = detach_needs_name(o.detach, o.name)) return *usage;
+  if (o.detach) {
+    if (auto parent_status = detach(o.name)) return *parent_status;
+  }
   auto signals = take_shutdown_signals();  // before any thread, as in run_vm
   if (!signals) {
     fmt::print(stderr, "snapvm: {}\n", signals.error().describe());
@@ -401,8 +431,11 @@ int restore_vm(const RestoreCliOptions& o) {
     if (o.paused || o.no_sync || vsock.empty()) return;
     runner.add_companion([vsock, macs](std::stop_token stop) { sync_restored_guest(vsock, macs, stop); });
   };
-  return run_until_exit(std::move(*machine), o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api,
-                        console->out, *signals, sync);
+  RunnerOptions runner;
+  runner.control_socket = o.api.empty() && !o.name.empty() ? control_path_for(o.name) : o.api;
+  runner.name = o.name;
+  runner.origin = "snapshot " + std::filesystem::absolute(o.file).string();
+  return run_until_exit(std::move(*machine), std::move(runner), console->out, *signals, sync);
 }
 
 }  // namespace
@@ -412,7 +445,11 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   auto* restore = app.add_subcommand("restore", "Start a VM from a snapshot in this process (RAM mapped copy-on-write)");
   restore->add_option("FILE", ro->file, "snapshot file")->required();
   restore->add_option("--vsock", ro->vsock, "this clone's vsock socket (default: the snapshot's, if inside --allow-dir)");
-  restore->add_option("--name", ro->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock");
+  restore->add_option("--name", ro->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock")
+      ->check(vm_name_check());
+  restore->add_flag("-d,--detach", ro->detach,
+                    "run in the background (needs --name): console and messages go to /run/snapvm/NAME.log "
+                    "(snapvm logs); returns once the VM answers on its control socket");
   restore->add_option("--api", ro->api, "control socket");
   restore->add_option("--console", ro->console, "append the guest console to this file instead of stdout");
   restore->add_option("--disk", ro->disks, "disk images replacing the snapshot's, in order; repeatable "
@@ -460,7 +497,11 @@ std::function<int()> register_vmm_commands(CLI::App& app) {
   run->add_option("--console", o->console, "write the guest console to this file instead of stdout");
   run->add_option("--disk", o->disks, "raw disk image as virtio-blk (/dev/vda, vdb, ...): PATH or PATH,ro; repeatable");
   run->add_option("--vsock", o->vsock, "virtio-vsock with its host side on this Unix socket (Firecracker's CONNECT protocol)");
-  run->add_option("--name", o->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock");
+  run->add_option("--name", o->name, "name the VM: /run/snapvm/NAME.sock (control) and NAME.vsock")
+      ->check(vm_name_check());
+  run->add_flag("-d,--detach", o->detach,
+                "run in the background (needs --name): console and messages go to /run/snapvm/NAME.log "
+                "(snapvm logs); returns once the VM answers on its control socket");
   run->add_option("--api", o->api, "control socket (JSON: pause, resume, snapshot, info)");
   run->add_option("--cid", o->cid, "the guest's vsock CID")->capture_default_str();
   run->add_option("--net", o->nets,

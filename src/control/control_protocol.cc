@@ -36,6 +36,10 @@ Result<ControlRequest> parse_control_request(std::string_view line) {
     r.op = ControlRequest::Op::kPause;
   } else if (*op == "resume") {
     r.op = ControlRequest::Op::kResume;
+  } else if (*op == "shutdown") {
+    r.op = ControlRequest::Op::kShutdown;
+  } else if (*op == "events") {
+    r.op = ControlRequest::Op::kEvents;
   } else if (*op == "snapshot") {
     r.op = ControlRequest::Op::kSnapshot;
     r.path = SNAPVM_TRY(path_field(req, "path", true));
@@ -47,7 +51,7 @@ Result<ControlRequest> parse_control_request(std::string_view line) {
     }
   } else {
     std::string shown = op->size() > 64 ? op->substr(0, 64) + "..." : *op;
-    return make_error(ErrorCode::kInvalidArgument, "unknown op '{}' (info, pause, resume, snapshot)", shown);
+    return make_error(ErrorCode::kInvalidArgument, "unknown op '{}' (info, pause, resume, snapshot, shutdown, events)", shown);
   }
   return r;
 }

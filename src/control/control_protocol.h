@@ -17,7 +17,9 @@ inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
 inline constexpr size_t kMaxControlPathBytes = 4096;
 
 struct ControlRequest {
-  enum class Op { kInfo, kPause, kResume, kSnapshot };
+  // kShutdown presses the power button (the guest shuts down cleanly if it
+  // listens); kEvents keeps the connection as a stream of events.
+  enum class Op { kInfo, kPause, kResume, kSnapshot, kShutdown, kEvents };
   Op op = Op::kInfo;
   // kSnapshot only:
   std::string path;       // where the snapshot goes

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -19,10 +20,16 @@ constexpr size_t kMaxControlClients = 16;
 
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
-Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& path, Machine& machine) {
-  std::unique_ptr<ControlServer> s(new ControlServer(path, machine));
+Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& path, Machine& machine,
+                                                            ControlIdentity identity) {
+  std::unique_ptr<ControlServer> s(new ControlServer(path, machine, std::move(identity)));
   auto listener = SNAPVM_TRY(listen_unix(path, 16, 0600, "control socket"));  // the VM's owner only
   LineServerOptions options;
   options.max_request_bytes = kMaxControlRequestBytes;
@@ -38,7 +45,14 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& p
   ControlServer* raw = s.get();
   s->server_ = std::make_unique<LineServer>(
       std::move(listener),
-      [raw](std::string_view line, const LineServer::Reply& reply) { reply.send(raw->handle(std::string(line))); },
+      [raw](std::string_view line, const LineServer::Reply& reply) {
+        // The one request answered by a stream rather than a line.
+        if (auto req = parse_control_request(line); req && req->op == ControlRequest::Op::kEvents) {
+          raw->subscribe(reply);
+          return;
+        }
+        reply.send(raw->handle(std::string(line)));
+      },
       [](std::string_view why) { return error_reply(std::string(why)).dump(); }, options);
   s->thread_ = std::thread([raw] {
     sandbox::enter_or_die(sandbox::ThreadKind::kControl);
@@ -74,6 +88,12 @@ std::string ControlServer::handle_request(const std::string& line) {
         fwds.push_back({{"host_address", f.host_address}, {"host_port", f.host_port}, {"guest_port", f.guest_port}});
       }
       json reply{{"ok", true},
+                 {"name", identity_.name},
+                 {"pid", ::getpid()},
+                 {"origin", identity_.origin},
+                 {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - started_)
+                                   .count()},
                  {"state", machine_.paused() ? "paused" : "running"},
                  {"vcpus", machine_.vcpu_count()},
                  {"mem_bytes", machine_.mem_bytes()},
@@ -87,15 +107,33 @@ std::string ControlServer::handle_request(const std::string& line) {
     }
     case ControlRequest::Op::kPause: {
       auto r = machine_.pause();
-      return r ? json{{"ok", true}, {"state", "paused"}}.dump() : error_reply(r.error().describe()).dump();
+      if (!r) return error_reply(r.error().describe()).dump();
+      publish({{"event", "paused"}});
+      return json{{"ok", true}, {"state", "paused"}}.dump();
     }
     case ControlRequest::Op::kResume: {
       auto r = machine_.resume();
-      return r ? json{{"ok", true}, {"state", "running"}}.dump() : error_reply(r.error().describe()).dump();
+      if (!r) return error_reply(r.error().describe()).dump();
+      publish({{"event", "resumed"}});
+      return json{{"ok", true}, {"state", "running"}}.dump();
     }
+    case ControlRequest::Op::kShutdown: {
+      // A request, not a stop: the guest decides; `snapvm stop` waits and
+      // then kills what did not listen.
+      auto r = machine_.press_power_button();
+      if (!r) return error_reply(r.error().describe()).dump();
+      publish({{"event", "shutdown_requested"}});
+      return json{{"ok", true}, {"state", machine_.paused() ? "paused" : "running"}}.dump();
+    }
+    case ControlRequest::Op::kEvents:
+      return error_reply("events: a stream, subscribed on the socket only").dump();
     case ControlRequest::Op::kSnapshot: {
+      const bool was_paused = machine_.paused();
       auto live = machine_.snapshot_live(req->path, req->diff_from, req->resume);
       if (!live) return error_reply(live.error().describe()).dump();
+      if (!was_paused) publish({{"event", "paused"}});
+      publish({{"event", "snapshot"}, {"path", req->path}, {"diff", !req->diff_from.empty()}});
+      if (req->resume) publish({{"event", "resumed"}});
       const WriteStats& stats = live->stats;
       // A diff written while the guest ran paused it only for the copy.
       json pause_breakdown{{"capture", live->capture_ms}, {"dirty_log", live->dirty_log_ms}};
@@ -122,6 +160,44 @@ std::string ControlServer::handle_request(const std::string& line) {
     }
   }
   return error_reply("unknown request").dump();
+}
+
+void ControlServer::subscribe(const LineServer::Reply& reply) {
+  MutexLock lock(events_mu_);
+  // Subscribers that hung up make way (their empty answer settles them).
+  std::erase_if(subscribers_, [](const LineServer::Reply& r) {
+    if (r.wanted()) return false;
+    r.send("");
+    return true;
+  });
+  if (subscribers_.size() >= kMaxEventSubscribers) {
+    reply.send(error_reply(fmt::format("events: {} subscribers already", kMaxEventSubscribers)).dump());
+    return;
+  }
+  reply.stream(json{{"ok", true}, {"events", true}, {"state", machine_.paused() ? "paused" : "running"}}.dump());
+  subscribers_.push_back(reply);
+}
+
+void ControlServer::publish(json event) {
+  event["time_ms"] = unix_ms();
+  const std::string line = event.dump();
+  MutexLock lock(events_mu_);
+  std::erase_if(subscribers_, [&line](const LineServer::Reply& r) {
+    if (!r.wanted()) {
+      r.send("");
+      return true;
+    }
+    r.stream(line);
+    return false;
+  });
+}
+
+void ControlServer::announce_exit(const std::string& reason, int status) {
+  publish({{"event", "exited"}, {"reason", reason}, {"status", status}});
+  // The stream ends with the VM: each subscriber's answer closes it.
+  MutexLock lock(events_mu_);
+  for (const auto& r : subscribers_) r.send(json{{"ok", true}, {"events", false}}.dump());
+  subscribers_.clear();
 }
 
 }  // namespace snapvm

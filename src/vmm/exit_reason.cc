@@ -20,9 +20,13 @@ ExitReport report_exit(const Result<ExitReason>& exit, const std::string& detail
     case ExitReason::kPowerOff:
     case ExitReason::kStopped: return {};
     case ExitReason::kReset:
-      if (!detail.empty()) return {fmt::format("snapvm: the guest reset ({}); the VM has stopped", detail), 0};
-      return {"snapvm: the guest asked for a reset; the VM has stopped", 0};
-    case ExitReason::kCrash: return {"snapvm: the guest reported a crash", 1};
+      if (!detail.empty()) {
+        return {fmt::format("snapvm: the guest reset ({}); the VM has stopped", detail), kExitGuestReset};
+      }
+      return {"snapvm: the guest asked for a reset; the VM has stopped", kExitGuestReset};
+    case ExitReason::kCrash:
+      if (!detail.empty()) return {fmt::format("snapvm: the guest crashed ({}); the VM has stopped", detail), kExitGuestCrash};
+      return {"snapvm: the guest reported a crash; the VM has stopped", kExitGuestCrash};
   }
   return {"snapvm: the VM ended for a reason this build does not know", 1};
 }

@@ -19,6 +19,11 @@ std::string_view to_string(ExitReason r);
 // What every front door (run, restore, the Firecracker API) tells its
 // user when the VM has ended: one line for stderr (empty: nothing to
 // report) and the process's exit status. `detail` is Machine::exit_detail().
+// The exit statuses of a guest that ended other than by powering off, so
+// a script tells a reboot or a crash from a clean end (kExitStatusHelp).
+inline constexpr int kExitGuestReset = 3;
+inline constexpr int kExitGuestCrash = 4;
+
 struct ExitReport {
   std::string line;
   int status = 0;

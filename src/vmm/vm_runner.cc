@@ -14,7 +14,8 @@ VmRunner::VmRunner(std::unique_ptr<Machine> machine, RunnerOptions options)
 Result<std::unique_ptr<VmRunner>> VmRunner::start(std::unique_ptr<Machine> machine, RunnerOptions options) {
   std::unique_ptr<VmRunner> r(new VmRunner(std::move(machine), std::move(options)));
   if (!r->options_.control_socket.empty()) {
-    auto control = SNAPVM_TRY(ControlServer::start(r->options_.control_socket, *r->machine_));
+    auto control = SNAPVM_TRY(ControlServer::start(r->options_.control_socket, *r->machine_,
+                                                   {r->options_.name, r->options_.origin}));
     MutexLock lock(r->join_mu_);
     r->control_ = std::move(control);
   }
@@ -70,7 +71,13 @@ Result<ExitReason> VmRunner::wait() {
     if (!joined_) {
       if (thread_.joinable()) thread_.join();
       joined_ = true;
-      // Its socket goes with the run, as the VM can answer nothing more.
+      // Its socket goes with the run, as the VM can answer nothing more;
+      // its event stream hears how the run ended first.
+      if (control_) {
+        const auto exit = exit_.value_or(Result<ExitReason>(ExitReason::kStopped));
+        const ExitReport report = report_exit(exit, exit ? machine_->exit_detail() : std::string());
+        control_->announce_exit(exit ? std::string(to_string(*exit)) : exit.error().describe(), report.status);
+      }
       control_.reset();
     }
   }

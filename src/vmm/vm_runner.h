@@ -28,6 +28,9 @@ class ControlServer;
 struct RunnerOptions {
   // Serves the control socket here while the machine runs (empty: none).
   std::string control_socket;
+  // What the control socket's `info` says of the VM: its name and where it
+  // came from ("kernel PATH", "snapshot PATH").
+  std::string name, origin;
   // Runs on the machine's thread once its vCPU threads exist: where the
   // command line installs that thread's seccomp filter, and where the
   // Firecracker backend answers InstanceStart.

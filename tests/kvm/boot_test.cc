@@ -14,6 +14,7 @@
 
 #include "arch/platform.h"
 #include "guest_env.h"
+#include "vmm/exit_reason.h"
 
 namespace snapvm {
 namespace {
@@ -128,7 +129,7 @@ TEST(Boot, GuestPowerOffEndsTheVmmWithExitZero) {
   EXPECT_EQ(rc, 0) << err;
 }
 
-// A reset ends the VMM (exit 0, as Firecracker's does) with one line that
+// A reset ends the VMM (exit 3: kExitGuestReset) with one line that
 // says how. On x86_64 the guest's reboot=t makes it a triple fault, which
 // the vCPU's own thread describes, under its seccomp filter, before the VMM
 // stops; arm64 resets through PSCI.
@@ -136,7 +137,7 @@ TEST(Boot, GuestResetEndsTheVmmAndSaysHow) {
   auto [rc, err] = run_cli("run --kernel " + test::guest_kernel() + " --initrd " + test::guest_initrd() +
                            " --mem 256M --cpus 2 --cmdline '" + std::string(arch::default_cmdline()) +
                            " reboot=t snapvm.reboot'");
-  EXPECT_EQ(rc, 0) << err;
+  EXPECT_EQ(rc, kExitGuestReset) << err;
 #if defined(__x86_64__)
   EXPECT_NE(err.find("snapvm: the guest reset (vCPU "), std::string::npos) << err;
   // Where: its registers on Intel; on AMD, KVM has reset them by then.

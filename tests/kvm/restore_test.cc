@@ -25,7 +25,7 @@
 #include "snapshot/writer.h"
 #include "state/snapshot_state.h"
 #include "state/x86_64/x86_state.h"
-#include "state/x86_64/x86_state.h"
+#include "vmm/exit_reason.h"
 
 namespace snapvm {
 namespace {
@@ -165,7 +165,7 @@ TEST(Restore, EveryExitOfARestoredVmIsCleanUnderEnforcedFilters) {
   };
   const std::vector<Case> cases = {
       {"guest power-off", {"poweroff", "-f"}, 0, ""},
-      {"guest reset", {"reboot", "-f"}, 0, "the VM has stopped"},
+      {"guest reset", {"reboot", "-f"}, kExitGuestReset, "the VM has stopped"},
       // The VMM stops the VM and ends through its normal path: 128 + 15,
       // as a shell reports a command SIGTERM ended, and its sockets removed.
       {"SIGTERM", {}, 128 + SIGTERM, "snapvm: SIGTERM: the VM has stopped"},

@@ -183,7 +183,7 @@ TEST(CliUsage, AnUnknownCommandNamesItselfAndTheClosestOne) {
       {"inspekt x.snap", "snapvm: unknown command 'inspekt'; did you mean 'inspect'?\n"},
       {"verfy x.snap", "snapvm: unknown command 'verfy'; did you mean 'verify'?\n"},
       {"help inspekt", "snapvm: unknown command 'inspekt'; did you mean 'inspect'?\n"},
-      {"ps", "snapvm: unknown command 'ps'\n"},
+      {"lgos web", "snapvm: unknown command 'lgos'; did you mean 'logs'?\n"},
       {"pool stauts --socket /x", "snapvm: pool: unknown command 'stauts'; did you mean 'status'?\n"},
   };
   for (const auto& [args, line] : cases) {
@@ -400,6 +400,36 @@ TEST(CliGuest, WithoutABuiltGuestRunAndBakeSayWhatToDo) {
     EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.out;
     EXPECT_EQ(lines(r.out), 1u) << r.out;
     EXPECT_TRUE(has(r.out, "run `snapvm guest build` (or give --kernel and --initrd)")) << r.out;
+  }
+}
+
+
+TEST(CliLifecycle, AVmThatIsNotRunningOrABadNameIsOneLine) {
+  const std::pair<const char*, int> cases[] = {
+      {"stop no-such-vm-here", 1}, {"kill no-such-vm-here", 1},   {"logs no-such-vm-here", 1},
+      {"stop ../etc", 1},          {"kill -s NOPE some-vm", 2},    {"ps --bogus", 2},
+  };
+  for (const auto& [args, code] : cases) {
+    auto r = run(args);
+    EXPECT_EQ(r.exit_code, code) << args << ": " << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << args << ": " << r.out;
+  }
+  EXPECT_TRUE(has(run("stop no-such-vm-here").out, "no VM named no-such-vm-here is running"));
+  EXPECT_TRUE(has(run("stop ../etc").out, "'../etc' is no VM name"));
+  auto ps = run("ps --json", "", Stream::kStdout);
+  EXPECT_EQ(ps.exit_code, 0);
+  EXPECT_TRUE(nlohmann::json::parse(ps.out, nullptr, false).is_array()) << ps.out;
+}
+
+TEST(CliLifecycle, DetachNeedsANameAndNamesMustBeFileNames) {
+  if (!built_with("run")) GTEST_SKIP() << "this build has no VMM";
+  auto no_name = run("run -d --kernel /nonexistent");
+  EXPECT_EQ(no_name.exit_code, 2) << no_name.out;
+  EXPECT_TRUE(has(no_name.out, "-d needs --name")) << no_name.out;
+  for (const char* bad : {"../x", ".hidden", "a/b", ""}) {
+    auto r = run(std::string("run --kernel /nonexistent --name '") + bad + "'");
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
+    EXPECT_EQ(lines(r.out), 1u) << r.out;
   }
 }
 

@@ -206,6 +206,63 @@ TEST_F(LineServerTest, ADeferredAnswerFromAnotherThreadArrives) {
   EXPECT_EQ(read_line(waiting.get()), "ok:again\n");
 }
 
+// The control socket's event stream: lines streamed from another thread
+// arrive in order before the answer that ends the stream, and the
+// connection then serves requests again; streamed lines for a connection
+// that has left go nowhere, and its Reply says it is no longer wanted.
+TEST_F(LineServerTest, StreamedLinesArriveInOrderBeforeTheAnswerThatEndsThem) {
+  Pending pending;
+  start(many(), [&](std::string_view line, const LineServer::Reply& r) {
+    if (line == "subscribe") {
+      r.stream("subscribed");
+      return pending.add(r);
+    }
+    r.send("ok:" + std::string(line));
+  });
+  UniqueFd c = connect();
+  send_text(c.get(), "subscribe\n");
+  EXPECT_EQ(read_line(c.get()), "subscribed\n");
+  ASSERT_TRUE(wait_for([&] { return pending.size() == 1; }));
+  std::thread([r = pending.at(0)] {
+    for (int i = 0; i < 100; ++i) r.stream("event " + std::to_string(i));
+  }).join();
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(read_line(c.get()), "event " + std::to_string(i) + "\n");
+  // While streaming, the next request waits for the stream's end.
+  send_text(c.get(), "after\n");
+  EXPECT_EQ(read_line(c.get(), 300ms), "<still open>");
+  pending.at(0).send("end");
+  pending.at(0).stream("too late");  // after the answer: not this connection's any more
+  EXPECT_EQ(read_line(c.get()), "end\n");
+  EXPECT_EQ(read_line(c.get()), "ok:after\n");
+
+  UniqueFd gone = connect();
+  send_text(gone.get(), "subscribe\n");
+  EXPECT_EQ(read_line(gone.get()), "subscribed\n");
+  ASSERT_TRUE(wait_for([&] { return pending.size() == 2; }));
+  gone = UniqueFd();
+  ASSERT_TRUE(wait_for([&] { return !pending.at(1).wanted(); }));
+  pending.at(1).stream("nobody");  // dropped, and the server goes on
+  UniqueFd next = connect();
+  send_text(next.get(), "hello\n");
+  EXPECT_EQ(read_line(next.get()), "ok:hello\n");
+}
+
+// A subscriber that never reads is dropped once kMaxStreamBacklog bytes
+// wait for it, rather than the server holding them without bound.
+TEST_F(LineServerTest, ASubscriberThatNeverReadsIsDroppedAtTheBacklogLimit) {
+  Pending pending;
+  start(many(), [&](std::string_view, const LineServer::Reply& r) { pending.add(r); });
+  UniqueFd c = connect();
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(c.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  send_text(c.get(), "subscribe\n");
+  ASSERT_TRUE(wait_for([&] { return pending.size() == 1; }));
+  const std::string line(1000, 'x');
+  // More than the backlog and both socket buffers can hold, as one burst.
+  for (size_t sent = 0; sent < kMaxStreamBacklog + (4 << 20); sent += line.size() + 1) pending.at(0).stream(line);
+  EXPECT_TRUE(wait_for([&] { return !pending.at(0).wanted(); }, 10s));
+}
+
 // Only the first answer counts: a second one is not taken as the answer to
 // the connection's next request.
 TEST_F(LineServerTest, AnAnswerGivenTwiceIsSentOnce) {
