@@ -69,7 +69,7 @@ fuzz_all() {  # the targets were built with the ASan+UBSan tree
     fi
   }
   # One fuzzer per core at a time: each is single-threaded, so the run takes
-  # 8 x FUZZ_SECONDS / cores and every target still gets its full time.
+  # 9 x FUZZ_SECONDS / cores and every target still gets its full time.
   local running=0
   start() {
     if [ "$running" -ge "$(nproc)" ]; then
@@ -87,13 +87,14 @@ fuzz_all() {  # the targets were built with the ASan+UBSan tree
   start firecracker_api 60000 tests/fuzz/regressions/firecracker_api
   start image 200000 tests/fuzz/regressions/image
   start kernel_image 300000 "$seeds/kernels"
+  start panic_watch 4096
   while [ "$running" -gt 0 ]; do
     wait -n || rc=1
     running=$((running - 1))
   done
   return $rc
 }
-suite "fuzzing (8 targets, ${fuzz_seconds}s each)" fuzz_all
+suite "fuzzing (9 targets, ${fuzz_seconds}s each)" fuzz_all
 
 # Both architectures' KVM suites, each natively where this machine's KVM
 # boots the guest (tools/testhost/native-kvm.sh), otherwise in the emulated

@@ -101,7 +101,11 @@ Result<std::unique_ptr<Machine::Parts>> Machine::build(const MachineConfig& c, s
   p->devices = std::make_unique<DeviceSet>(*p->vm, p->memory, *p->platform);
   p->vcpus = std::make_unique<VcpuSet>(std::move(vcpus), *p->platform,
                                        [d = p->devices.get()](arch::Exit& e) { d->serve(e); });
-  SNAPVM_CHECK_OK(p->devices->build(c, placement, c.console, [v = p->vcpus.get()](arch::Exit::Kind request) {
+  auto console = [watch = p->panic_watch, sink = c.console](std::string_view bytes) {
+    watch->feed(bytes);
+    if (sink) sink(bytes);
+  };
+  SNAPVM_CHECK_OK(p->devices->build(c, placement, console, [v = p->vcpus.get()](arch::Exit::Kind request) {
     v->finish(request == arch::Exit::Kind::kPowerOff ? ExitReason::kPowerOff : ExitReason::kReset, std::nullopt);
   }));
   return p;
@@ -234,8 +238,17 @@ Result<std::unique_ptr<Machine>> Machine::restore(const std::string& path, const
   return std::unique_ptr<Machine>(new Machine(std::move(p)));
 }
 
-Result<ExitReason> Machine::run(const std::function<void()>& on_started) { return p_->vcpus->run(on_started); }
-std::string Machine::exit_detail() const { return p_->vcpus->exit_detail(); }
+Result<ExitReason> Machine::run(const std::function<void()>& on_started) {
+  auto exit = p_->vcpus->run(on_started);
+  // panic=-1 resets at once: the panic line said what the reset is.
+  if (exit && *exit == ExitReason::kReset && p_->panic_watch->panic_line()) return ExitReason::kCrash;
+  return exit;
+}
+
+std::string Machine::exit_detail() const {
+  if (auto line = p_->panic_watch->panic_line()) return "kernel panic: " + *line;
+  return p_->vcpus->exit_detail();
+}
 void Machine::request_stop() { p_->vcpus->request_stop(); }
 
 Status Machine::pause(std::chrono::milliseconds timeout, bool* paused_here) {

@@ -17,6 +17,7 @@
 #include "vmm/dirty_log.h"
 #include "vmm/machine.h"
 #include "vmm/page_server_watchdog.h"
+#include "vmm/panic_watch.h"
 #include "vmm/vcpu_set.h"
 
 namespace snapvm {
@@ -46,6 +47,8 @@ struct Machine::Parts {
   std::unique_ptr<arch::Platform> platform;
   std::unique_ptr<DeviceSet> devices;
   std::unique_ptr<VcpuSet> vcpus;
+  // Reads the console for the kernel's panic line: a reset after it is a crash.
+  std::shared_ptr<PanicWatch> panic_watch = std::make_shared<PanicWatch>();
   // One snapshot at a time, and no disk swapped under one.
   Mutex snapshot_mu;
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "base/runtime_dir.h"
 #include "base/unix_socket.h"
 #include "guest_env.h"
+#include "vmm/exit_reason.h"
 
 namespace snapvm {
 namespace {
@@ -149,6 +151,34 @@ TEST(Lifecycle, KillEndsTheVmmAndRemovesTheSocketsItLeft) {
   auto gone = test::snapvm_cli("stop " + name);
   EXPECT_EQ(gone.rc, 1);
   EXPECT_NE(gone.out.find("no VM named " + name + " is running"), std::string::npos) << gone.out;
+}
+
+
+// With panic=-1 a panicking kernel resets at once; the VMM tells it from a
+// reboot by the kernel's panic line and ends with kExitGuestCrash, naming it.
+TEST(Lifecycle, AGuestKernelPanicEndsTheVmmWithTheCrashStatusAndItsLine) {
+  const std::string name = "lifecycle3", console = "/tmp/lifecycle3.console", log = "/tmp/lifecycle3.log";
+  ::unlink(console.c_str());
+  pid_t vmm = test::spawn_logged({test::snapvm_binary(), "run", "--name", name, "--kernel", test::guest_kernel(),
+                                  "--initrd", test::guest_initrd(), "--mem", "256M", "--console", console},
+                                 log);
+  ASSERT_GT(vmm, 0);
+  const auto deadline = std::chrono::steady_clock::now() + 600s;
+  while (test::read_text(console).find("SNAPVM-GUEST-READY") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline && test::process_state(vmm) == "running") {
+    std::this_thread::sleep_for(500ms);
+  }
+  ASSERT_NE(test::read_text(console).find("SNAPVM-GUEST-READY"), std::string::npos)
+      << test::process_state(vmm) << "\n" << test::read_text(log);
+  (void)test::snapvm_cli("exec " + name + " -- sh -c 'echo c > /proc/sysrq-trigger'", false, 120);
+  int status = 0;
+  ASSERT_EQ(::waitpid(vmm, &status, 0), vmm);
+  const std::string err = test::read_text(log);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == kExitGuestCrash) << status << "\n" << err;
+  EXPECT_NE(err.find("snapvm: the guest crashed (kernel panic: sysrq triggered crash); the VM has stopped"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(exists(runtime_path(name + ".sock")));
 }
 
 }  // namespace
