@@ -112,8 +112,10 @@ Result<UniqueFd> connect_vsock(const std::string& uds_path, uint32_t port, std::
     pollfd p{fd, POLLIN, 0};
     int r = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
     if (r == 0) {
-      return make_error(ErrorCode::kIo, "no answer from guest vsock port {} within {} ms (is the guest up?)", port,
-                        timeout.count());
+      return make_error(ErrorCode::kIo,
+                        "nothing answered on guest vsock port {} within {:.3g} s: the guest is not up yet, or runs "
+                        "no snapvm agent (`snapvm guest build` makes a guest with one)",
+                        port, std::chrono::duration<double>(timeout).count());
     }
     char c;
     ssize_t n = ::recv(fd, &c, 1, 0);
@@ -133,7 +135,7 @@ Result<UniqueFd> connect_vsock(const std::string& uds_path, uint32_t port, std::
 Result<ExecResult> exec(const std::string& uds_path, const ExecRequest& req, const OutputFn& on_stdout,
                         const OutputFn& on_stderr) {
   if (req.argv.empty()) return make_error(ErrorCode::kInvalidArgument, "exec: no command given");
-  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort));
+  auto conn = SNAPVM_TRY(connect_vsock(uds_path, kAgentPort, req.agent_wait));
   json j = {{"argv", req.argv}, {"env", req.env}, {"timeout_ms", req.timeout.count()}};
   if (!req.cwd.empty()) j["cwd"] = req.cwd;
   if (!req.root.empty()) j["root"] = req.root;
@@ -373,7 +375,13 @@ Result<int> start_program(const std::string& uds_path, const StartRequest& req, 
     // Only "not up yet" is worth another try; the agent's refusals are final.
     bool agent_refused = !r && r.error().code() == ErrorCode::kFailedPrecondition &&
                          r.error().describe().find("nothing listens") == std::string::npos;
-    if (r || agent_refused || std::chrono::steady_clock::now() >= deadline || stop.stop_requested()) return r;
+    if (r || agent_refused || stop.stop_requested()) return r;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return make_error(ErrorCode::kIo,
+                        "the guest's agent did not answer within {:.3g} s: the guest is not up, or runs no snapvm "
+                        "agent (`snapvm guest build` makes a guest with one); last try: {}",
+                        std::chrono::duration<double>(wait).count(), r.error().describe());
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }

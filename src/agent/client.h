@@ -29,6 +29,9 @@ struct ExecRequest {
   std::string user;  // "uid[:gid]" or "name[:group]" of the root's /etc/passwd; empty: root
   std::chrono::milliseconds timeout{0};  // 0: none
   int stdin_fd = -1;                     // streamed until EOF; -1: empty stdin
+  // How long the guest's agent has to answer before the guest is called
+  // one without an agent (or not up yet).
+  std::chrono::milliseconds agent_wait{std::chrono::seconds(10)};
 };
 
 struct ExecResult {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -27,6 +28,8 @@ int run_exec(const ExecOptions& o) {
   req.argv = o.command;
   req.cwd = o.cwd;
   req.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
+  // -t bounds the whole command, the wait for the agent included.
+  if (req.timeout.count() > 0) req.agent_wait = std::min(req.agent_wait, req.timeout);
   req.stdin_fd = o.interactive ? STDIN_FILENO : -1;
   for (const auto& e : o.env) {
     auto eq = e.find('=');
@@ -114,7 +117,9 @@ std::function<int()> register_agent_commands(CLI::App& app) {
   exec->add_option("COMMAND", o->command, "command and arguments (after --)")->required();
   exec->add_option("-e,--env", o->env, "NAME=VALUE for the command's environment; repeatable");
   exec->add_option("-w,--workdir", o->cwd, "working directory in the guest");
-  exec->add_option("-t,--timeout", o->timeout_s, "kill the command after this many seconds");
+  exec->add_option("-t,--timeout", o->timeout_s,
+                   "kill the command after this many seconds; also the longest wait for the guest's agent to "
+                   "answer (default 10 s), after which the guest is named as having none");
   exec->add_flag("-i,--interactive", o->interactive, "stream this process's stdin to the command");
   exec->footer("Exit status: the command's, 128 + N if signal N ended it, 125 if it could not run.\n"
                "Example: snapvm exec /tmp/vm.vsock -- uname -a");

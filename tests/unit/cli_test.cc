@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/units.h"
+#include "base/unix_socket.h"
 #include "snapshot/reader.h"
 #include "test_util.h"
 
@@ -431,6 +432,23 @@ TEST(CliLifecycle, DetachNeedsANameAndNamesMustBeFileNames) {
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
     EXPECT_EQ(lines(r.out), 1u) << r.out;
   }
+}
+
+
+// A vsock socket whose guest never answers CONNECT (a guest still booting,
+// or one without snapvm's agent): exec names it after -t, not later.
+TEST(CliExec, AGuestThatNeverAnswersIsNamedAfterTheTimeout) {
+  test::TempDir dir;
+  const std::string vsock = dir.file("silent.vsock");
+  auto listener = listen_unix(vsock, 4, 0600, "test vsock");
+  ASSERT_TRUE(listener) << listener.error().describe();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run("exec " + vsock + " -t 1 -- true", "timeout 30");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 125) << r.out;
+  EXPECT_EQ(lines(r.out), 1u) << r.out;
+  EXPECT_TRUE(has(r.out, "within 1 s: the guest is not up yet, or runs no snapvm agent")) << r.out;
+  EXPECT_LT(s, 5.0) << r.out;
 }
 
 }  // namespace
