@@ -1,5 +1,6 @@
 #include "cli/bake_command.h"
 
+#include <atomic>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "sandbox/seccomp.h"
 #include "vmm/machine.h"
 #include "vmm/vm_runner.h"
+#include "vmm/shutdown_signals.h"
 
 namespace snapvm::cli {
 namespace {
@@ -75,6 +77,13 @@ int run_bake(BakeOptions o) {
   }
   if (auto s = default_to_built_guest(o.kernel, o.initrd); !s) {
     fmt::print(stderr, "snapvm bake: {}\n", s.error().describe());
+    return 1;
+  }
+  // Before any thread, as in run: a signal stops the bake through the VM's
+  // normal path, which removes the bake's vsock socket.
+  auto signals = take_shutdown_signals();
+  if (!signals) {
+    fmt::print(stderr, "snapvm bake: {}\n", signals.error().describe());
     return 1;
   }
   auto mem = parse_size_flag("--mem", o.mem, 2 << 20);
@@ -152,6 +161,11 @@ int run_bake(BakeOptions o) {
     return 1;
   }
   Machine& vm = (*runner)->machine();
+  std::atomic<int> stopped_by{0};
+  (*runner)->add_companion([&runner = **runner, &signals, &stopped_by](std::stop_token stop) {
+    sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+    stopped_by = stop_on_signal(runner, *signals, stop);
+  });
   const char* began = from_base ? "the base's restore began" : "boot began";
   int rc = 1;  // the baker's; read once wait() has joined it
   (*runner)->add_companion([&](std::stop_token ended) {
@@ -202,6 +216,10 @@ int run_bake(BakeOptions o) {
     vm.request_stop();
   });
   auto exit = (*runner)->wait();
+  if (int sig = stopped_by.load(); sig != 0) {
+    fmt::print(stderr, "snapvm bake: SIG{}: stopped before the snapshot was written\n", ::sigabbrev_np(sig));
+    return 128 + sig;
+  }
   if (!exit) {
     fmt::print(stderr, "snapvm bake: {}\n", exit.error().describe());
     return 1;

@@ -4,9 +4,12 @@
 // under the name `firecracker` behaves the same way.
 #include "cli/firecracker_command.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -17,6 +20,7 @@
 #include "firecracker/http_server.h"
 #include "firecracker/machine_backend.h"
 #include "sandbox/seccomp.h"
+#include "vmm/shutdown_signals.h"
 
 namespace snapvm::cli {
 namespace {
@@ -68,6 +72,10 @@ int run_firecracker(const FirecrackerOptions& o) {
                             firecracker::kMaxBodyBytes));
   }
   if (o.no_api && o.config_file.empty()) return fail("--no-api needs --config-file");
+  // Before any thread, as in run: SIGINT, SIGTERM and SIGHUP stop the VM
+  // through its normal path, and the API socket goes with the process.
+  auto signals = take_shutdown_signals();
+  if (!signals) return fail(signals.error().describe());
   if (!o.no_seccomp) {
     if (auto s = sandbox::enable(sandbox::Mode::kEnforce); !s) return fail(s.error().describe());
   }
@@ -106,6 +114,11 @@ int run_firecracker(const FirecrackerOptions& o) {
     if (!s) return fail(s.error().describe());
     server = std::move(*s);
   }
+  std::atomic<int> stopped_by{0};
+  std::jthread signal_watch([&](std::stop_token stop) {
+    sandbox::enter_or_die(sandbox::ThreadKind::kControl);
+    stopped_by = stop_on_signal([&backend] { backend.stop(); }, *signals, stop);
+  });
   int rc = 0;
   if (config) {
     // The start waits for the VMM thread, which is this one: start from a
@@ -124,7 +137,13 @@ int run_firecracker(const FirecrackerOptions& o) {
   } else {
     rc = backend.run_vmm_thread();
   }
+  signal_watch.request_stop();
+  signal_watch.join();
   server.reset();
+  if (int sig = stopped_by.load(); sig != 0) {
+    fmt::print(stderr, "snapvm: SIG{}: the VM has stopped\n", ::sigabbrev_np(sig));
+    return rc != 0 ? rc : 128 + sig;
+  }
   return rc;
 }
 

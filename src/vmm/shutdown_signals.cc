@@ -24,6 +24,10 @@ Result<ShutdownSignals> take_shutdown_signals() {
 }
 
 int stop_on_signal(VmRunner& runner, const ShutdownSignals& fds, std::stop_token stop) {
+  return stop_on_signal([&runner] { runner.request_stop(); }, fds, stop);
+}
+
+int stop_on_signal(const std::function<void()>& request_stop, const ShutdownSignals& fds, std::stop_token stop) {
   std::stop_callback wake(stop, [&fds] {
     uint64_t one = 1;
     (void)!::write(fds.wake.get(), &one, sizeof one);
@@ -37,7 +41,7 @@ int stop_on_signal(VmRunner& runner, const ShutdownSignals& fds, std::stop_token
       const int sig = static_cast<int>(info.ssi_signo);
       if (first != 0) ::_exit(128 + sig);  // a second signal: the stop stalled, and the user has waited enough
       first = sig;
-      runner.request_stop();
+      request_stop();
     }
   }
   return first;

@@ -5,6 +5,7 @@
 // the control socket, the Firecracker API.)
 #pragma once
 
+#include <functional>
 #include <stop_token>
 
 #include "base/result.h"
@@ -29,5 +30,7 @@ Result<ShutdownSignals> take_shutdown_signals();
 // none came). A second signal before then ends the process at once
 // (128 + its number): the stop has stalled.
 int stop_on_signal(VmRunner& runner, const ShutdownSignals& fds, std::stop_token stop);
+// The same for a VMM that stops by other means (the Firecracker backend).
+int stop_on_signal(const std::function<void()>& request_stop, const ShutdownSignals& fds, std::stop_token stop);
 
 }  // namespace snapvm
