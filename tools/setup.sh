@@ -15,6 +15,7 @@ packages=(
   libarchive-dev e2fsprogs        # container image layers (tar, gzip, zstd) and root filesystems
   libssl-dev                      # sha256 of image blobs
   umoci                           # OCI images built by the image tests
+  dpkg-dev                        # dpkg-shlibdeps: the Debian package's Depends (tools/package.sh)
 )
 
 missing=()
