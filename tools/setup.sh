@@ -16,6 +16,7 @@ packages=(
   libssl-dev                      # sha256 of image blobs
   umoci                           # OCI images built by the image tests
   cpio xz-utils                   # snapvm guest build packs the guest initramfs
+  dpkg-dev                        # dpkg-shlibdeps: the Debian package's Depends (tools/package.sh)
 )
 
 missing=()

@@ -105,6 +105,11 @@ suite "fuzzing (9 targets, ${fuzz_seconds}s each)" fuzz_all
 # (docs/benchmarks.md, "x86_64 in the gate").
 suite "KVM tests, x86_64 (native KVM or the emulated x86_64 host)" tools/testhost/kvm-tests.sh x86_64
 suite "KVM tests, arm64 (native KVM or the emulated arm64 host)" tools/testhost/kvm-tests.sh aarch64
+# The Debian package installed on this machine, checked and purged (about
+# half a minute once the release tree is built); it ships the static snapvm
+# that `snapvm jail` runs when the static tree exists, as the emulated
+# x86_64 host's build leaves it above (SNAPVM_PACKAGE_STATIC=auto).
+suite "Debian package (build, dpkg -i, check, purge)" tests/package/package_test.sh
 # CI sizes: the benchmarks fail only on an error, never on a missed target;
 # full-size runs: tools/testhost/bench.sh (docs/benchmarks.md). Each takes 2
 # to 4 minutes in the emulated host; on a machine slow enough that the run

@@ -15,6 +15,7 @@
 
 #include "arch/platform.h"
 #include "base/file_io.h"
+#include "base/version.h"
 #include "firecracker/api.h"
 #include "firecracker/api_paths.h"
 #include "firecracker/http_server.h"
@@ -30,6 +31,7 @@ struct FirecrackerOptions {
   std::string id = "anonymous-instance";
   std::string config_file, log_path, level = "Info", metrics_path, seccomp_filter;
   bool no_api = false, no_seccomp = false, boot_timer = false, show_level = false, show_log_origin = false;
+  bool version = false;
   uint64_t max_payload = firecracker::kMaxBodyBytes;
   // snapvm's own: a Uffd page server that leaves faults unread this long
   // ends the VMM (vmm/page_server_watchdog.h); 0 waits forever, as Firecracker.
@@ -63,6 +65,12 @@ Result<firecracker::VmConfig> read_config_file(const std::string& path) {
 }
 
 int run_firecracker(const FirecrackerOptions& o) {
+  // One line, as Firecracker's own: clients that check the version (Kata
+  // Containers) read the second word.
+  if (o.version) {
+    fmt::print("Firecracker v{} ({})\n", firecracker::kApiVersion, kProgramVersion);
+    return 0;
+  }
   if (o.boot_timer) return fail("--boot-timer is not supported by snapvm");
   if (!o.seccomp_filter.empty()) {
     return fail("--seccomp-filter: snapvm installs its own per-thread filters (or none with --no-seccomp)");
@@ -174,6 +182,7 @@ std::function<int()> register_firecracker_command(CLI::App& app) {
                   "snapshot/load with a Uffd backend: end the VMM with one line when the page server leaves guest "
                   "memory faults unread this many seconds (0: wait forever, as Firecracker does)")
       ->capture_default_str();
+  cmd->add_flag("--version", o->version, "print the Firecracker API version snapvm answers to and snapvm's, and exit");
   cmd->add_flag("--no-seccomp", o->no_seccomp, "run without snapvm's per-thread seccomp filters");
   cmd->add_option("--seccomp-filter", o->seccomp_filter, "refused: snapvm's filters are built in");
   cmd->add_flag("--boot-timer", o->boot_timer, "refused: not supported");

@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -18,6 +20,7 @@
 #include "base/json_fields.h"
 #include "base/line_server.h"
 #include "base/runtime_dir.h"
+#include "base/sd_notify.h"
 #include "base/units.h"
 #include "base/unix_socket.h"
 #include "image/catalog.h"
@@ -97,7 +100,46 @@ void handle(pool::Pool& pool, LineServer& server, std::string_view line, const L
   answer({{"ok", false}, {"error", "unknown op (take, release, status, stop)"}});
 }
 
+// Under a service manager (systemd's Type=notify, $NOTIFY_SOCKET): READY=1
+// once the socket listens and the pool is filled (--size clones ready, or
+// as many as its limits allow), polled from a thread of its own while the
+// server serves; a pool that never fills never says it is ready (systemd's
+// TimeoutStartSec= then fails the start). Its socket is made before the
+// seccomp filter; sending needs only sendto, which the pool's filter allows.
+class Readiness {
+ public:
+  Readiness(const ServiceNotifier& notifier, const pool::Pool& pool, const std::string& status) {
+    if (!notifier.enabled()) return;
+    thread_ = std::thread([this, &notifier, &pool, status] {
+      while (!stop_.load()) {
+        if (pool.stats().filled) {
+          if (auto sent = notifier.notify("READY=1\nSTATUS=" + status); !sent) {
+            fmt::print(stderr, "snapvm pool: {}\n", sent.error().describe());
+          }
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+  ~Readiness() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 int serve(const PoolCliOptions& o) {
+  // $NOTIFY_SOCKET is read, and removed from the environment the clones
+  // inherit, before any thread starts.
+  auto notifier = ServiceNotifier::from_environment(/*unset_environment=*/true);
+  if (!notifier) {
+    fmt::print(stderr, "snapvm pool: {}\n", notifier.error().describe());
+    return 1;
+  }
   // Signals arrive through a signalfd; blocked before any thread starts so
   // that none of them takes one.
   sigset_t signals;
@@ -162,7 +204,13 @@ int serve(const PoolCliOptions& o) {
         std::move(*listener),
         [&](std::string_view line, const LineServer::Reply& reply) { handle(*pool, server, line, reply); },
         [](std::string_view why) { return dump({{"ok", false}, {"error", std::string(why)}}); }, options);
-    server.serve(sigfd.get());
+    {
+      Readiness readiness(*notifier, *pool, fmt::format("serving {} clones of {} on {}", o.size, o.snapshot, o.socket));
+      server.serve(sigfd.get());
+    }
+    if (auto sent = notifier->notify("STOPPING=1\nSTATUS=stopping every clone"); !sent) {
+      fmt::print(stderr, "snapvm pool: {}\n", sent.error().describe());
+    }
     pool->refuse_takes();  // waiting takes fail now, each with its line,
     server.close_all();    // which reaches its client here
   }

@@ -361,6 +361,7 @@ PoolStats Pool::stats() const {
   PoolStats s = counters_;
   s.ready = ready_.size();
   s.starting = starting_;
+  s.filled = starting_ == 0 && (ready_.size() >= o_.ready || clones_.size() >= clone_limit());
   for (const auto& [id, c] : clones_) {
     if (c.phase == Clone::Phase::kTaken) ++s.taken;
     const char* phase = c.phase == Clone::Phase::kStarting ? "starting" : c.phase == Clone::Phase::kReady ? "ready" : "taken";

@@ -66,6 +66,9 @@ struct TakenClone {
 struct PoolStats {
   size_t ready = 0, starting = 0, taken = 0;
   uint64_t started = 0, replaced = 0, failed_starts = 0;
+  // The refill has nothing left to start: --size clones are ready, or as
+  // many clones run as the limits allow (pool serve's readiness).
+  bool filled = false;
   struct CloneInfo {
     std::string id, phase;  // "starting", "ready", "taken"
     pid_t pid = 0;

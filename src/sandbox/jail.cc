@@ -147,10 +147,11 @@ void check(bool ok, const std::string& what) {
 pid_t g_child = -1;
 
 // The jail holds no shared libraries: the VMM must be linked statically.
-// Returns the program interpreter a dynamic executable asks for, or "".
+// Returns the program interpreter a dynamic executable asks for, "" for a
+// static one, "?" for a file that is no ELF executable.
 std::string interpreter_of(int fd) {
   Elf64_Ehdr eh{};
-  if (::pread(fd, &eh, sizeof eh, 0) != sizeof eh || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) return "";
+  if (::pread(fd, &eh, sizeof eh, 0) != sizeof eh || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) return "?";
   for (int i = 0; i < eh.e_phnum && i < 64; ++i) {
     Elf64_Phdr ph{};
     if (::pread(fd, &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) != sizeof ph) return "";
@@ -162,6 +163,36 @@ std::string interpreter_of(int fd) {
     return interp.c_str();
   }
   return "";
+}
+
+// The build tree tools/build.sh static makes on this machine: build-ARCH-static.
+constexpr const char* kStaticTreeArch =
+#if defined(__aarch64__)
+    "aarch64";
+#else
+    "x86_64";
+#endif
+
+// What runs in the jail: this snapvm if it is static; else a static build
+// installed beside it, <dir of this executable>/../lib/snapvm/snapvm-static
+// (the Debian package ships one: tools/package.sh), which is as trusted as
+// this binary (the same directory tree); else one line saying how to get one.
+Result<UniqueFd> open_static_vmm() {
+  UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!self.valid()) return errno_error("open the snapvm binary");
+  const std::string interp = interpreter_of(self.get());
+  if (interp.empty()) return self;
+  std::error_code ec;
+  const fs::path beside =
+      (fs::read_symlink("/proc/self/exe", ec).parent_path() / "../lib/snapvm/snapvm-static").lexically_normal();
+  UniqueFd other(::open(beside.c_str(), O_RDONLY | O_CLOEXEC));
+  if (other.valid() && interpreter_of(other.get()).empty()) return other;
+  return make_error(ErrorCode::kUnsupported,
+                    "the jail holds no shared libraries, and this snapvm needs {} while {} {}: build a static one "
+                    "(tools/build.sh static) and run its build-{}-static/bin/snapvm jail, or install the package "
+                    "(tools/package.sh), which ships it",
+                    interp == "?" ? "its loader" : interp, beside.string(),
+                    other.valid() ? "is no static executable" : "does not exist", kStaticTreeArch);
 }
 
 // Closes [from, to] with close_range, or one by one where the kernel has
@@ -271,16 +302,8 @@ Status validate(const JailConfig& c) {
 Result<int> run_jailed(const JailConfig& c) {
   SNAPVM_CHECK_OK(validate(c));
   if (::geteuid() != 0) return make_error(ErrorCode::kFailedPrecondition, "the jailer must run as root");
-  {
-    UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
-    std::string interp = self.valid() ? interpreter_of(self.get()) : "";
-    if (!interp.empty()) {
-      return make_error(ErrorCode::kUnsupported,
-                        "the jail holds no shared libraries, and this snapvm needs {}: use a static build "
-                        "(cmake -DSNAPVM_STATIC=ON)",
-                        interp);
-    }
-  }
+  auto vmm = open_static_vmm();
+  if (!vmm) return tl::unexpected(std::move(vmm.error()));
   std::string dir = c.root + "/" + c.id, root = jail_dir(c);
   std::error_code ec;
   fs::create_directories(c.root, ec);
@@ -363,10 +386,11 @@ Result<int> run_jailed(const JailConfig& c) {
     remove_jail();
   };
 
-  int exe = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  int exe = vmm->release();
   int sync[2];
-  if (exe < 0 || ::pipe2(sync, O_CLOEXEC) != 0) {
-    auto e = errno_error("open the snapvm binary");
+  if (::pipe2(sync, O_CLOEXEC) != 0) {
+    ::close(exe);
+    auto e = errno_error("make the jail's start pipe");
     cleanup();
     return e;
   }

@@ -68,6 +68,8 @@ TEST_F(PoolTest, FillsHandsOutRefillsReplacesAndStopsEveryClone) {
   ASSERT_TRUE(p) << p.error().describe();
   auto& pool = **p;
   ASSERT_TRUE(wait_for([&] { return pool.stats().ready == 2; }));
+  // Filled (pool serve's READY=1 to systemd): nothing left to start.
+  ASSERT_TRUE(wait_for([&] { return pool.stats().filled; }));
   auto a = pool.take();
   ASSERT_TRUE(a) << a.error().describe();
   EXPECT_EQ(a->addresses.size(), 1u);
@@ -140,6 +142,7 @@ TEST_F(PoolTest, ASnapshotThatCannotBeRestoredFailsTakesWithTheReason) {
   ASSERT_FALSE(t);
   EXPECT_NE(t.error().describe().find("checksum mismatch"), std::string::npos) << t.error().describe();
   EXPECT_GE((*p)->stats().failed_starts, 1u);
+  EXPECT_FALSE((*p)->stats().filled) << "a pool that cannot start a clone never says it is ready";
   auto bad = pool::Pool::start(options(3, 2));
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().describe().find("--max must be at least --size"), std::string::npos);
