@@ -20,6 +20,9 @@ for tool in apt-get apt-cache dpkg-deb cpio xz sha256sum; do
     fail "needs $tool (Debian packages: apt, dpkg, cpio, xz-utils, coreutils)"
 done
 [ -x "$init" ] || fail "the guest init $init is missing (build the snapvm-guest-init target)"
+parent=$(dirname "$out")
+mkdir -p "$parent" 2>/dev/null && [ -w "$parent" ] ||
+  fail "cannot write in $parent: run as root, or choose a folder of yours with --dir (or SNAPVM_GUEST_DIR)"
 
 # The kernel package the linux-image-ARCH meta package depends on.
 if [ -z "$kernel_pkg" ]; then
@@ -44,8 +47,6 @@ if [ -f "$out/manifest" ] && [ "$(grep -v '^built=' "$out/manifest")" = "$want" 
   exit 0
 fi
 
-parent=$(dirname "$out")
-mkdir -p "$parent"
 work=$(mktemp -d "$parent/.guest-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/debs" "$work/kernel" "$work/busybox" "$work/out"

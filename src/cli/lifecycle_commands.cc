@@ -103,6 +103,7 @@ struct PsOptions {
 
 int run_ps(const PsOptions& o) {
   std::vector<RunningVm> vms;
+  size_t unreachable = 0;  // sockets of other users' VMs (0600), or VMs too busy to answer
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(std::string(kRuntimeDir), ec)) {
     const auto file = entry.path().filename().string();
@@ -110,7 +111,16 @@ int run_ps(const PsOptions& o) {
     const std::string name = file.substr(0, file.size() - 5);
     if (!is_vm_name(name)) continue;
     // A socket nobody serves is a VM that is gone: not listed.
-    if (auto vm = find_vm(name)) vms.push_back(std::move(*vm));
+    auto vm = find_vm(name);
+    if (vm) {
+      vms.push_back(std::move(*vm));
+    } else if (vm.error().describe().find("refused") == std::string::npos) {
+      ++unreachable;
+    }
+  }
+  if (unreachable > 0) {
+    fmt::print(stderr, "snapvm: {} VM{} in {} did not answer (another user's, or busy): not listed\n", unreachable,
+               unreachable == 1 ? "" : "s", kRuntimeDir);
   }
   std::sort(vms.begin(), vms.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   if (o.json) {

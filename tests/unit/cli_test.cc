@@ -451,5 +451,36 @@ TEST(CliExec, AGuestThatNeverAnswersIsNamedAfterTheTimeout) {
   EXPECT_LT(s, 5.0) << r.out;
 }
 
+
+// The same commands as a user who is not root: each says in one line what
+// it cannot reach, and why.
+TEST(CliNonRoot, WhatAnotherUserCannotReachIsNamedInOneLine) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to drop to nobody";
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+  if (run("--version", as_nobody).exit_code != 0) GTEST_SKIP() << "nobody cannot run " << SNAPVM_BIN_DIR << "/snapvm";
+  // A root VM's control socket (0600), as run --name makes it.
+  const std::string name = "cli-nonroot-test";
+  ::mkdir("/run/snapvm", 0755);
+  const std::string socket = "/run/snapvm/" + name + ".sock";
+  ::unlink(socket.c_str());
+  auto listener = listen_unix(socket, 4, 0600, "control socket");
+  ASSERT_TRUE(listener) << listener.error().describe();
+  auto stop = run("stop " + name, as_nobody);
+  EXPECT_EQ(stop.exit_code, 1) << stop.out;
+  EXPECT_EQ(lines(stop.out), 1u) << stop.out;
+  EXPECT_TRUE(has(stop.out, "VM " + name + " does not answer") && has(stop.out, "Permission denied")) << stop.out;
+  auto ps = run("ps", as_nobody, Stream::kStderr);
+  EXPECT_EQ(ps.exit_code, 0) << ps.out;
+  EXPECT_TRUE(has(ps.out, "did not answer (another user's, or busy): not listed")) << ps.out;
+  ::unlink(socket.c_str());
+
+  if (built_with("guest")) {
+    auto guest = run("guest build --dir /root/snapvm-guest-test", as_nobody);
+    EXPECT_EQ(guest.exit_code, 1) << guest.out;
+    EXPECT_EQ(lines(guest.out), 1u) << guest.out;
+    EXPECT_TRUE(has(guest.out, "cannot write in /root: run as root, or choose a folder of yours")) << guest.out;
+  }
+}
+
 }  // namespace
 }  // namespace snapvm
