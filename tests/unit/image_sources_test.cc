@@ -39,9 +39,9 @@ class ImageSourcesTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir); }
 
-  // A layer whose /etc/which says `which`, as tar bytes.
-  std::string layer_saying(const std::string& which) {
-    write_layer((dir / "layer.tmp").string(), {{"etc/", AE_IFDIR}, {"etc/which", AE_IFREG, which + "\n"}});
+  // A layer whose /etc/which says `which`, as tar bytes (compressed as asked).
+  std::string layer_saying(const std::string& which, Compression c = Compression::kNone) {
+    write_layer((dir / "layer.tmp").string(), {{"etc/", AE_IFDIR}, {"etc/which", AE_IFREG, which + "\n"}}, c);
     return read_file(dir / "layer.tmp");
   }
   std::string digest_of(const std::string& bytes) {
@@ -112,15 +112,16 @@ class ImageSourcesTest : public ::testing::Test {
   };
   // A `docker save` tarball of several images; `layer_paths` overrides the
   // path manifest.json names for image i's layer.
+  // `c` compresses the layers and the tarball itself (`docker save | gzip`).
   fs::path docker_archive(const std::string& name, const std::vector<DockerImage>& images,
-                          const std::map<size_t, std::string>& layer_paths = {}) {
+                          const std::map<size_t, std::string>& layer_paths = {}, Compression c = Compression::kNone) {
     std::vector<Entry> entries;
     json manifest = json::array();
     for (size_t i = 0; i < images.size(); ++i) {
-      const std::string layer = layer_saying(images[i].which);
+      const std::string layer = layer_saying(images[i].which);  // what the diff_id names
       const std::string id = std::to_string(i);
       entries.push_back({id + "/", AE_IFDIR});
-      entries.push_back({id + "/layer.tar", AE_IFREG, layer});
+      entries.push_back({id + "/layer.tar", AE_IFREG, layer_saying(images[i].which, c)});
       entries.push_back({id + ".json", AE_IFREG, config_for(images[i].arch, layer)});
       auto path = layer_paths.find(i);
       manifest.push_back({{"Config", id + ".json"},
@@ -129,7 +130,7 @@ class ImageSourcesTest : public ::testing::Test {
     }
     entries.push_back({"manifest.json", AE_IFREG, manifest.dump()});
     const fs::path tarball = dir / name;
-    write_layer(tarball.string(), entries);
+    write_layer(tarball.string(), entries, c);
     return tarball;
   }
 
@@ -243,6 +244,19 @@ TEST_F(ImageSourcesTest, ADockerArchiveTagPicksAmongItsRepoTagsInEitherSpelling)
                           "", options);
   ASSERT_TRUE(one) << one.error().describe();
   EXPECT_EQ(one->name, "solo");
+}
+
+TEST_F(ImageSourcesTest, AGzippedDockerArchiveWithGzippedLayersImports) {
+  const fs::path tarball = docker_archive("zipped.tar.gz", {{{"z:1"}, host_architecture(), "zipped"}}, {},
+                                          Compression::kGzip);
+  ASSERT_EQ(read_file(tarball).substr(0, 2), "\x1f\x8b");
+  auto r = import_image("docker-archive:" + tarball.string() + ":z:1", "", options);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->name, "z:1");
+  EXPECT_EQ(which_of(*r), "zipped\n");
+  EXPECT_EQ(find_image(options.store, "z:1")->layer_digests,
+            std::vector<std::string>{digest_of(layer_saying("zipped"))})
+      << "the diff_id: the digest of the layer uncompressed";
 }
 
 // manifest.json is untrusted: a layer path that climbs out of the archive,
