@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -11,9 +14,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/progress.h"
 #include "base/units.h"
 #include "cli/commands.h"
+#include "cli/image_describe.h"
 #include "image/interrupt.h"
+#include "image/remove.h"
 #include "image/store.h"
 #include "sandbox/seccomp.h"
 
@@ -25,8 +31,34 @@ namespace {
 
 struct ImageOptions {
   std::string source, name, store = image::default_store(), max_size = "8G";
-  bool shared = false;
+  std::vector<std::string> names;  // rm
+  bool shared = false, allow_other_arch = false, quiet = false;
   bool json = false;
+};
+
+// Byte meters are drawn only for steps this large: a smaller one is over
+// before a person could read it.
+constexpr uint64_t kMeteredFrom = 8 << 20;
+
+// ImportOptions::bytes drawn as one ByteProgress per step.
+class ImportMeters {
+ public:
+  explicit ImportMeters(ByteProgress::Style style) : style_(style) {}
+
+  void operator()(const std::string& step, uint64_t done, uint64_t total) {
+    if (step != step_) {
+      meter_ = std::make_shared<ByteProgress>(step, total, style_, kMeteredFrom);
+      step_ = step;
+    }
+    if (!meter_) return;  // this step is done
+    meter_->update(done);
+    if (done >= total) meter_.reset();  // the step's last call: cleared before its summary line
+  }
+
+ private:
+  ByteProgress::Style style_;
+  std::string step_;
+  std::shared_ptr<ByteProgress> meter_;  // shared: std::function copies what it holds
 };
 
 int run_import(const ImageOptions& o) {
@@ -36,11 +68,15 @@ int run_import(const ImageOptions& o) {
   io.store = o.store;
   io.max_bytes = *max;
   io.shared = o.shared;
+  io.allow_other_arch = o.allow_other_arch;
   const auto t0 = std::chrono::steady_clock::now();
-  io.progress = [t0](const std::string& line) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    fmt::print(stderr, "[{:6.1f} s] {}\n", s, line);
-  };
+  if (!o.quiet) {
+    io.progress = [t0](const std::string& line) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      fmt::print(stderr, "[{:6.1f} s] {}\n", s, line);
+    };
+    io.bytes = ImportMeters(ByteProgress::style_for(STDERR_FILENO, o.quiet));
+  }
   // A hostile archive is unpacked under the import filter: files only, no
   // socket, no ptrace or mount. SNAPVM_SECCOMP=log|off as for the VMM.
   const char* mode = std::getenv("SNAPVM_SECCOMP");
@@ -108,32 +144,87 @@ int run_list(const ImageOptions& o) {
   return 0;
 }
 
+int run_rm(const ImageOptions& o) {
+  int rc = 0;
+  for (const auto& name : o.names) {
+    if (auto valid = image::check_image_name(name); !valid) {
+      rc = std::max(rc, report_error("image rm: " + valid.error().describe(), false, 2));
+      continue;
+    }
+    auto removed = image::remove_image(o.store, name);
+    if (!removed) {
+      rc = std::max(rc, report_error("image rm: " + removed.error().describe(), false));
+      continue;
+    }
+    fmt::print("{}: removed ({:.1f} MiB freed)\n", removed->name, removed->bytes / 1048576.0);
+  }
+  return rc;
+}
+
+int run_inspect(const ImageOptions& o) {
+  if (auto valid = image::check_image_name(o.name); !valid) {
+    return report_error("image inspect: " + valid.error().describe(), o.json, 2);
+  }
+  auto found = image::find_image(o.store, o.name);
+  if (!found) return report_error("image inspect: " + found.error().describe(), o.json);
+  if (o.json) {
+    const auto j = describe_image_json(*found);
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  } else {
+    fmt::print("{}", describe_image_text(*found));
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::function<int()> register_image_commands(CLI::App& app) {
   auto o = std::make_shared<ImageOptions>();
-  auto* image = app.add_subcommand("image", "Container images as root filesystems: import, list");
+  auto* image = app.add_subcommand("image", "Container images as root filesystems: import, list, inspect, rm");
   image->require_subcommand(1);
   auto* import = image->add_subcommand(
-      "import", "Import an OCI image layout directory or a `docker save` tarball as NAME (an ext4 root filesystem "
-                "and the image's entrypoint, env, working dir, user and ports)");
-  import->add_option("SOURCE", o->source, "OCI layout directory, or docker-archive tarball (plain, gzip or zstd)")
+      "import", "Import an OCI image layout or a `docker save` tarball as NAME (an ext4 root filesystem and the "
+                "image's entrypoint, env, working dir, user and ports). Pull one first with skopeo, e.g. "
+                "`skopeo copy docker://docker.io/library/alpine:3.19 oci:alpine:3.19`");
+  import->add_option("SOURCE", o->source,
+                     "oci:DIR[:TAG] (an OCI layout; TAG picks the manifest by its ref.name), "
+                     "docker-archive:PATH[:TAG] (a docker save tarball, plain, gzip or zstd; TAG picks among its "
+                     "RepoTags), or the path of either. Without TAG the source must hold one image; a "
+                     "multi-platform image yields this host's architecture")
       ->required();
-  import->add_option("NAME", o->name, "name in the store")->required();
+  import->add_option("NAME", o->name,
+                     "name in the store (default: the tag's image name and tag, as alpine:3.19, else the directory's "
+                     "or tarball's name)");
   import->add_option("--max-size", o->max_size,
                      "refuse images whose files add up to more (each entry also costs: 256 bytes a directory "
                      "level of its path, 32 bytes an entry already in its directory)")
       ->capture_default_str();
   import->add_flag("--shared", o->shared,
                    "let every user read the stored image (directory 0755, files 0644; default 0700 and 0600)");
+  import->add_flag("--allow-other-arch", o->allow_other_arch,
+                   "import an image whose config names another architecture than this host's (refused otherwise)");
+  import->add_flag("--quiet,-q", o->quiet,
+                   "no progress on stderr (by default: a line per step, and byte counts on large layers and the "
+                   "filesystem build, redrawn in place on a terminal, at each quarter otherwise)");
   auto* list = image->add_subcommand("list", "List the images in the store");
   list->add_flag("--json", o->json, "the images (or the error) as JSON on stdout");
-  for (auto* c : {import, list}) {
+  auto* inspect = image->add_subcommand(
+      "inspect", "Show a stored image: digest, architecture, os, created, sizes, layers, entrypoint, cmd, env, "
+                 "working dir, user, ports");
+  inspect->add_option("NAME", o->name, "the image's name in the store")->required();
+  inspect->add_flag("--json", o->json, "one JSON object (or the error) on stdout");
+  auto* rm = image->add_subcommand(
+      "rm", "Remove images from the store, and their files (images share none). A VM already running from one "
+            "keeps its open root filesystem until it ends");
+  rm->add_option("NAME", o->names, "the images' names")->required();
+  for (auto* c : {import, list, inspect, rm}) {
     c->add_option("--store", o->store, "the image store (SNAPVM_IMAGE_STORE)")->capture_default_str();
   }
-  return [o, import, list]() -> int {
+  return [o, import, list, inspect, rm]() -> int {
     if (import->parsed()) return run_import(*o);
     if (list->parsed()) return run_list(*o);
+    if (inspect->parsed()) return run_inspect(*o);
+    if (rm->parsed()) return run_rm(*o);
     return -1;
   };
 }

@@ -1,4 +1,4 @@
-// snapvm image import|list: container images into the local image store
+// snapvm image import|list|inspect|rm: container images into the local image store
 // (src/image/store.h).
 #pragma once
 

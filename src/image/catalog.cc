@@ -26,7 +26,12 @@ Result<StoredImage> read_stored(const fs::path& dir) {
     s.digest = j.value("digest", "");
     s.architecture = j.value("architecture", "");
     s.rootfs = (dir / "rootfs.ext4").string();
+    s.os = j.value("os", "");
+    s.created = j.value("created", "");
     s.rootfs_bytes = j.value("rootfs_bytes", uint64_t{0});
+    s.content_bytes = j.value("content_bytes", uint64_t{0});
+    s.layers = j.value("layers", uint64_t{0});
+    s.layer_digests = j.value("layer_digests", std::vector<std::string>{});
     s.layers_verified = j.value("layers_verified", false);
     const json c = j.value("config", json::object());
     s.config.entrypoint = c.value("entrypoint", std::vector<std::string>{});
@@ -53,6 +58,16 @@ const char* host_architecture() {
   return "amd64";
 #elif defined(__aarch64__)
   return "arm64";
+#else
+  return "unknown";
+#endif
+}
+
+const char* host_machine() {
+#if defined(__x86_64__)
+  return "x86_64";
+#elif defined(__aarch64__)
+  return "aarch64";
 #else
   return "unknown";
 #endif

@@ -25,8 +25,11 @@ struct RunConfig {
 
 struct StoredImage {
   std::string name, digest, architecture, rootfs;
+  std::string os, created;  // as the image's config says ("" if it did not, or for older imports)
   RunConfig config;
-  uint64_t rootfs_bytes = 0;
+  uint64_t rootfs_bytes = 0, content_bytes = 0;
+  uint64_t layers = 0;
+  std::vector<std::string> layer_digests;  // lowest first (empty for older imports)
   // Every layer was checked against a digest the image's digest covers
   // (imports before that check was made for docker archives lack it, and
   // are never reused).
@@ -38,6 +41,8 @@ std::string default_store();
 
 // The OCI architecture name of this host ("amd64", "arm64").
 const char* host_architecture();
+// The same as the kernel names it ("x86_64", "aarch64"), for messages.
+const char* host_machine();
 
 // Names become directory names: letters, digits, '.', '_', ':', '-', up to
 // 128, not starting with '.' or '-'.

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -75,12 +76,15 @@ struct WrittenHash {
 
 class Applier {
  public:
-  Applier(int layer_fd, const std::string& layer, int root_fd, const LayerLimits& limits, uint64_t& budget)
+  Applier(int layer_fd, const std::string& layer, int root_fd, const LayerLimits& limits, uint64_t& budget,
+          const ProgressFn& progress)
       : layer_fd_(layer_fd), layer_(layer), root_fd_(root_fd), limits_(limits), budget_(budget),
-        as_root_(::geteuid() == 0) {}
+        as_root_(::geteuid() == 0), progress_(progress) {}
 
   Result<LayerStats> run() {
     root_ino_ = SNAPVM_TRY(inode_of(root_fd_, "the root"));
+    struct stat st {};
+    if (progress_ && ::fstat(layer_fd_, &st) == 0) layer_bytes_ = static_cast<uint64_t>(st.st_size);
     auto a = open_tar(layer_fd_, "layer " + layer_);
     if (!a) return tl::unexpected(a.error());
     for (;;) {
@@ -91,7 +95,9 @@ class Applier {
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return refuse("corrupt ({})", archive_error_string(a->get()));
       if (++stats_.entries > limits_.max_entries) return refuse("more than {} entries", limits_.max_entries);
       SNAPVM_CHECK_OK(apply(a->get(), e));
+      report(a->get());
     }
+    if (progress_) progress_(layer_bytes_, layer_bytes_);
     return stats_;
   }
 
@@ -298,7 +304,18 @@ class Applier {
       if (!written) return tl::unexpected(std::move(written.error()).context(fmt::format("write {}", name)));
       budget_ -= size;
       stats_.bytes += size;
+      report(a);
     }
+  }
+
+  // How far into the layer file libarchive has read (its raw bytes, before
+  // decompression: what the file's size is a total of). It reads ahead, so
+  // all of it is read before the last entries are written: the total is
+  // reported once, when the layer is done.
+  void report(archive* a) {
+    if (!progress_ || layer_bytes_ == 0) return;
+    const la_int64_t read = archive_filter_bytes(a, -1);
+    if (read > 0) progress_(std::min(static_cast<uint64_t>(read), layer_bytes_ - 1), layer_bytes_);
   }
 
   Status set_attributes(int dir_fd, const std::string& leaf, archive_entry* e, mode_t mode) {
@@ -320,6 +337,8 @@ class Applier {
   LayerLimits limits_;
   uint64_t& budget_;
   bool as_root_;
+  const ProgressFn& progress_;
+  uint64_t layer_bytes_ = 0;
   ino_t root_ino_ = 0;
   LayerStats stats_;
   std::unordered_set<Written, WrittenHash> written_;  // names this layer gave, for opaque markers
@@ -331,8 +350,8 @@ class Applier {
 }  // namespace
 
 Result<LayerStats> apply_layer(int layer_fd, const std::string& name, int root_fd, const LayerLimits& limits,
-                               uint64_t& byte_budget) {
-  return Applier(layer_fd, name, root_fd, limits, byte_budget).run();
+                               uint64_t& byte_budget, const ProgressFn& progress) {
+  return Applier(layer_fd, name, root_fd, limits, byte_budget, progress).run();
 }
 
 Result<LayerStats> apply_layer(const std::string& layer_path, int root_fd, const LayerLimits& limits,

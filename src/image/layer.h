@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/parallel.h"
 #include "base/result.h"
 
 namespace snapvm::image {
@@ -49,8 +50,10 @@ struct LayerStats {
 // by an image's layers). Ownership is kept when running as root. On error
 // the root is partly written: callers build into a scratch directory and
 // discard it.
+// `progress`, if set, hears how many bytes of the layer file were read of
+// how many (compressed bytes, as stored) as the layer is applied.
 Result<LayerStats> apply_layer(int layer_fd, const std::string& name, int root_fd, const LayerLimits& limits,
-                               uint64_t& byte_budget);
+                               uint64_t& byte_budget, const ProgressFn& progress = {});
 
 // The same for a layer file (opened without blocking; a regular file only).
 Result<LayerStats> apply_layer(const std::string& layer_path, int root_fd, const LayerLimits& limits,

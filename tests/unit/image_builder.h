@@ -5,6 +5,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <fstream>
@@ -31,6 +34,22 @@ inline std::string read_file(const std::filesystem::path& p) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// A command's stdout and stderr; its exit status in `rc`.
+inline std::string shell(const std::string& cmd, int* rc = nullptr) {
+  std::string out;
+  FILE* p = ::popen(("(" + cmd + ") 2>&1").c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  int status = ::pclose(p);
+  if (rc != nullptr) *rc = WEXITSTATUS(status);
+  return out;
+}
+
+// Reads a file out of an ext4 image without mounting it.
+inline std::string ext4_cat(const std::string& image, const std::string& path) {
+  return shell("debugfs -R 'cat " + path + "' " + image + " 2>/dev/null");
 }
 
 enum class Compression { kNone, kGzip, kZstd };

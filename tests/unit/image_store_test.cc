@@ -31,22 +31,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 
-// A command's stdout and stderr; its exit status in `rc`.
-std::string shell(const std::string& cmd, int* rc = nullptr) {
-  std::string out;
-  FILE* p = ::popen(("(" + cmd + ") 2>&1").c_str(), "r");
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  int status = ::pclose(p);
-  if (rc != nullptr) *rc = WEXITSTATUS(status);
-  return out;
-}
-
-// Reads a file out of an ext4 image without mounting it.
-std::string ext4_cat(const std::string& image, const std::string& path) {
-  return shell("debugfs -R 'cat " + path + "' " + image + " 2>/dev/null");
-}
-
 bool ext4_has(const std::string& image, const std::string& path) {
   std::string cmd = "debugfs -R 'stat " + path + "' " + image + " 2>&1 | grep -q 'File not found'";
   return std::system(cmd.c_str()) != 0;
