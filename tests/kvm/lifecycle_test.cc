@@ -118,6 +118,28 @@ TEST(Lifecycle, ADetachedVmIsListedLoggedStreamsItsEventsAndStopsThroughItsPower
   ASSERT_EQ(test::snapvm_cli("resume " + name).rc, 0);
   EXPECT_EQ(events.next_event(), "resumed");
 
+  // A snapshot while it runs, and a clone of it in the background: the
+  // README's first steps, each through the command line.
+  const std::string snap = "/tmp/" + name + ".snap", clone = name + "-clone";
+  auto snapshot = test::snapvm_cli("snapshot " + name + " " + snap + " --resume", false, 300);
+  ASSERT_EQ(snapshot.rc, 0) << snapshot.out;
+  EXPECT_EQ(events.next_event(), "paused");
+  json written = events.next();
+  EXPECT_EQ(written.value("event", ""), "snapshot") << written.dump();
+  EXPECT_EQ(written.value("path", ""), snap) << written.dump();
+  EXPECT_EQ(events.next_event(), "resumed");
+  auto restored = test::snapvm_cli("restore -d " + snap + " --name " + clone, false, 120);
+  ASSERT_EQ(restored.rc, 0) << restored.out;
+  auto in_clone = test::snapvm_cli("exec " + clone + " -- cat /proc/cpuinfo", false, 120);
+  EXPECT_EQ(in_clone.rc, 0) << in_clone.out << test::snapvm_cli("logs " + clone).out;
+  auto clone_ps = test::snapvm_cli("ps --json", false, 60);
+  EXPECT_NE(clone_ps.out.find("\"origin\":\"snapshot " + snap + "\""), std::string::npos) << clone_ps.out;
+  auto clone_stop = test::snapvm_cli("stop " + clone + " --timeout 120", false, 300);
+  EXPECT_EQ(clone_stop.rc, 0) << clone_stop.out;
+  EXPECT_NE(clone_stop.out.find(clone + ": the guest shut down"), std::string::npos) << clone_stop.out;
+  EXPECT_NE(test::snapvm_cli("logs " + clone).out.find("snapvm: restored " + snap), std::string::npos);
+  ::unlink(snap.c_str());
+
   auto stop = test::snapvm_cli("stop " + name + " --timeout 120", false, 300);
   EXPECT_EQ(stop.rc, 0) << stop.out;
   EXPECT_NE(stop.out.find(name + ": the guest shut down"), std::string::npos) << stop.out;

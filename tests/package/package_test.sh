@@ -103,6 +103,12 @@ fi
 init=/usr/lib/snapvm/snapvm-guest-init
 [ -x "$init" ] || fail "no executable $init"
 readelf -l "$init" | grep -q 'Requesting program interpreter' && fail "$init is not static"
+# The installed snapvm finds its guest scripts and init beside it: the
+# script's own first check (a folder nobody may write) answers.
+for f in build-guest.sh pack-guest.sh; do [ -x "/usr/lib/snapvm/$f" ] || fail "no executable /usr/lib/snapvm/$f"; done
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups snapvm guest build --dir /root/snapvm-guest 2>&1) &&
+  fail "snapvm guest build into /root as nobody succeeded"
+[[ "$out" == *"cannot write in /root"* ]] || fail "the installed snapvm guest build says: $out"
 
 # `snapvm jail` needs a static snapvm: the package's, or one line saying how to get one.
 if [ -e /usr/lib/snapvm/snapvm-static ]; then
