@@ -50,6 +50,11 @@ fi
 work=$(mktemp -d "$parent/.guest-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/debs" "$work/kernel" "$work/busybox" "$work/out"
+# apt downloads as its unprivileged _apt user where that user can write.
+if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then
+  chmod 0711 "$work"
+  chown _apt "$work/debs"
+fi
 say "fetching $kernel_pkg $kernel_version and busybox-static $busybox_version through apt"
 (cd "$work/debs" && apt-get download -q "$kernel_pkg:$deb_arch=$kernel_version" \
   "busybox-static:$deb_arch=$busybox_version" >/dev/null 2>"$work/apt.log") ||
@@ -68,9 +73,17 @@ cp "$vmlinuz" "$work/out/kernel"
 chmod 0755 "$work/out"
 chmod 0644 "$work/out"/*
 
-# Swap the new folder in: a reader sees the old files or the new ones.
+# Put the new folder in place of the old one. Between the two renames
+# there is no folder (a run then says to build the guest); the old one is
+# removed only once the new one is in place.
+old=""
 if [ -e "$out" ]; then
-  mv "$out" "$work/old"
+  old=$(mktemp -u "$parent/.guest-old.XXXXXX")
+  mv "$out" "$old"
 fi
-mv "$work/out" "$out"
+if ! mv "$work/out" "$out"; then
+  [ -n "$old" ] && mv "$old" "$out"
+  fail "cannot move the new guest into $out"
+fi
+[ -n "$old" ] && rm -rf "$old"
 say "ready: $out/kernel ($(du -h "$out/kernel" | cut -f1)) and $out/initrd.cpio ($(du -h "$out/initrd.cpio" | cut -f1))"

@@ -342,6 +342,9 @@ void LineServer::flush(Connection& c) {
     ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), kSendFlags);
     if (n > 0) {
       c.out.erase(0, static_cast<size_t>(n));
+      // A peer that takes its bytes, however slowly, keeps its connection
+      // (an event stream's reader); one that takes none is dropped.
+      c.send_by = Clock::now() + o_.send_deadline;
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else if (n < 0 && errno == EAGAIN) {

@@ -44,7 +44,7 @@ struct LineServerOptions {
   // The whole request line must arrive within this, counted from when the
   // server began waiting for it. None: an idle connection may stay open.
   std::optional<std::chrono::milliseconds> request_deadline;
-  // Queued output must be taken by the peer within this.
+  // A peer that takes none of its queued output for this long is dropped.
   std::chrono::milliseconds send_deadline{5000};
   // One request per connection (closed after its answer; a last line
   // without its newline at the end of input is still a request), or many.

@@ -216,7 +216,7 @@ int run_bake(BakeOptions o) {
     vm.request_stop();
   });
   auto exit = (*runner)->wait();
-  if (int sig = stopped_by.load(); sig != 0) {
+  if (int sig = stopped_by.load(); sig != 0 && rc != 0) {  // a signal after the snapshot changes nothing
     fmt::print(stderr, "snapvm bake: SIG{}: stopped before the snapshot was written\n", ::sigabbrev_np(sig));
     return 128 + sig;
   }

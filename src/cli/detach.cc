@@ -1,6 +1,7 @@
 #include "cli/detach.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,14 +34,26 @@ bool answers(const std::string& name, std::chrono::milliseconds wait) {
 
 }  // namespace
 
-std::optional<int> detach(const std::string& name) {
-  if (answers(name, 1s)) {
-    fmt::print(stderr, "snapvm: a VM named {} is running already (snapvm stop {})\n", name, name);
-    return 1;
-  }
+Result<UniqueFd> lock_vm_name(const std::string& name) {
   make_runtime_dir();
+  const std::string path = runtime_path(name + ".lock");
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) return errno_error("open " + path);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return make_error(ErrorCode::kFailedPrecondition, "a VM named {} is running already, or starting (snapvm stop {})",
+                        name, name);
+    }
+    return errno_error("lock " + path);
+  }
+  return fd;
+}
+
+std::optional<int> detach(const std::string& name) {
+  // The caller holds the name's lock (lock_vm_name): no other VM of this
+  // name writes the log that is emptied here.
   const std::string log = runtime_path(name + ".log");
-  UniqueFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  UniqueFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!log_fd.valid()) {
     fmt::print(stderr, "snapvm: -d: open {}: {}\n", log, std::strerror(errno));
     return 1;

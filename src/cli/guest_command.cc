@@ -45,13 +45,21 @@ int run_guest_build(const GuestOptions& o) {
         "(installed: /usr/lib/snapvm/; a build tree: build/lib/snapvm/ and build/bin/)",
         false);
   }
-  std::vector<std::string> args = {script, kDebianArch, init, pack, o.dir};
+  // bash by its path, without the startup files a caller's environment can
+  // name (BASH_ENV, ENV): the script is ours, run as whoever runs snapvm.
+  std::vector<std::string> args = {"/bin/bash", script, kDebianArch, init, pack, o.dir};
   if (!o.kernel_package.empty()) args.push_back(o.kernel_package);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  if (int err = ::posix_spawn(&pid, script.c_str(), nullptr, nullptr, argv.data(), environ); err != 0) {
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view var(*e);
+    if (!var.starts_with("BASH_ENV=") && !var.starts_with("ENV=") && !var.starts_with("BASH_FUNC_")) env.push_back(*e);
+  }
+  env.push_back(nullptr);
+  if (int err = ::posix_spawn(&pid, "/bin/bash", nullptr, nullptr, argv.data(), env.data()); err != 0) {
     return report_error(fmt::format("guest build: cannot run {}: {}", script, std::strerror(err)), false);
   }
   int status = 0;

@@ -1,6 +1,8 @@
 #include "cli/lifecycle_commands.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 
 #include "base/json_fields.h"
 #include "base/runtime_dir.h"
+#include "base/unix_socket.h"
 #include "base/unique_fd.h"
 #include "cli/commands.h"
 #include "cli/control_commands.h"
@@ -39,8 +42,29 @@ using namespace std::chrono_literals;
 struct RunningVm {
   std::string name;
   json info;
-  pid_t pid() const { return static_cast<pid_t>(json_field_or(info, "pid", int64_t{0})); }
+  pid_t serving_pid = 0;  // the process that serves its control socket, as the kernel says
+  // The sockets as found (device and inode), so that only these are ever removed.
+  std::optional<std::pair<dev_t, ino_t>> control_id, vsock_id;
+  pid_t pid() const { return serving_pid; }
 };
+
+std::optional<std::pair<dev_t, ino_t>> file_id(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return std::nullopt;
+  return std::pair{st.st_dev, st.st_ino};
+}
+
+// The pid of the process serving the socket, from the kernel (SO_PEERCRED),
+// never from what that process says of itself: a VMM its guest took over
+// could name any process for root's stop or kill to signal.
+Result<pid_t> serving_pid(const std::string& socket) {
+  auto fd = SNAPVM_TRY(connect_unix(socket));
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return errno_error("SO_PEERCRED " + socket);
+  if (cred.pid <= 0) return make_error(ErrorCode::kFailedPrecondition, "{}: no process serves it", socket);
+  return cred.pid;
+}
 
 // How long a VM's control socket has to answer ps and stop before it is
 // called unresponsive: a VM writing a snapshot answers after it.
@@ -54,8 +78,10 @@ Result<RunningVm> find_vm(const std::string& name) {
   if (::access(socket.c_str(), F_OK) != 0) return make_error(ErrorCode::kNotFound, "no VM named {} is running", name);
   auto info = control_request(socket, {{"op", "info"}}, kInfoWait);
   if (!info) return make_error(ErrorCode::kNotFound, "VM {} does not answer: {}", name, info.error().describe());
-  RunningVm vm{name, std::move(*info)};
-  if (vm.pid() <= 0) return make_error(ErrorCode::kFailedPrecondition, "VM {} did not say its pid", name);
+  RunningVm vm{name, std::move(*info), 0, std::nullopt, std::nullopt};
+  vm.serving_pid = SNAPVM_TRY(serving_pid(socket));
+  vm.control_id = file_id(socket);
+  vm.vsock_id = file_id(runtime_path(name + ".vsock"));
   return vm;
 }
 
@@ -84,13 +110,27 @@ bool send_signal(const UniqueFd& pidfd, int sig) {
   return ::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) == 0 || errno == ESRCH;
 }
 
-// A VMM killed outright leaves its sockets: they go once it is gone, unless
-// another VMM has bound the name meanwhile.
-void remove_left_sockets(const std::string& name) {
-  for (const char* suffix : {".sock", ".vsock"}) {
-    const std::string path = runtime_path(name + suffix);
-    if (::access(path.c_str(), F_OK) != 0) continue;
-    if (control_request(path, {{"op", "info"}}, 500ms)) continue;  // served again
+// A pidfd of the VM's VMM, once the socket is seen served by that pid again
+// after the pidfd is open: a pid freed and reused in between serves no
+// socket of this VM, so the pidfd is never of another process.
+UniqueFd open_vm_pid(const RunningVm& vm) {
+  UniqueFd pidfd = open_pid(vm.pid());
+  if (!pidfd.valid()) return pidfd;
+  auto again = serving_pid(runtime_path(vm.name + ".sock"));
+  if (!again || *again != vm.pid()) return UniqueFd();
+  return pidfd;
+}
+
+// A VMM killed outright leaves its sockets: once it is gone, the very
+// sockets it had (same inode) go, and only if nothing accepts on them; a
+// VM of the same name started meanwhile keeps its own.
+void remove_left_sockets(const RunningVm& vm) {
+  const std::pair<std::string, std::optional<std::pair<dev_t, ino_t>>> sockets[] = {
+      {runtime_path(vm.name + ".sock"), vm.control_id}, {runtime_path(vm.name + ".vsock"), vm.vsock_id}};
+  for (const auto& [path, id] : sockets) {
+    if (!id || file_id(path) != id) continue;
+    auto fd = connect_unix(path);
+    if (fd || fd.error().describe().find("refused") == std::string::npos) continue;  // served, or not ours to judge
     ::unlink(path.c_str());
   }
 }
@@ -162,8 +202,8 @@ struct StopOptions {
 int run_stop(const StopOptions& o) {
   auto vm = find_vm(o.name);
   if (!vm) return report_error(vm.error().describe(), false);
-  UniqueFd pidfd = open_pid(vm->pid());
-  if (!pidfd.valid()) return report_error(fmt::format("VM {}: pid {}: {}", o.name, vm->pid(), std::strerror(errno)), false);
+  UniqueFd pidfd = open_vm_pid(*vm);
+  if (!pidfd.valid()) return report_error(fmt::format("VM {}: its VMM (pid {}) is gone", o.name, vm->pid()), false);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
   std::string how;
   if (auto pressed = control_request(control_path_for(o.name), {{"op", "shutdown"}}, 5s); !pressed) {
@@ -180,7 +220,7 @@ int run_stop(const StopOptions& o) {
     if (!wait_for_end(pidfd, 5s)) {
       send_signal(pidfd, SIGKILL);
       wait_for_end(pidfd, 5s);
-      remove_left_sockets(o.name);
+      remove_left_sockets(*vm);
       how = "killed (it did not stop within 5 s of SIGTERM)";
     }
   }
@@ -204,13 +244,13 @@ int run_kill(const StopOptions& o) {
   if (sig == 0) return report_error(fmt::format("--signal {}: no such signal (KILL, TERM, INT, 9, ...)", o.signal), false, 2);
   auto vm = find_vm(o.name);
   if (!vm) return report_error(vm.error().describe(), false);
-  UniqueFd pidfd = open_pid(vm->pid());
+  UniqueFd pidfd = open_vm_pid(*vm);
   if (!pidfd.valid() || !send_signal(pidfd, sig)) {
     return report_error(fmt::format("VM {}: signal pid {}: {}", o.name, vm->pid(), std::strerror(errno)), false);
   }
   if (sig == SIGKILL) {
     wait_for_end(pidfd, 5s);
-    remove_left_sockets(o.name);
+    remove_left_sockets(*vm);
   }
   return 0;
 }
@@ -235,7 +275,7 @@ int run_logs(const LogsOptions& o) {
   }
   UniqueFd pidfd;
   if (o.follow) {
-    if (auto vm = find_vm(o.name)) pidfd = open_pid(vm->pid());
+    if (auto vm = find_vm(o.name)) pidfd = open_vm_pid(*vm);
   }
   char buf[65536];
   for (;;) {
@@ -265,7 +305,9 @@ std::function<int()> register_lifecycle_commands(CLI::App& app) {
   auto* stop = app.add_subcommand(
       "stop", "Shut a VM down: press its power button, wait for the guest, then stop the VMM (SIGTERM, then SIGKILL)");
   stop->add_option("NAME", stop_o->name, name_help)->required();
-  stop->add_option("-t,--timeout", stop_o->timeout_s, "seconds the guest has to shut down")->capture_default_str();
+  stop->add_option("-t,--timeout", stop_o->timeout_s, "seconds the guest has to shut down")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   auto* kill = app.add_subcommand("kill", "Send a VM's VMM a signal (default KILL; its sockets are removed after)");
   kill->add_option("NAME", stop_o->name, name_help)->required();
   kill->add_option("-s,--signal", stop_o->signal, "signal name or number (TERM stops the VM cleanly)")

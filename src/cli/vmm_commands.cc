@@ -67,11 +67,19 @@ CLI::Validator vm_name_check() {
       "NAME");
 }
 
-// -d without --name: a usage error (exit 2).
-std::optional<int> detach_needs_name(bool detach, const std::string& name) {
-  if (!detach || !name.empty()) return std::nullopt;
-  fmt::print(stderr, "snapvm: -d needs --name: the VM is found by its name (snapvm ps, logs, stop)\n");
-  return 2;
+// -d without --name, or with --api: a usage error (exit 2); a detached VM
+// is found by its name (snapvm ps, logs, stop), at /run/snapvm/NAME.sock.
+std::optional<int> detach_needs_name(bool detach, const std::string& name, const std::string& api) {
+  if (!detach) return std::nullopt;
+  if (name.empty()) {
+    fmt::print(stderr, "snapvm: -d needs --name: the VM is found by its name (snapvm ps, logs, stop)\n");
+    return 2;
+  }
+  if (!api.empty()) {
+    fmt::print(stderr, "snapvm: -d serves the control socket at /run/snapvm/NAME.sock: leave out --api\n");
+    return 2;
+  }
+  return std::nullopt;
 }
 
 // Turns on the per-thread seccomp filters (before any VMM thread starts).
@@ -98,12 +106,24 @@ void add_seccomp_option(CLI::App* cmd, std::string& mode) {
 struct Console {
   std::unique_ptr<FILE, int (*)(FILE*)> file{nullptr, &std::fclose};
   FILE* out = stdout;
+  uint64_t cap = 0;  // a detached VM's log: emptied when it holds this much (0: no cap)
 
   // Writes whole chunks; flushes at line ends so a tail -f sees lines.
   std::function<void(std::string_view)> sink() const {
     FILE* f = out;
-    return [f](std::string_view s) {
+    auto written = std::make_shared<std::atomic<uint64_t>>(0);  // any vCPU may write the console
+    return [f, written, cap = cap](std::string_view s) {
+      if (cap != 0 && written->load() + s.size() > cap) {
+        // The log is opened O_APPEND: after the truncation writes begin at 0.
+        std::fflush(f);
+        if (::ftruncate(::fileno(f), 0) == 0) {
+          *written = 0;
+          std::fprintf(f, "snapvm: the log reached %llu MiB and was emptied; the guest's console goes on\n",
+                       static_cast<unsigned long long>(cap >> 20));
+        }
+      }
       std::fwrite(s.data(), 1, s.size(), f);
+      *written += s.size();
       if (s.find('\n') != std::string_view::npos) std::fflush(f);
     };
   }
@@ -251,7 +271,16 @@ int run_vm(RunOptions o) {
     fmt::print(stderr, "snapvm: {}\n", s.error().describe());
     return 1;
   }
-  if (auto usage = detach_needs_name(o.detach, o.name)) return *usage;
+  if (auto usage = detach_needs_name(o.detach, o.name, o.api)) return *usage;
+  UniqueFd name_lock;  // one VM per name, for as long as this process (or its detached child) runs
+  if (!o.name.empty()) {
+    auto lock = lock_vm_name(o.name);
+    if (!lock) {
+      fmt::print(stderr, "snapvm: {}\n", lock.error().describe());
+      return 1;
+    }
+    name_lock = std::move(*lock);
+  }
   if (o.detach) {
     if (auto parent_status = detach(o.name)) return *parent_status;
   }
@@ -269,6 +298,7 @@ int run_vm(RunOptions o) {
   }
   auto console = open_console(o.console, "w");
   if (!console) return 1;
+  if (o.detach && o.console.empty()) console->cap = kMaxDetachedLogBytes;
   MachineConfig c;
   c.kernel_path = o.kernel;
   c.initrd_path = o.initrd;
@@ -380,7 +410,16 @@ struct RestoreCliOptions {
 };
 
 int restore_vm(const RestoreCliOptions& o) {
-  if (auto usage = detach_needs_name(o.detach, o.name)) return *usage;
+  if (auto usage = detach_needs_name(o.detach, o.name, o.api)) return *usage;
+  UniqueFd name_lock;  // one VM per name, for as long as this process (or its detached child) runs
+  if (!o.name.empty()) {
+    auto lock = lock_vm_name(o.name);
+    if (!lock) {
+      fmt::print(stderr, "snapvm: {}\n", lock.error().describe());
+      return 1;
+    }
+    name_lock = std::move(*lock);
+  }
   if (o.detach) {
     if (auto parent_status = detach(o.name)) return *parent_status;
   }
@@ -392,6 +431,7 @@ int restore_vm(const RestoreCliOptions& o) {
   if (!start_sandbox(o.seccomp)) return 1;
   auto console = open_console(o.console, "a");
   if (!console) return 1;
+  if (o.detach && o.console.empty()) console->cap = kMaxDetachedLogBytes;
   RestoreOptions ro;
   ro.vsock_path = o.vsock.empty() && !o.name.empty() ? agent::vsock_path_for(o.name) : o.vsock;
   if (!o.name.empty()) make_runtime_dir();

@@ -20,6 +20,11 @@ constexpr size_t kMaxControlClients = 16;
 
 json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
+// A reply or event as one line. Paths and guest-derived text may hold
+// bytes that are not UTF-8: replaced, never a throw (a throw in an event
+// at the VM's end would escape the runner).
+std::string line_of(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -53,7 +58,7 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(const std::string& p
         }
         reply.send(raw->handle(std::string(line)));
       },
-      [](std::string_view why) { return error_reply(std::string(why)).dump(); }, options);
+      [](std::string_view why) { return line_of(error_reply(std::string(why))); }, options);
   s->thread_ = std::thread([raw] {
     sandbox::enter_or_die(sandbox::ThreadKind::kControl);
     raw->server_->serve(-1);
@@ -74,13 +79,13 @@ std::string ControlServer::handle(const std::string& line) {
     return handle_request(line);
   } catch (const std::exception& e) {
     // A request must never take the VM down with it.
-    return error_reply(fmt::format("internal error: {}", e.what())).dump();
+    return line_of(error_reply(fmt::format("internal error: {}", e.what())));
   }
 }
 
 std::string ControlServer::handle_request(const std::string& line) {
   auto req = parse_control_request(line);
-  if (!req) return error_reply(req.error().describe()).dump();
+  if (!req) return line_of(error_reply(req.error().describe()));
   switch (req->op) {
     case ControlRequest::Op::kInfo: {
       json fwds = json::array();
@@ -103,34 +108,34 @@ std::string ControlServer::handle_request(const std::string& line) {
                  {"devices", machine_.describe_devices()}};
       // Where a hung guest is: the vCPUs' registers can only be read paused.
       if (auto where = machine_.describe_vcpus()) reply["vcpus_at"] = *where;
-      return reply.dump();
+      return line_of(reply);
     }
     case ControlRequest::Op::kPause: {
       auto r = machine_.pause();
-      if (!r) return error_reply(r.error().describe()).dump();
+      if (!r) return line_of(error_reply(r.error().describe()));
       publish({{"event", "paused"}});
-      return json{{"ok", true}, {"state", "paused"}}.dump();
+      return line_of(json{{"ok", true}, {"state", "paused"}});
     }
     case ControlRequest::Op::kResume: {
       auto r = machine_.resume();
-      if (!r) return error_reply(r.error().describe()).dump();
+      if (!r) return line_of(error_reply(r.error().describe()));
       publish({{"event", "resumed"}});
-      return json{{"ok", true}, {"state", "running"}}.dump();
+      return line_of(json{{"ok", true}, {"state", "running"}});
     }
     case ControlRequest::Op::kShutdown: {
       // A request, not a stop: the guest decides; `snapvm stop` waits and
       // then kills what did not listen.
       auto r = machine_.press_power_button();
-      if (!r) return error_reply(r.error().describe()).dump();
+      if (!r) return line_of(error_reply(r.error().describe()));
       publish({{"event", "shutdown_requested"}});
-      return json{{"ok", true}, {"state", machine_.paused() ? "paused" : "running"}}.dump();
+      return line_of(json{{"ok", true}, {"state", machine_.paused() ? "paused" : "running"}});
     }
     case ControlRequest::Op::kEvents:
-      return error_reply("events: a stream, subscribed on the socket only").dump();
+      return line_of(error_reply("events: a stream, subscribed on the socket only"));
     case ControlRequest::Op::kSnapshot: {
       const bool was_paused = machine_.paused();
       auto live = machine_.snapshot_live(req->path, req->diff_from, req->resume);
-      if (!live) return error_reply(live.error().describe()).dump();
+      if (!live) return line_of(error_reply(live.error().describe()));
       if (!was_paused) publish({{"event", "paused"}});
       publish({{"event", "snapshot"}, {"path", req->path}, {"diff", !req->diff_from.empty()}});
       if (req->resume) publish({{"event", "resumed"}});
@@ -142,7 +147,7 @@ std::string ControlServer::handle_request(const std::string& line) {
       } else {
         pause_breakdown["write"] = live->write_ms;
       }
-      return json{{"ok", true},
+      return line_of(json{{"ok", true},
                   {"path", req->path},
                   {"state", req->resume ? "running" : "paused"},
                   {"ram_bytes", stats.ram_bytes},
@@ -155,15 +160,18 @@ std::string ControlServer::handle_request(const std::string& line) {
                   {"pause_ms", live->pause_ms},
                   {"pause_breakdown_ms", pause_breakdown},
                   {"written_while_running_ms", live->written_while_running ? live->write_ms : 0.0},
-                  {"total_ms", live->total_ms}}
-          .dump();
+                  {"total_ms", live->total_ms}});
     }
   }
-  return error_reply("unknown request").dump();
+  return line_of(error_reply("unknown request"));
 }
 
 void ControlServer::subscribe(const LineServer::Reply& reply) {
   MutexLock lock(events_mu_);
+  if (ended_) {  // the VM has ended: nothing more will come
+    reply.send(line_of(json{{"ok", true}, {"events", false}, {"state", "ended"}}));
+    return;
+  }
   // Subscribers that hung up make way (their empty answer settles them).
   std::erase_if(subscribers_, [](const LineServer::Reply& r) {
     if (r.wanted()) return false;
@@ -171,17 +179,21 @@ void ControlServer::subscribe(const LineServer::Reply& reply) {
     return true;
   });
   if (subscribers_.size() >= kMaxEventSubscribers) {
-    reply.send(error_reply(fmt::format("events: {} subscribers already", kMaxEventSubscribers)).dump());
+    reply.send(line_of(error_reply(fmt::format("events: {} subscribers already", kMaxEventSubscribers))));
     return;
   }
-  reply.stream(json{{"ok", true}, {"events", true}, {"state", machine_.paused() ? "paused" : "running"}}.dump());
+  reply.stream(line_of(json{{"ok", true}, {"events", true}, {"state", machine_.paused() ? "paused" : "running"}}));
   subscribers_.push_back(reply);
 }
 
 void ControlServer::publish(json event) {
-  event["time_ms"] = unix_ms();
-  const std::string line = event.dump();
   MutexLock lock(events_mu_);
+  publish_locked(std::move(event));
+}
+
+void ControlServer::publish_locked(json event) {
+  event["time_ms"] = unix_ms();
+  const std::string line = line_of(event);
   std::erase_if(subscribers_, [&line](const LineServer::Reply& r) {
     if (!r.wanted()) {
       r.send("");
@@ -193,10 +205,12 @@ void ControlServer::publish(json event) {
 }
 
 void ControlServer::announce_exit(const std::string& reason, int status) {
-  publish({{"event", "exited"}, {"reason", reason}, {"status", status}});
-  // The stream ends with the VM: each subscriber's answer closes it.
+  // One lock for the event and the ends of the streams, so no subscriber
+  // comes in between: one that comes later is answered at once.
   MutexLock lock(events_mu_);
-  for (const auto& r : subscribers_) r.send(json{{"ok", true}, {"events", false}}.dump());
+  publish_locked({{"event", "exited"}, {"reason", reason}, {"status", status}});
+  ended_ = true;
+  for (const auto& r : subscribers_) r.send(line_of(json{{"ok", true}, {"events", false}}));
   subscribers_.clear();
 }
 

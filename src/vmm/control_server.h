@@ -50,6 +50,7 @@ class ControlServer {
   // Subscribes the request's connection; the first line says so (or why not).
   void subscribe(const LineServer::Reply& reply) EXCLUDES(events_mu_);
   void publish(nlohmann::json event) EXCLUDES(events_mu_);
+  void publish_locked(nlohmann::json event) REQUIRES(events_mu_);
 
   std::string path_;
   Machine& machine_;
@@ -57,6 +58,7 @@ class ControlServer {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   Mutex events_mu_;  // the server's thread subscribes; the runner's announces the exit
   std::vector<LineServer::Reply> subscribers_ GUARDED_BY(events_mu_);
+  bool ended_ GUARDED_BY(events_mu_) = false;  // announce_exit has run
   std::unique_ptr<LineServer> server_;  // set once the socket is bound
   std::thread thread_;
 };

@@ -16,7 +16,13 @@ void PanicWatch::feed(std::string_view bytes) {
       continue;
     }
     if (auto at = line_.find(kMarker); at != std::string::npos) {
-      panic_ = line_.substr(at + kMarker.size());
+      // Guest text bound for the VMM's own stderr line: printable ASCII
+      // only, so no escape sequence or forged line rides on it.
+      std::string text = line_.substr(at + kMarker.size());
+      for (char& t : text) {
+        if (t < 0x20 || t > 0x7e) t = '?';
+      }
+      panic_ = std::move(text);
       seen_ = true;
       return;
     }

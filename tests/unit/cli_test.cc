@@ -1,5 +1,7 @@
 // The snapvm command as a user runs it: exit codes and one-line errors.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -427,6 +429,9 @@ TEST(CliLifecycle, DetachNeedsANameAndNamesMustBeFileNames) {
   auto no_name = run("run -d --kernel /nonexistent");
   EXPECT_EQ(no_name.exit_code, 2) << no_name.out;
   EXPECT_TRUE(has(no_name.out, "-d needs --name")) << no_name.out;
+  auto with_api = run("run -d --name x --api /tmp/x.sock --kernel /nonexistent");
+  EXPECT_EQ(with_api.exit_code, 2) << with_api.out;
+  EXPECT_TRUE(has(with_api.out, "leave out --api")) << with_api.out;
   for (const char* bad : {"../x", ".hidden", "a/b", ""}) {
     auto r = run(std::string("run --kernel /nonexistent --name '") + bad + "'");
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
@@ -480,6 +485,28 @@ TEST(CliNonRoot, WhatAnotherUserCannotReachIsNamedInOneLine) {
     EXPECT_EQ(lines(guest.out), 1u) << guest.out;
     EXPECT_TRUE(has(guest.out, "cannot write in /root: run as root, or choose a folder of yours")) << guest.out;
   }
+}
+
+
+// One VM per name: the name's lock, held by a running VM, refuses a second
+// one before it takes anything (its log, its sockets).
+TEST(CliLifecycle, ANameInUseIsRefusedBeforeAnythingIsTaken) {
+  if (!built_with("run") || ::geteuid() != 0) GTEST_SKIP() << "needs a VMM build and root (/run/snapvm)";
+  const std::string name = "cli-lock-test";
+  ::mkdir("/run/snapvm", 0755);
+  const std::string lock = "/run/snapvm/" + name + ".lock", log = "/run/snapvm/" + name + ".log";
+  int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  { std::FILE* f = std::fopen(log.c_str(), "w"); ASSERT_NE(f, nullptr); std::fputs("the running VM's log\n", f); std::fclose(f); }
+  for (const char* how : {"run --name ", "run -d --name "}) {
+    auto r = run(std::string(how) + name + " --kernel /nonexistent");
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_TRUE(has(r.out, "a VM named " + name + " is running already, or starting")) << r.out;
+  }
+  EXPECT_EQ(test::read_file(log).size(), std::string("the running VM's log\n").size()) << "the log was emptied";
+  ::close(fd);
+  ::unlink(log.c_str());
 }
 
 }  // namespace

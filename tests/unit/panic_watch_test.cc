@@ -31,6 +31,12 @@ TEST(PanicWatch, ARebootOrAnUnfinishedLineIsNoPanic) {
   EXPECT_EQ(w.panic_line().value_or(""), "no newline yet");
 }
 
+TEST(PanicWatch, TheLineKeepsOnlyPrintableAscii) {
+  PanicWatch w;
+  w.feed("Kernel panic - not syncing: \x1b[2Jforged\x07 \xff line\n");
+  EXPECT_EQ(w.panic_line().value_or(""), "?[2Jforged? ? line");
+}
+
 TEST(PanicWatch, AnEndlessLineIsBoundedAndTheNextOneStillCounts) {
   PanicWatch w;
   w.feed(std::string(10 * PanicWatch::kMaxLine, 'x') + "Kernel panic - not syncing: hidden past the limit\n");
