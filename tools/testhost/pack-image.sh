@@ -39,4 +39,5 @@ umoci config --image layout:web --architecture "$oci_arch" --os linux \
   --config.entrypoint /bin/httpd --config.cmd -f --config.cmd -p --config.cmd 8080 --config.cmd -h --config.cmd /www \
   --config.env GREETING=hello-from-the-image --config.env PATH=/bin \
   --config.workingdir /app --config.user app --config.exposedports 8080/tcp
-"$snapvm" image import layout web --store "$store" >/dev/null
+# The image is for the test host's architecture, which may not be this machine's.
+"$snapvm" image import layout web --store "$store" --allow-other-arch >/dev/null
