@@ -82,6 +82,23 @@ std::optional<int> detach_needs_name(bool detach, const std::string& name, const
   return std::nullopt;
 }
 
+// What run and restore do first for a named VM: -d's usage checked, the
+// name's lock taken into `lock`, and with -d the fork. A status to end
+// with, or nullopt to go on and run the VM (here, or as the detached child).
+std::optional<int> claim_name(bool detach_it, const std::string& name, const std::string& api, UniqueFd& lock) {
+  if (auto usage = detach_needs_name(detach_it, name, api)) return usage;
+  if (!name.empty()) {
+    auto taken = lock_vm_name(name);
+    if (!taken) {
+      fmt::print(stderr, "snapvm: {}\n", taken.error().describe());
+      return 1;
+    }
+    lock = std::move(*taken);
+  }
+  if (detach_it) return detach(name);
+  return std::nullopt;
+}
+
 // Turns on the per-thread seccomp filters (before any VMM thread starts).
 bool start_sandbox(const std::string& mode) {
   if (mode == "off") return true;
@@ -271,19 +288,8 @@ int run_vm(RunOptions o) {
     fmt::print(stderr, "snapvm: {}\n", s.error().describe());
     return 1;
   }
-  if (auto usage = detach_needs_name(o.detach, o.name, o.api)) return *usage;
   UniqueFd name_lock;  // one VM per name, for as long as this process (or its detached child) runs
-  if (!o.name.empty()) {
-    auto lock = lock_vm_name(o.name);
-    if (!lock) {
-      fmt::print(stderr, "snapvm: {}\n", lock.error().describe());
-      return 1;
-    }
-    name_lock = std::move(*lock);
-  }
-  if (o.detach) {
-    if (auto parent_status = detach(o.name)) return *parent_status;
-  }
+  if (auto status = claim_name(o.detach, o.name, o.api, name_lock)) return *status;
   // Before any thread: every thread the VM starts inherits the blocked set.
   auto signals = take_shutdown_signals();
   if (!signals) {
@@ -410,19 +416,8 @@ struct RestoreCliOptions {
 };
 
 int restore_vm(const RestoreCliOptions& o) {
-  if (auto usage = detach_needs_name(o.detach, o.name, o.api)) return *usage;
   UniqueFd name_lock;  // one VM per name, for as long as this process (or its detached child) runs
-  if (!o.name.empty()) {
-    auto lock = lock_vm_name(o.name);
-    if (!lock) {
-      fmt::print(stderr, "snapvm: {}\n", lock.error().describe());
-      return 1;
-    }
-    name_lock = std::move(*lock);
-  }
-  if (o.detach) {
-    if (auto parent_status = detach(o.name)) return *parent_status;
-  }
+  if (auto status = claim_name(o.detach, o.name, o.api, name_lock)) return *status;
   auto signals = take_shutdown_signals();  // before any thread, as in run_vm
   if (!signals) {
     fmt::print(stderr, "snapvm: {}\n", signals.error().describe());
